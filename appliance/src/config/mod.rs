@@ -1,0 +1,326 @@
+//! The appliance configuration: TOML in, validated typed values out.
+//!
+//! Loading happens in two steps. serde reads the file into [`raw`] structs that reject
+//! unknown keys; then [`validate`] resolves names (ports, NFs) into ids, parses every NF's
+//! parameters and checks cross-references. Every error names the file, line, key and what was
+//! expected; nothing starts until the whole configuration is valid.
+
+mod error;
+pub mod raw;
+
+use std::path::Path;
+
+use nflet_nfs::chain::{Selector, Step};
+use nflet_nfs::functions::AnyConfig;
+use nflet_nfs::ids::{Label, PortId};
+use nflet_nfs::packet::ParsePolicy;
+use nflet_nfs::state::Backing;
+
+pub use error::{ConfigError, Location, SourceMap};
+pub use raw::{RawGenerator, RawPortKind};
+
+/// The configuration nflet runs when given none: generator → firewall → monitor → sink.
+pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
+
+/// Appliance-wide settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub cores: usize,
+    pub burst: usize,
+    pub arena_bytes: usize,
+    pub backing: Backing,
+    pub buffers_per_core: usize,
+    pub frame_size: usize,
+    pub idle_sleep_us: u64,
+}
+
+/// A validated port.
+#[derive(Debug)]
+pub struct PortConfig {
+    pub name: String,
+    pub kind: RawPortKind,
+}
+
+/// A validated chain.
+#[derive(Debug, Clone)]
+pub struct ChainConfig {
+    pub name: String,
+    pub ingress: Vec<PortId>,
+    pub steps: Vec<Step>,
+    pub output: Option<PortId>,
+}
+
+/// A validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// Where it came from (a path, or `<embedded default>`).
+    pub source: String,
+    pub settings: Settings,
+    pub parse: ParsePolicy,
+    pub ports: Vec<PortConfig>,
+    /// NF instances by name, with parsed parameters.
+    pub nfs: Vec<(String, AnyConfig)>,
+    pub chains: Vec<ChainConfig>,
+}
+
+impl Config {
+    /// Loads and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            at: Location { file: file.clone(), line: 0, column: 0 },
+            key: String::new(),
+            message: format!("cannot read the configuration: {e}"),
+        })?;
+        Config::parse(&file, &text)
+    }
+
+    /// The embedded default configuration.
+    pub fn embedded() -> Result<Config, ConfigError> {
+        Config::parse("<embedded default>", EMBEDDED_DEFAULT)
+    }
+
+    /// Parses and validates configuration text; `file` is used in error messages.
+    pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
+        let map = SourceMap { file, text };
+        let raw: raw::RawConfig = toml::from_str(text).map_err(|e| {
+            let at =
+                e.span().map_or(Location { file: file.to_string(), line: 0, column: 0 }, |s| map.at(s.start));
+            ConfigError { at, key: String::new(), message: e.message().trim().to_string() }
+        })?;
+        validate(&map, raw)
+    }
+
+    pub fn port_id(&self, name: &str) -> Option<PortId> {
+        self.ports.iter().position(|p| p.name == name).and_then(|i| u16::try_from(i).ok()).map(PortId)
+    }
+
+    pub fn port_names(&self) -> Vec<String> {
+        self.ports.iter().map(|p| p.name.clone()).collect()
+    }
+
+    /// The chain that frames received on `port` enter, if any.
+    pub fn chain_of(&self, port: PortId) -> Option<usize> {
+        self.chains.iter().position(|c| c.ingress.contains(&port))
+    }
+}
+
+fn validate(map: &SourceMap<'_>, raw: raw::RawConfig) -> Result<Config, ConfigError> {
+    let a = &raw.appliance;
+    let whole = 0..map.text.len();
+    let bad = |key: &str, msg: String| ConfigError {
+        at: map.key_in(whole.clone(), key.rsplit('.').next().unwrap_or(key)),
+        key: key.to_string(),
+        message: msg,
+    };
+    if !(1..=64).contains(&a.cores) {
+        return Err(bad("appliance.cores", format!("expected 1 to 64 worker cores, got {}", a.cores)));
+    }
+    if !(1..=256).contains(&a.burst) {
+        return Err(bad("appliance.burst", format!("expected a burst of 1 to 256 packets, got {}", a.burst)));
+    }
+    if !(256..=16384).contains(&a.frame_size) {
+        return Err(bad(
+            "appliance.frame_size",
+            format!("expected 256 to 16384 bytes, got {}", a.frame_size),
+        ));
+    }
+    if a.buffers_per_core < a.burst * 4 {
+        return Err(bad(
+            "appliance.buffers_per_core",
+            format!("expected at least 4 bursts' worth ({}), got {}", a.burst * 4, a.buffers_per_core),
+        ));
+    }
+    let settings = Settings {
+        cores: a.cores,
+        burst: a.burst,
+        arena_bytes: a.state_arena_mib.saturating_mul(1 << 20),
+        backing: match a.hugepages {
+            raw::HugepageMode::Prefer => Backing::PreferHuge,
+            raw::HugepageMode::Off => Backing::Normal,
+        },
+        buffers_per_core: a.buffers_per_core,
+        frame_size: a.frame_size,
+        idle_sleep_us: a.idle_sleep_us,
+    };
+    let parse = ParsePolicy {
+        fragments: raw.parse.fragments.into(),
+        verify_ipv4_checksum: raw.parse.verify_ipv4_checksum,
+    };
+
+    // Ports.
+    let mut ports: Vec<PortConfig> = Vec::new();
+    for p in raw.ports {
+        let span = p.span();
+        let p = p.into_inner();
+        if ports.iter().any(|q| q.name == p.name) {
+            return Err(map.error(
+                span,
+                format!("port[{}]", p.name),
+                "a port with this name is already defined",
+            ));
+        }
+        let kind = RawPortKind::parse(&p.kind, p.params).map_err(|msg| {
+            let at = quoted_name(&msg).map_or_else(|| map.at(span.start), |k| map.key_in(span.clone(), k));
+            ConfigError { at, key: format!("port[{}]", p.name), message: msg }
+        })?;
+        if let RawPortKind::Generator(g) = &kind {
+            if let raw::RawSize::Bytes(n) = g.size {
+                if usize::from(n) < 60 || usize::from(n) > settings.frame_size {
+                    return Err(ConfigError {
+                        at: map.key_in(span, "size"),
+                        key: format!("port[{}].size", p.name),
+                        message: format!(
+                            "expected a frame size from 60 to {} bytes or \"imix\", got {n}",
+                            settings.frame_size
+                        ),
+                    });
+                }
+            }
+            if g.flows == 0 {
+                return Err(ConfigError {
+                    at: map.key_in(span, "flows"),
+                    key: format!("port[{}].flows", p.name),
+                    message: "expected at least 1 flow".into(),
+                });
+            }
+        }
+        ports.push(PortConfig { name: p.name, kind });
+    }
+    if ports.len() > usize::from(u16::MAX) {
+        return Err(bad("port", "too many ports".into()));
+    }
+    let port_id = |name: &str| {
+        ports.iter().position(|p| p.name == name).and_then(|i| u16::try_from(i).ok()).map(PortId)
+    };
+    let port_list = ports.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ");
+
+    // NFs.
+    let mut nfs: Vec<(String, AnyConfig)> = Vec::new();
+    for n in raw.nfs {
+        let span = n.span();
+        let n = n.into_inner();
+        if nfs.iter().any(|(name, _)| *name == n.name) {
+            return Err(map.error(
+                span,
+                format!("nf[{}]", n.name),
+                "an NF with this name is already defined",
+            ));
+        }
+        let parsed = AnyConfig::parse(&n.kind, toml::Value::Table(n.params)).map_err(|e| {
+            let msg = e.to_string();
+            // Point at the offending key when the message names one.
+            let at = quoted_name(&msg).map_or_else(|| map.at(span.start), |k| map.key_in(span.clone(), k));
+            ConfigError { at, key: format!("nf[{}]", n.name), message: msg }
+        })?;
+        nfs.push((n.name, parsed));
+    }
+
+    // Chains.
+    let mut chains: Vec<ChainConfig> = Vec::new();
+    for c in raw.chains {
+        let span = c.span();
+        let c = c.into_inner();
+        let key = format!("chain[{}]", c.name);
+        if chains.iter().any(|q| q.name == c.name) {
+            return Err(map.error(span, key, "a chain with this name is already defined"));
+        }
+        let mut ingress = Vec::new();
+        for name in &c.ingress {
+            let id = port_id(name).ok_or_else(|| ConfigError {
+                at: map.key_in(span.clone(), "ingress"),
+                key: format!("{key}.ingress"),
+                message: format!("no port named `{name}`; ports are: {port_list}"),
+            })?;
+            if let Some(other) = chains.iter().find(|q| q.ingress.contains(&id)) {
+                return Err(ConfigError {
+                    at: map.key_in(span.clone(), "ingress"),
+                    key: format!("{key}.ingress"),
+                    message: format!(
+                        "port `{name}` already feeds chain `{}`; a port feeds one chain",
+                        other.name
+                    ),
+                });
+            }
+            ingress.push(id);
+        }
+        let output = match &c.output {
+            Some(name) => Some(port_id(name).ok_or_else(|| ConfigError {
+                at: map.key_in(span.clone(), "output"),
+                key: format!("{key}.output"),
+                message: format!("no port named `{name}`; ports are: {port_list}"),
+            })?),
+            None => None,
+        };
+        let steps = steps(&c.steps, &nfs).map_err(|message| ConfigError {
+            at: map.key_in(span.clone(), "steps"),
+            key: format!("{key}.steps"),
+            message,
+        })?;
+        chains.push(ChainConfig { name: c.name, ingress, steps, output });
+    }
+    Ok(Config { source: map.file.to_string(), settings, parse, ports, nfs, chains })
+}
+
+/// The first name in backquotes in a message (serde's "unknown field `x`").
+fn quoted_name(msg: &str) -> Option<&str> {
+    let start = msg.find('`')? + 1;
+    let len = msg.get(start..)?.find('`')?;
+    msg.get(start..start + len)
+}
+
+fn steps(raw: &[raw::RawStep], nfs: &[(String, AnyConfig)]) -> Result<Vec<Step>, String> {
+    raw.iter()
+        .map(|s| match s {
+            raw::RawStep::Nf(name) => {
+                nfs.iter().position(|(n, _)| n == name).map(Step::Nf).ok_or_else(|| {
+                    let known: Vec<&str> = nfs.iter().map(|(n, _)| n.as_str()).collect();
+                    format!("no NF named `{name}`; NFs are: {}", known.join(", "))
+                })
+            }
+            raw::RawStep::Distribute(d) => {
+                let selector = match d.distribute.as_str() {
+                    "label" => Selector::Label,
+                    "protocol" => Selector::Protocol,
+                    other => return Err(format!("distribute by `label` or `protocol`, got `{other}`")),
+                };
+                let mut branches = Vec::new();
+                for (k, v) in &d.branches {
+                    let label = branch_label(selector, k)?;
+                    let sub: Vec<raw::RawStep> = v
+                        .clone()
+                        .try_into()
+                        .map_err(|e: toml::de::Error| format!("branch `{k}`: {}", e.message()))?;
+                    branches.push((label, steps(&sub, nfs)?));
+                }
+                let default = match &d.default {
+                    Some(s) => Some(steps(s, nfs)?),
+                    None => None,
+                };
+                Ok(Step::Distribute { selector, branches, default })
+            }
+        })
+        .collect()
+}
+
+fn branch_label(selector: Selector, key: &str) -> Result<Label, String> {
+    let named = match (selector, key) {
+        (Selector::Protocol, "tcp") => Some(6),
+        (Selector::Protocol, "udp") => Some(17),
+        (Selector::Protocol, "icmp") => Some(1),
+        (Selector::Protocol, "icmpv6") => Some(58),
+        _ => None,
+    };
+    match named {
+        Some(n) => Ok(Label(n)),
+        None => key.parse::<u16>().map(Label).map_err(|_| match selector {
+            Selector::Protocol => {
+                format!("branch `{key}`: expected tcp, udp, icmp, icmpv6 or a protocol number")
+            }
+            Selector::Label => format!("branch `{key}`: expected a label number"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,251 @@
+//! The configuration file as written: serde structs that reject unknown keys.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use nflet_nfs::addr::Prefix;
+use nflet_nfs::packet::FragmentPolicy;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub appliance: RawAppliance,
+    #[serde(default)]
+    pub parse: RawParse,
+    #[serde(default, rename = "port")]
+    pub ports: Vec<Spanned<RawPort>>,
+    #[serde(default, rename = "nf")]
+    pub nfs: Vec<Spanned<RawNf>>,
+    #[serde(default, rename = "chain")]
+    pub chains: Vec<Spanned<RawChain>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAppliance {
+    /// Worker cores (threads running the dataplane loop).
+    pub cores: usize,
+    /// Packets per receive burst.
+    pub burst: usize,
+    /// Bytes of state arena per core, in MiB.
+    pub state_arena_mib: usize,
+    /// `prefer` (hugepages when reserved, else normal pages) or `off`.
+    pub hugepages: HugepageMode,
+    /// Frame buffers per core.
+    pub buffers_per_core: usize,
+    /// Frame buffer size in bytes.
+    pub frame_size: usize,
+    /// Microseconds to sleep after a run of empty polls (0 = busy-poll forever).
+    pub idle_sleep_us: u64,
+}
+
+impl Default for RawAppliance {
+    fn default() -> Self {
+        RawAppliance {
+            cores: 1,
+            burst: 32,
+            state_arena_mib: 512,
+            hugepages: HugepageMode::Prefer,
+            buffers_per_core: 4096,
+            frame_size: 2048,
+            idle_sleep_us: 50,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HugepageMode {
+    Prefer,
+    Off,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawParse {
+    pub fragments: RawFragments,
+    pub verify_ipv4_checksum: bool,
+}
+
+impl Default for RawParse {
+    fn default() -> Self {
+        RawParse { fragments: RawFragments::Allow, verify_ipv4_checksum: true }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawFragments {
+    Allow,
+    DropNonFirst,
+    DropAll,
+}
+
+impl From<RawFragments> for FragmentPolicy {
+    fn from(f: RawFragments) -> Self {
+        match f {
+            RawFragments::Allow => FragmentPolicy::Allow,
+            RawFragments::DropNonFirst => FragmentPolicy::DropNonFirst,
+            RawFragments::DropAll => FragmentPolicy::DropAll,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawPort {
+    pub name: String,
+    pub kind: String,
+    /// The kind's own parameters, parsed into a [`RawPortKind`] once the kind is known.
+    #[serde(flatten)]
+    pub params: toml::Table,
+}
+
+/// A port's kind and parameters.
+#[derive(Debug)]
+pub enum RawPortKind {
+    /// In-memory traffic generator (receive side).
+    Generator(RawGenerator),
+    /// Counts and discards what is sent to it.
+    Sink,
+    /// Reads frames from a capture and/or writes them to one.
+    Pcap(RawPcap),
+    /// A Linux interface through AF_PACKET (TPACKET_V3).
+    AfPacket(RawAfPacket),
+}
+
+/// The port kinds, as written in `kind = "..."`.
+pub const PORT_KINDS: &[&str] = &["generator", "sink", "pcap", "af_packet"];
+
+impl RawPortKind {
+    /// Parses the parameters of a port of `kind`.
+    pub fn parse(kind: &str, params: toml::Table) -> Result<RawPortKind, String> {
+        let v = toml::Value::Table(params);
+        let e = |e: toml::de::Error| e.message().trim().to_string();
+        match kind {
+            "generator" => v.try_into().map(RawPortKind::Generator).map_err(e),
+            "sink" => v.try_into::<RawSink>().map(|_| RawPortKind::Sink).map_err(e),
+            "pcap" => v.try_into().map(RawPortKind::Pcap).map_err(e),
+            "af_packet" => v.try_into().map(RawPortKind::AfPacket).map_err(e),
+            other => Err(format!("unknown port kind `{other}`; expected one of: {}", PORT_KINDS.join(", "))),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSink {}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPcap {
+    pub read: Option<String>,
+    pub write: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAfPacket {
+    pub iface: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawGenerator {
+    /// Number of distinct flows.
+    pub flows: u32,
+    /// Frame size in bytes (60..=frame_size) or `imix`.
+    pub size: RawSize,
+    /// `udp`, `tcp` or `mix`.
+    pub proto: RawGenProto,
+    /// `uniform` or `heavy_tailed` (flow popularity ~ 1/rank).
+    pub flow_popularity: RawPopularity,
+    /// Packets per second per core (0 = as fast as possible).
+    pub rate_pps: u64,
+    /// Packets to send per core (0 = unlimited).
+    pub count: u64,
+    pub seed: u64,
+    pub src: Prefix,
+    pub dst: Prefix,
+}
+
+impl Default for RawGenerator {
+    fn default() -> Self {
+        RawGenerator {
+            flows: 10_000,
+            size: RawSize::Bytes(64),
+            proto: RawGenProto::Udp,
+            flow_popularity: RawPopularity::Uniform,
+            rate_pps: 0,
+            count: 0,
+            seed: 1,
+            src: Prefix { addr: nflet_nfs::flow::v4([10, 0, 0, 0]), len: 8, family: 4 },
+            dst: Prefix { addr: nflet_nfs::flow::v4([198, 18, 0, 0]), len: 15, family: 4 },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum RawSize {
+    Bytes(u16),
+    Named(NamedSize),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NamedSize {
+    Imix,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawGenProto {
+    Udp,
+    Tcp,
+    Mix,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawPopularity {
+    Uniform,
+    HeavyTailed,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawNf {
+    pub name: String,
+    pub kind: String,
+    /// Everything else in the table: the NF's own parameters.
+    #[serde(flatten)]
+    pub params: toml::Table,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawChain {
+    pub name: String,
+    /// Ports whose received frames enter this chain.
+    pub ingress: Vec<String>,
+    pub steps: Vec<RawStep>,
+    /// Port for frames that reach the end of the chain (none: they are dropped).
+    pub output: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawStep {
+    Nf(String),
+    Distribute(RawDistribute),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDistribute {
+    /// `label` or `protocol`.
+    pub distribute: String,
+    /// Branch key (a label number, or a protocol name/number) → steps.
+    pub branches: toml::Table,
+    pub default: Option<Vec<RawStep>>,
+}

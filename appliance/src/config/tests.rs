@@ -1,0 +1,108 @@
+//! Configuration loading: good files load, bad ones name file, line, key and expectation.
+
+use super::*;
+
+#[test]
+fn embedded_default_loads() {
+    let c = Config::embedded().unwrap();
+    assert_eq!(c.ports.len(), 2);
+    assert_eq!(c.nfs.len(), 2);
+    assert_eq!(c.chains[0].steps, vec![Step::Nf(0), Step::Nf(1)]);
+    assert_eq!(c.chains[0].output, Some(PortId(1)));
+    assert_eq!(c.chain_of(PortId(0)), Some(0));
+    assert_eq!(c.chain_of(PortId(1)), None);
+}
+
+#[test]
+fn distribute_steps_resolve() {
+    let text = r#"
+[[port]]
+name = "a"
+kind = "sink"
+[[nf]]
+name = "c1"
+kind = "counter"
+[[nf]]
+name = "c2"
+kind = "counter"
+[[chain]]
+name = "x"
+ingress = ["a"]
+steps = ["c1", { distribute = "protocol", branches = { tcp = ["c2"], 17 = [] }, default = ["c1"] }]
+"#;
+    let c = Config::parse("t.toml", text).unwrap();
+    let want = Step::Distribute {
+        selector: Selector::Protocol,
+        branches: vec![(Label(17), vec![]), (Label(6), vec![Step::Nf(1)])],
+        default: Some(vec![Step::Nf(0)]),
+    };
+    let Step::Distribute { branches, .. } = &c.chains[0].steps[1] else { panic!("not a distribute") };
+    let Step::Distribute { branches: wb, .. } = &want else { unreachable!() };
+    let mut got = branches.clone();
+    got.sort_by_key(|(l, _)| l.0);
+    let mut wb = wb.clone();
+    wb.sort_by_key(|(l, _)| l.0);
+    assert_eq!(got, wb);
+}
+
+#[test]
+fn errors_name_file_line_key_and_expectation() {
+    let cases: &[(&str, &str, usize, &str)] = &[
+        ("[appliance]\ncores = 0\n", "appliance.cores", 2, "1 to 64"),
+        ("[appliance]\ncorez = 2\n", "", 2, "unknown field `corez`"),
+        ("[[port]]\nname = \"p\"\nkind = \"warp\"\n", "port[p]", 1, "unknown port kind `warp`"),
+        ("[[port]]\nname = \"p\"\nkind = \"pcap\"\nwrit = \"x\"\n", "port[p]", 4, "unknown field `writ`"),
+        (
+            "[[port]]\nname = \"g\"\nkind = \"generator\"\nsize = 20\n",
+            "port[g].size",
+            4,
+            "60 to 2048",
+        ),
+        (
+            "[[nf]]\nname = \"fw\"\nkind = \"firewall\"\nconections = 5\n",
+            "nf[fw]",
+            4,
+            "unknown field `conections`",
+        ),
+        ("[[nf]]\nname = \"x\"\nkind = \"nope\"\n", "nf[x]", 1, "compiled-in kinds: counter, firewall"),
+        (
+            "[[nf]]\nname = \"fw\"\nkind = \"firewall\"\n[[nf.rule]]\naction = \"allow\"\nsrc = \"10.0.0/8\"\n",
+            "nf[fw]",
+            1,
+            "expected an IP prefix",
+        ),
+        (
+            "[[port]]\nname = \"a\"\nkind = \"sink\"\n[[chain]]\nname = \"c\"\ningress = [\"b\"]\nsteps = []\n",
+            "chain[c].ingress",
+            6,
+            "no port named `b`; ports are: a",
+        ),
+        (
+            "[[port]]\nname = \"a\"\nkind = \"sink\"\n[[chain]]\nname = \"c\"\ningress = [\"a\"]\nsteps = [\"fw\"]\n",
+            "chain[c].steps",
+            7,
+            "no NF named `fw`",
+        ),
+    ];
+    for (text, key, line, needle) in cases {
+        let e = Config::parse("bad.toml", text).unwrap_err();
+        let shown = e.to_string();
+        assert_eq!(e.at.file, "bad.toml");
+        assert_eq!(&e.key, key, "{shown}");
+        assert_eq!(e.at.line, *line, "{shown}");
+        assert!(shown.contains(needle), "`{shown}` should mention `{needle}`");
+    }
+}
+
+#[test]
+fn a_port_feeds_one_chain() {
+    let text = "[[port]]\nname = \"a\"\nkind = \"sink\"\n[[chain]]\nname = \"c\"\ningress = [\"a\"]\nsteps = []\n[[chain]]\nname = \"d\"\ningress = [\"a\"]\nsteps = []\n";
+    let e = Config::parse("t.toml", text).unwrap_err();
+    assert!(e.message.contains("already feeds chain `c`"), "{e}");
+}
+
+#[test]
+fn missing_file_is_reported() {
+    let e = Config::load(Path::new("/nonexistent/nflet.toml")).unwrap_err();
+    assert!(e.to_string().starts_with("/nonexistent/nflet.toml: cannot read"), "{e}");
+}

@@ -1,0 +1,272 @@
+//! The dataplane: builds each core's pipeline and queues from the configuration, runs one
+//! [`CoreLoop`](core::CoreLoop) thread per core, and gathers their counters.
+
+pub mod core;
+pub mod open;
+pub mod stats;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_queue::ArrayQueue;
+use nflet_nfs::chain::{Chain, NfSlot, NfStats, Pipeline};
+use nflet_nfs::functions::AnyNf;
+use nflet_nfs::ids::CoreId;
+use nflet_nfs::nf::{InitCtx, NfError, SharedRegistry};
+use nflet_nfs::state::Arena;
+use nflet_nfs::time::MonotonicClock;
+
+use self::core::{Control, CoreLoop, Steering};
+use self::open::{open_ports, CoreQueues, Offline};
+use self::stats::{CoreStats, Snapshot};
+use crate::config::Config;
+use crate::port::{BufPool, PortError};
+
+/// Why the appliance could not start.
+#[derive(Debug)]
+pub enum StartError {
+    Port(PortError),
+    Nf { core: CoreId, nf: String, source: NfError },
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Port(e) => write!(f, "{e}"),
+            StartError::Nf { core, nf, source } => write!(f, "NF `{nf}` on {core}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+impl From<PortError> for StartError {
+    fn from(e: PortError) -> Self {
+        StartError::Port(e)
+    }
+}
+
+/// Builds the pipelines of every core (NF instances with their state, chains).
+pub fn build_pipelines(config: &Config) -> Result<(Vec<Pipeline>, Vec<Arena>), StartError> {
+    let cores = config.settings.cores;
+    let mut shared = SharedRegistry::default();
+    let ports = config.port_names();
+    let mut pipelines = Vec::with_capacity(cores);
+    let mut arenas = Vec::with_capacity(cores);
+    for c in 0..cores {
+        let core = CoreId(u16::try_from(c).unwrap_or(u16::MAX));
+        let mut arena = Arena::new(core, config.settings.arena_bytes, config.settings.backing);
+        let mut nfs = Vec::with_capacity(config.nfs.len());
+        for (name, cfg) in &config.nfs {
+            let mut rt = InitCtx { name, core, cores, ports: &ports, arena: &mut arena, shared: &mut shared };
+            let nf = AnyNf::init(cfg, &mut rt).map_err(|source| StartError::Nf {
+                core,
+                nf: name.clone(),
+                source,
+            })?;
+            nfs.push(NfSlot { name: name.clone(), nf, stats: NfStats::default() });
+        }
+        let chains = config
+            .chains
+            .iter()
+            .map(|c| Chain { name: c.name.clone(), steps: c.steps.clone(), output: c.output })
+            .collect();
+        pipelines.push(Pipeline::new(nfs, chains));
+        arenas.push(arena);
+    }
+    Ok((pipelines, arenas))
+}
+
+/// How to run.
+#[derive(Clone, Default)]
+pub struct RunOptions<'a> {
+    /// Stop after this long (otherwise at Ctrl-C or when all inputs are exhausted).
+    pub duration: Option<Duration>,
+    /// Print one counter line per second to stderr.
+    pub live: bool,
+    pub offline: Option<Offline<'a>>,
+    /// Called about ten times a second with the latest merged counters (progress bars).
+    pub progress: Option<&'a (dyn Fn(&Summary) + Sync)>,
+}
+
+impl std::fmt::Debug for RunOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("duration", &self.duration)
+            .field("live", &self.live)
+            .field("offline", &self.offline)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
+}
+
+/// The result of a run.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub elapsed: Duration,
+    pub cores: Vec<CoreStats>,
+    pub total: CoreStats,
+    /// NF reports of every core, by core.
+    pub nfs: Vec<Vec<(String, &'static str, NfStats, nflet_nfs::nf::Report)>>,
+    pub chains: Vec<nflet_nfs::chain::ChainStats>,
+    pub sinks: Vec<(String, u64, u64)>,
+    pub chain_names: Vec<String>,
+    pub port_names: Vec<String>,
+}
+
+/// Runs the appliance described by `config` until it stops; returns the counters.
+pub fn run(
+    config: &Config,
+    opts: &RunOptions<'_>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Result<Summary, StartError> {
+    let cores = config.settings.cores;
+    let (pipelines, _arenas) = build_pipelines(config)?;
+    let CoreQueues { rx, tx, sinks } = open_ports(config, opts.offline.as_ref())?;
+    let control = Arc::new(Control::default());
+    control.live_inputs.store(cores, Ordering::Release);
+    let steering = (cores > 1).then(|| Steering {
+        inbound: (0..cores).map(|_| Arc::new(ArrayQueue::new(config.settings.burst * 64))).collect(),
+    });
+    let exchange = Arc::new(ArrayQueue::new(config.settings.buffers_per_core.max(1)));
+    let nports = config.ports.len();
+    let mut chain_of_port = vec![None; nports];
+    for (p, slot) in chain_of_port.iter_mut().enumerate() {
+        *slot = config.chain_of(nflet_nfs::ids::PortId(p as u16));
+    }
+    if let Some(off) = &opts.offline {
+        if let Some(slot) = chain_of_port.get_mut(usize::from(off.ingress.0)) {
+            *slot = config.chain_of(off.ingress);
+        }
+    }
+    let publish: Vec<Arc<spin::Mutex<Snapshot>>> =
+        (0..cores).map(|_| Arc::new(spin::Mutex::new(Snapshot::default()))).collect();
+    let loops: Vec<CoreLoop> = pipelines
+        .into_iter()
+        .zip(rx)
+        .zip(tx)
+        .enumerate()
+        .map(|(c, ((pipeline, rx), tx))| CoreLoop {
+            id: CoreId(c as u16),
+            cores,
+            rx,
+            tx,
+            pool: BufPool::with_exchange(
+                config.settings.buffers_per_core,
+                config.settings.frame_size,
+                Arc::clone(&exchange),
+            ),
+            pipeline,
+            chain_of_port: chain_of_port.clone(),
+            policy: config.parse,
+            burst: config.settings.burst,
+            idle_sleep: Duration::from_micros(config.settings.idle_sleep_us),
+            steering: steering.clone(),
+            control: Arc::clone(&control),
+            publish: Arc::clone(publish.get(c).unwrap_or(&publish[0])),
+        })
+        .collect();
+    let clock = MonotonicClock::new();
+    let started = Instant::now();
+    let per_core: Vec<CoreStats> = std::thread::scope(|s| {
+        let handles: Vec<_> = loops
+            .into_iter()
+            .map(|l| {
+                let clock = clock.clone();
+                std::thread::Builder::new()
+                    .name(format!("nflet-core{}", l.id.0))
+                    .spawn_scoped(s, move || l.run(&clock))
+            })
+            .collect();
+        let mut last_line = Instant::now();
+        let mut prev = CoreStats::default();
+        loop {
+            std::thread::sleep(Duration::from_millis(100));
+            let snaps: Vec<Snapshot> = publish.iter().map(|p| p.lock().clone()).collect();
+            let ended: Vec<bool> =
+                handles.iter().map(|h| h.as_ref().map_or(true, |h| h.is_finished())).collect();
+            if ended.iter().all(|e| *e) {
+                break;
+            }
+            // A core that ended without publishing its final counters failed: stop the rest.
+            if ended.iter().zip(&snaps).any(|(e, s)| *e && !s.finished) {
+                log::error!("a dataplane core stopped unexpectedly; stopping all cores");
+                control.stop.store(true, Ordering::Relaxed);
+            }
+            let timed_out = opts.duration.is_some_and(|d| started.elapsed() >= d);
+            if stop.load(Ordering::Relaxed) || timed_out {
+                control.stop.store(true, Ordering::Relaxed);
+            }
+            if let Some(cb) = opts.progress {
+                cb(&merge(&snaps, started.elapsed(), config, &sinks));
+            }
+            if opts.live && last_line.elapsed() >= Duration::from_secs(1) {
+                let now = merge(&snaps, started.elapsed(), config, &sinks);
+                eprintln!("{}", live_line(&now.total, &prev, last_line.elapsed()));
+                prev = now.total;
+                last_line = Instant::now();
+            }
+        }
+        handles.into_iter().filter_map(|h| h.ok()).filter_map(|h| h.join().ok()).collect()
+    });
+    let snaps: Vec<Snapshot> = publish.iter().map(|p| p.lock().clone()).collect();
+    let mut summary = merge(&snaps, started.elapsed(), config, &sinks);
+    summary.cores = per_core;
+    Ok(summary)
+}
+
+fn merge(
+    snaps: &[Snapshot],
+    elapsed: Duration,
+    config: &Config,
+    sinks: &[(String, Arc<crate::port::sink::SinkTotals>)],
+) -> Summary {
+    let mut total = CoreStats::new(config.ports.len());
+    let mut chains = vec![nflet_nfs::chain::ChainStats::default(); config.chains.len()];
+    for s in snaps {
+        total.merge(&s.core);
+        for (a, b) in chains.iter_mut().zip(&s.chains) {
+            a.packets += b.packets;
+            a.bytes += b.bytes;
+            a.forwarded += b.forwarded;
+            a.dropped += b.dropped;
+        }
+    }
+    Summary {
+        elapsed,
+        cores: snaps.iter().map(|s| s.core.clone()).collect(),
+        total,
+        nfs: snaps.iter().map(|s| s.nfs.clone()).collect(),
+        chains,
+        sinks: sinks
+            .iter()
+            .map(|(n, t)| (n.clone(), t.packets.load(Ordering::Relaxed), t.bytes.load(Ordering::Relaxed)))
+            .collect(),
+        chain_names: config.chains.iter().map(|c| c.name.clone()).collect(),
+        port_names: config.port_names(),
+    }
+}
+
+fn live_line(now: &CoreStats, prev: &CoreStats, dt: Duration) -> String {
+    let secs = dt.as_secs_f64().max(1e-9);
+    let rx = now.rx_total();
+    let tx = now.tx_total();
+    let prx = prev.rx_total();
+    let ptx = prev.tx_total();
+    let rate = |a: u64, b: u64| (a.saturating_sub(b)) as f64 / secs;
+    let busy = if now.polls > prev.polls {
+        (now.busy_polls - prev.busy_polls) as f64 / (now.polls - prev.polls) as f64 * 100.0
+    } else {
+        0.0
+    };
+    format!(
+        "rx {:>10.0} pps {:>8.1} Mbit/s | tx {:>10.0} pps | drops {:>8.0}/s (total {}) | busy {:>5.1}%",
+        rate(rx.packets, prx.packets),
+        rate(rx.bytes, prx.bytes) * 8.0 / 1e6,
+        rate(tx.packets, ptx.packets),
+        rate(now.drops.total(), prev.drops.total()),
+        now.drops.total(),
+        busy
+    )
+}

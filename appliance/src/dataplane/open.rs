@@ -1,0 +1,116 @@
+//! Opening the configured ports and dealing their queues out to cores.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use nflet_nfs::ids::PortId;
+
+use crate::config::{Config, RawPortKind};
+use crate::port::generator::Generator;
+use crate::port::sink::{Sink, SinkTotals};
+use crate::port::{af_packet, pcap, PortError, RxQueue, TxQueue};
+
+/// Queues of all ports, dealt out per core.
+pub struct CoreQueues {
+    pub rx: Vec<Vec<(PortId, Box<dyn RxQueue>)>>,
+    /// `tx[core][port]`.
+    pub tx: Vec<Vec<Option<Box<dyn TxQueue>>>>,
+    /// Sink totals by port name.
+    pub sinks: Vec<(String, Arc<SinkTotals>)>,
+}
+
+impl std::fmt::Debug for CoreQueues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoreQueues").field("cores", &self.rx.len()).finish()
+    }
+}
+
+/// Overrides for offline processing (`nflet process`): frames come from a capture on one
+/// port and everything transmitted goes to one capture.
+#[derive(Debug, Clone)]
+pub struct Offline<'a> {
+    pub input: &'a Path,
+    pub ingress: PortId,
+    pub output: &'a Path,
+}
+
+/// Opens every port of `config` for `cores` cores.
+pub fn open_ports(config: &Config, offline: Option<&Offline<'_>>) -> Result<CoreQueues, PortError> {
+    let cores = config.settings.cores;
+    let nports = config.ports.len();
+    let mut q = CoreQueues {
+        rx: (0..cores).map(|_| Vec::new()).collect(),
+        tx: (0..cores).map(|_| (0..nports).map(|_| None).collect()).collect(),
+        sinks: Vec::new(),
+    };
+    if let Some(off) = offline {
+        let reader = pcap::open_reader("input", off.input)?;
+        if let Some(core0) = q.rx.get_mut(0) {
+            core0.push((off.ingress, Box::new(reader)));
+        }
+        let writers = pcap::open_shared_writer("output", off.output, cores * nports)?;
+        let mut writers = writers.into_iter();
+        for per_core in &mut q.tx {
+            for slot in per_core.iter_mut() {
+                *slot = writers.next();
+            }
+        }
+        return Ok(q);
+    }
+    for (i, port) in config.ports.iter().enumerate() {
+        let id = PortId(u16::try_from(i).unwrap_or(u16::MAX));
+        let name = port.name.as_str();
+        match &port.kind {
+            RawPortKind::Generator(g) => {
+                for (c, rx) in q.rx.iter_mut().enumerate() {
+                    rx.push((id, Box::new(Generator::new(g, c, cores))));
+                }
+            }
+            RawPortKind::Sink => {
+                let totals = Arc::new(SinkTotals::default());
+                for tx in &mut q.tx {
+                    if let Some(slot) = tx.get_mut(i) {
+                        *slot = Some(Box::new(Sink::new(Arc::clone(&totals))));
+                    }
+                }
+                q.sinks.push((name.to_string(), totals));
+            }
+            RawPortKind::Pcap(crate::config::raw::RawPcap { read, write }) => {
+                if read.is_none() && write.is_none() {
+                    return Err(PortError::Config {
+                        port: name.to_string(),
+                        detail: "a pcap port needs `read`, `write` or both".into(),
+                    });
+                }
+                if let Some(path) = read {
+                    let reader = pcap::open_reader(name, Path::new(path))?;
+                    if let Some(rx) = q.rx.get_mut(i % cores) {
+                        rx.push((id, Box::new(reader)));
+                    }
+                }
+                if let Some(path) = write {
+                    let mut writers = pcap::open_shared_writer(name, Path::new(path), cores)?.into_iter();
+                    for tx in &mut q.tx {
+                        if let Some(slot) = tx.get_mut(i) {
+                            *slot = writers.next();
+                        }
+                    }
+                }
+            }
+            RawPortKind::AfPacket(crate::config::raw::RawAfPacket { iface }) => {
+                let opened = af_packet::open(name, iface, cores, &af_packet::AfPacketOptions::default())?;
+                for (c, rxq) in opened.rx.into_iter().enumerate() {
+                    if let Some(rx) = q.rx.get_mut(c % cores) {
+                        rx.push((id, rxq));
+                    }
+                }
+                for (c, txq) in opened.tx.into_iter().enumerate() {
+                    if let Some(slot) = q.tx.get_mut(c % cores).and_then(|t| t.get_mut(i)) {
+                        *slot = Some(txq);
+                    }
+                }
+            }
+        }
+    }
+    Ok(q)
+}

@@ -1,0 +1,9 @@
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+//! The `nflet` appliance: configuration, ports, the per-core run-to-completion dataplane and
+//! the command-line front end. Network functions themselves live in `nflet-nfs`.
+
+pub mod bench;
+pub mod config;
+pub mod dataplane;
+pub mod port;
+pub mod report;

@@ -1,0 +1,155 @@
+//! Why a packet was dropped.
+//!
+//! Every drop in nflet has exactly one reason; reasons index counter arrays, so a drop is a
+//! counter increment, never a log line or a panic on the packet path.
+
+macro_rules! drop_reasons {
+    ($( $(#[$doc:meta])* $variant:ident => $name:literal, )*) => {
+        /// The reason a packet left the dataplane without being transmitted.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum DropReason {
+            $( $(#[$doc])* $variant, )*
+        }
+
+        impl DropReason {
+            /// Every reason, in counter-index order.
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$variant,)*];
+            /// How many reasons there are (the length of a counter array).
+            pub const COUNT: usize = Self::ALL.len();
+
+            /// A stable snake_case name for logs, metrics and summaries.
+            pub const fn name(self) -> &'static str {
+                match self { $(DropReason::$variant => $name,)* }
+            }
+
+            /// Index into a `[u64; DropReason::COUNT]` counter array.
+            pub const fn index(self) -> usize {
+                self as usize
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    /// The frame ends before a header it announces.
+    Truncated => "truncated",
+    /// An ethertype nflet does not forward (after up to two VLAN tags).
+    UnknownEthertype => "unknown_ethertype",
+    /// More VLAN tags than nflet walks.
+    TooManyVlanTags => "too_many_vlan_tags",
+    /// The IP version nibble does not match the ethertype.
+    BadIpVersion => "bad_ip_version",
+    /// IPv4 header length below 20 bytes or beyond the frame.
+    BadIhl => "bad_ihl",
+    /// IP total/payload length smaller than the header or larger than the frame.
+    BadTotalLength => "bad_total_length",
+    /// IPv4 header checksum mismatch.
+    BadIpChecksum => "bad_ip_checksum",
+    /// TTL or hop limit would reach zero.
+    TtlExpired => "ttl_expired",
+    /// A fragment refused by the fragment policy.
+    Fragment => "fragment",
+    /// IPv6 extension-header chain longer than nflet walks, or malformed.
+    BadExtensionHeaders => "bad_extension_headers",
+    /// TCP data offset below 5 words or beyond the packet.
+    BadTcpHeader => "bad_tcp_header",
+    /// UDP length field inconsistent with the IP payload.
+    BadUdpLength => "bad_udp_length",
+    /// A source address that may never appear on the wire (multicast, broadcast).
+    BadSourceAddress => "bad_source_address",
+    /// A firewall rule (or the default policy) denied the packet.
+    FirewallDeny => "firewall_deny",
+    /// Inbound packet of a connection the firewall does not know.
+    NoConnection => "no_connection",
+    /// TCP packet invalid for the tracked connection state.
+    InvalidTcpState => "invalid_tcp_state",
+    /// A state table was full and its policy refused a new entry.
+    TableFull => "table_full",
+    /// No chain is configured for the ingress port or classifier.
+    NoChain => "no_chain",
+    /// A chain ended without sending the packet anywhere.
+    NoOutput => "no_output",
+    /// A distribute step saw a label no branch handles.
+    UnknownLabel => "unknown_label",
+    /// The output port's transmit ring was full.
+    TxFull => "tx_full",
+    /// The queue towards another core (software steering) was full.
+    SteeringFull => "steering_full",
+    /// An NF asked for the packet to be dropped on purpose (e.g. a `drop` NF).
+    Policy => "policy",
+    /// A frame longer than the parser's 16-bit offsets can describe (64 KiB).
+    Oversize => "oversize",
+}
+
+impl std::fmt::Display for DropReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Per-reason drop counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DropCounters(pub [u64; DropReason::COUNT]);
+
+impl Default for DropCounters {
+    fn default() -> Self {
+        DropCounters([0; DropReason::COUNT])
+    }
+}
+
+impl DropCounters {
+    #[inline]
+    pub fn count(&mut self, reason: DropReason) {
+        if let Some(c) = self.0.get_mut(reason.index()) {
+            *c += 1;
+        }
+    }
+
+    pub fn get(&self, reason: DropReason) -> u64 {
+        self.0.get(reason.index()).copied().unwrap_or(0)
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    pub fn add(&mut self, other: &DropCounters) {
+        for (a, b) in self.0.iter_mut().zip(other.0.iter()) {
+            *a += *b;
+        }
+    }
+
+    /// Non-zero counters with their reasons, in index order.
+    pub fn nonzero(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
+        DropReason::ALL.iter().zip(self.0.iter()).filter(|(_, n)| **n > 0).map(|(r, n)| (*r, *n))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_indices_dense() {
+        let mut names: Vec<_> = DropReason::ALL.iter().map(|r| r.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), DropReason::COUNT);
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i);
+        }
+    }
+
+    #[test]
+    fn counters_count_per_reason() {
+        let mut c = DropCounters::default();
+        c.count(DropReason::Truncated);
+        c.count(DropReason::Truncated);
+        c.count(DropReason::TxFull);
+        assert_eq!(c.get(DropReason::Truncated), 2);
+        assert_eq!(c.get(DropReason::TxFull), 1);
+        assert_eq!(c.total(), 3);
+        assert_eq!(c.nonzero().count(), 2);
+    }
+}

@@ -1,0 +1,86 @@
+//! The network functions compiled into nflet, and the registry that builds them by kind.
+//!
+//! Adding an NF: implement [`NetworkFunction`] in a module here and add one line to the
+//! `registry!` invocation below. Dispatch is a `match` per burst, not a virtual call per packet.
+
+pub mod counter;
+pub mod firewall;
+pub mod monitor;
+
+use crate::nf::{Burst, Ctx, InitCtx, NetworkFunction, NfError, Report};
+
+macro_rules! registry {
+    ($($variant:ident => $ty:ty,)*) => {
+        /// The parsed configuration of an NF of any compiled-in kind.
+        #[derive(Debug)]
+        pub enum AnyConfig {
+            $($variant(<$ty as NetworkFunction>::Config),)*
+        }
+
+        /// An NF instance of any compiled-in kind.
+        #[derive(Debug)]
+        pub enum AnyNf {
+            $($variant($ty),)*
+        }
+
+        /// The `kind` names of all compiled-in NFs.
+        pub const KINDS: &[&str] = &[$(<$ty as NetworkFunction>::KIND,)*];
+
+        impl AnyConfig {
+            /// Parses the parameters of an NF of `kind`.
+            pub fn parse<'de, D: serde::Deserializer<'de>>(
+                kind: &str,
+                params: D,
+            ) -> Result<AnyConfig, NfError> {
+                $(
+                    if kind == <$ty as NetworkFunction>::KIND {
+                        let c = <<$ty as NetworkFunction>::Config as serde::Deserialize>::deserialize(params)
+                            .map_err(|e| NfError::Parse(e.to_string()))?;
+                        return Ok(AnyConfig::$variant(c));
+                    }
+                )*
+                Err(NfError::UnknownKind { kind: kind.to_string(), known: KINDS })
+            }
+        }
+
+        impl AnyNf {
+            /// Builds the NF for one core.
+            pub fn init(config: &AnyConfig, rt: &mut InitCtx<'_>) -> Result<AnyNf, NfError> {
+                match config {
+                    $(AnyConfig::$variant(c) => Ok(AnyNf::$variant(<$ty>::init(c, rt)?)),)*
+                }
+            }
+
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $(AnyNf::$variant(_) => <$ty as NetworkFunction>::KIND,)*
+                }
+            }
+
+            #[inline]
+            pub fn process<F: AsMut<[u8]>>(&mut self, ctx: &Ctx, burst: &mut Burst<'_, F>) {
+                match self {
+                    $(AnyNf::$variant(nf) => nf.process(ctx, burst),)*
+                }
+            }
+
+            pub fn housekeeping(&mut self, ctx: &Ctx) {
+                match self {
+                    $(AnyNf::$variant(nf) => nf.housekeeping(ctx),)*
+                }
+            }
+
+            pub fn report(&self, out: &mut Report) {
+                match self {
+                    $(AnyNf::$variant(nf) => nf.report(out),)*
+                }
+            }
+        }
+    };
+}
+
+registry! {
+    Counter => counter::Counter,
+    Firewall => firewall::Firewall,
+    Monitor => monitor::Monitor,
+}

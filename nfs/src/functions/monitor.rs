@@ -1,0 +1,257 @@
+//! `monitor`: per-flow counters and per-host statistics.
+//!
+//! Per-flow counters (packets and bytes in each direction, first and last seen) live in a
+//! per-flow table on the core that owns the flow. Per-host counters are global-write state
+//! with eventual consistency (Serpens §III-C): each core counts into a small local delta table
+//! and merges it into the appliance-wide host map on a timer, so the packet path never locks.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytemuck::{Pod, Zeroable};
+use serde::Deserialize;
+
+use crate::flow::{Dir, FlowKey};
+use crate::nf::{Ctx, InitCtx, NetworkFunction, NfError, Report, Verdict};
+use crate::packet::Meta;
+use crate::state::{Delta, Eventual, FlowTable, FullPolicy, StateDecl, TableSpec};
+use crate::time::Nanos;
+
+const SWEEP_PER_BURST: usize = 64;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitorConfig {
+    /// Maximum flows counted per core; a full table evicts the least recently used flow.
+    pub flows: usize,
+    /// Seconds after which an idle flow's counters are dropped.
+    pub flow_idle_s: u64,
+    /// Distinct hosts a core can count between two merges.
+    pub host_delta: usize,
+    /// Hosts kept in the appliance-wide map; more are folded into an `other` total.
+    pub max_hosts: usize,
+    /// Milliseconds between merges of per-core host counters.
+    pub merge_interval_ms: u64,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        MonitorConfig {
+            flows: 1 << 20,
+            flow_idle_s: 300,
+            host_delta: 1 << 14,
+            max_hosts: 1 << 20,
+            merge_interval_ms: 100,
+        }
+    }
+}
+
+/// Counters of one flow; index 0 is the lo→hi direction of the key.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable, Default)]
+pub struct FlowCounters {
+    pub packets: [u64; 2],
+    pub bytes: [u64; 2],
+    pub first_seen: u64,
+}
+
+crate::table_entry! {
+    pub struct FlowEntry { key: FlowKey, value: FlowCounters }
+}
+
+/// A host address as a table key.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Pod, Zeroable, Default)]
+pub struct HostKey {
+    pub addr: [u8; 16],
+    pub family: u8,
+    pub _pad: [u8; 7],
+}
+
+impl HostKey {
+    fn hash(&self) -> u32 {
+        let (k, _) = FlowKey::new(self.family, 0, self.addr, 0, self.addr, 0);
+        k.hash()
+    }
+}
+
+/// Counters of one host.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable, Default)]
+pub struct HostCounters {
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+}
+
+impl HostCounters {
+    fn add(&mut self, o: &HostCounters) {
+        self.tx_packets += o.tx_packets;
+        self.tx_bytes += o.tx_bytes;
+        self.rx_packets += o.rx_packets;
+        self.rx_bytes += o.rx_bytes;
+    }
+}
+
+crate::table_entry! {
+    pub struct HostEntry { key: HostKey, value: HostCounters }
+}
+
+/// The appliance-wide host statistics.
+#[derive(Debug, Clone, Default)]
+pub struct HostStats {
+    pub hosts: HashMap<HostKey, HostCounters>,
+    /// Counters of hosts beyond `max_hosts`.
+    pub other: HostCounters,
+    pub max_hosts: usize,
+}
+
+/// A core's host-counter delta.
+#[derive(Debug)]
+pub struct HostDelta {
+    table: FlowTable<HostEntry>,
+    max_hosts: usize,
+}
+
+impl Delta for HostDelta {
+    type Global = HostStats;
+
+    fn drain_into(&mut self, g: &mut HostStats) {
+        g.max_hosts = self.max_hosts;
+        for e in self.table.iter(Nanos::ZERO) {
+            let known = g.hosts.len() < g.max_hosts || g.hosts.contains_key(&e.key);
+            if known {
+                g.hosts.entry(e.key).or_default().add(&e.value);
+            } else {
+                g.other.add(&e.value);
+            }
+        }
+        self.table.clear();
+    }
+}
+
+/// The monitor on one core.
+#[derive(Debug)]
+pub struct Monitor {
+    flows: FlowTable<FlowEntry>,
+    flow_idle: Nanos,
+    hosts: Eventual<HostDelta>,
+    host_view: Arc<spin::Mutex<HostStats>>,
+    packets: u64,
+}
+
+impl NetworkFunction for Monitor {
+    const KIND: &'static str = "monitor";
+    type Config = MonitorConfig;
+
+    fn init(c: &MonitorConfig, rt: &mut InitCtx<'_>) -> Result<Self, NfError> {
+        let flow_idle = Nanos::from_secs(c.flow_idle_s);
+        let spec =
+            TableSpec { capacity: c.flows, idle_timeout: flow_idle, full_policy: FullPolicy::EvictLru };
+        let flows = FlowTable::new(rt.arena, &format!("{}.flows", rt.name), spec)?;
+        let host_spec = TableSpec {
+            capacity: c.host_delta,
+            idle_timeout: Nanos(u64::MAX),
+            full_policy: FullPolicy::Refuse,
+        };
+        let delta = HostDelta {
+            table: FlowTable::new(rt.arena, &format!("{}.host_delta", rt.name), host_spec)?,
+            max_hosts: c.max_hosts,
+        };
+        // The first core creates the shared host map; every core brings its own delta table.
+        let interval = Nanos::from_millis(c.merge_interval_ms);
+        let view = rt.global_read("hosts", || Ok(spin::Mutex::new(HostStats::default())))?;
+        let hosts = Eventual::new(delta, Arc::clone(&view), interval);
+        Ok(Monitor { flows, flow_idle, hosts, host_view: view, packets: 0 })
+    }
+
+    #[inline]
+    fn process_packet(&mut self, ctx: &Ctx, frame: &mut [u8], meta: &mut Meta) -> Verdict {
+        if !meta.is_ip() {
+            return Verdict::Continue;
+        }
+        self.packets += 1;
+        let now = ctx.now;
+        let len = frame.len() as u64;
+        let d = match meta.dir {
+            Dir::LoToHi => 0,
+            Dir::HiToLo => 1,
+        };
+        let idx = match self.flows.find(meta.hash, &meta.key, now) {
+            Some(i) => Some(i),
+            None => {
+                let fresh = FlowCounters { first_seen: now.0, ..FlowCounters::default() };
+                self.flows.insert(meta.hash, meta.key, fresh, now).ok()
+            }
+        };
+        if let Some(i) = idx {
+            if let Some(c) = self.flows.get_mut(i) {
+                if let (Some(p), Some(b)) = (c.packets.get_mut(d), c.bytes.get_mut(d)) {
+                    *p += 1;
+                    *b += len;
+                }
+            }
+            self.flows.touch(i, now, self.flow_idle);
+        }
+        let family = meta.key.family;
+        self.count_host(now, HostKey { addr: meta.src, family, _pad: [0; 7] }, len, true);
+        self.count_host(now, HostKey { addr: meta.dst, family, _pad: [0; 7] }, len, false);
+        Verdict::Continue
+    }
+
+    fn housekeeping(&mut self, ctx: &Ctx) {
+        self.flows.expire(ctx.now, SWEEP_PER_BURST, |_| {});
+        self.hosts.tick(ctx.now);
+    }
+
+    fn report(&self, out: &mut Report) {
+        out.counter("ip_packets", self.packets);
+        out.counter("hosts", self.host_view.lock().hosts.len() as u64);
+        out.counter("host_merges", self.hosts.syncs());
+        out.table("flows", StateDecl::PerFlow, self.flows.stats());
+    }
+}
+
+impl Monitor {
+    #[inline]
+    fn count_host(&mut self, now: Nanos, key: HostKey, len: u64, tx: bool) {
+        let h = key.hash();
+        let delta = self.hosts.delta();
+        let idx = match delta.table.find(h, &key, now) {
+            Some(i) => Some(i),
+            None => match delta.table.insert(h, key, HostCounters::default(), now) {
+                Ok(i) => Some(i),
+                Err(_) => {
+                    // The delta filled up within one interval: merge early, then count.
+                    self.hosts.sync(now);
+                    self.hosts.delta().table.insert(h, key, HostCounters::default(), now).ok()
+                }
+            },
+        };
+        if let Some(c) = idx.and_then(|i| self.hosts.delta().table.get_mut(i)) {
+            if tx {
+                c.tx_packets += 1;
+                c.tx_bytes += len;
+            } else {
+                c.rx_packets += 1;
+                c.rx_bytes += len;
+            }
+        }
+    }
+
+    /// Counters of one flow, if tracked.
+    pub fn flow(&self, key: &FlowKey, now: Nanos) -> Option<FlowCounters> {
+        self.flows.find(key.hash(), key, now).and_then(|i| self.flows.get(i)).copied()
+    }
+
+    /// The appliance-wide host map (as of the last merges).
+    pub fn hosts(&self) -> Arc<spin::Mutex<HostStats>> {
+        Arc::clone(&self.host_view)
+    }
+
+    /// Merges this core's host delta now (shutdown, tests).
+    pub fn flush_hosts(&mut self, now: Nanos) {
+        self.hosts.sync(now);
+    }
+}

@@ -1,0 +1,81 @@
+//! Frame builders and an NF harness for unit tests (test builds only).
+
+use etherparse::PacketBuilder;
+
+use crate::ids::{CoreId, PortId};
+use crate::nf::{Ctx, InitCtx, NetworkFunction, SharedRegistry, Verdict};
+use crate::packet::{parse, Meta, ParsePolicy};
+use crate::state::{Arena, Backing};
+use crate::time::Nanos;
+
+pub const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 1];
+pub const MAC_B: [u8; 6] = [2, 0, 0, 0, 0, 2];
+
+pub fn udp4(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, payload: &[u8]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(MAC_A, MAC_B).ipv4(src, dst, 64).udp(sport, dport);
+    let mut out = Vec::with_capacity(b.size(payload.len()));
+    b.write(&mut out, payload).unwrap();
+    out
+}
+
+/// A TCP segment with the given flags (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10).
+pub fn tcp4(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, flags: u8) -> Vec<u8> {
+    let mut b = PacketBuilder::ethernet2(MAC_A, MAC_B).ipv4(src, dst, 64).tcp(sport, dport, 1000, 65535);
+    if flags & 0x01 != 0 {
+        b = b.fin();
+    }
+    if flags & 0x02 != 0 {
+        b = b.syn();
+    }
+    if flags & 0x04 != 0 {
+        b = b.rst();
+    }
+    if flags & 0x10 != 0 {
+        b = b.ack(1);
+    }
+    let mut out = Vec::with_capacity(b.size(0));
+    b.write(&mut out, &[]).unwrap();
+    out
+}
+
+pub fn icmp_echo4(src: [u8; 4], dst: [u8; 4], id: u16, seq: u16) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(MAC_A, MAC_B).ipv4(src, dst, 64).icmpv4_echo_request(id, seq);
+    let mut out = Vec::with_capacity(b.size(8));
+    b.write(&mut out, &[0u8; 8]).unwrap();
+    out
+}
+
+pub fn arp() -> Vec<u8> {
+    let mut f = vec![0xffu8; 6];
+    f.extend_from_slice(&MAC_A);
+    f.extend_from_slice(&[0x08, 0x06]);
+    f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&MAC_A);
+    f.extend_from_slice(&[10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 10, 0, 0, 2]);
+    f.resize(60, 0);
+    f
+}
+
+/// Builds NF `N` on core 0 of a one-core appliance with ports `inside` (0) and `outside` (1).
+pub fn build<N: NetworkFunction>(config_toml: &str) -> N {
+    let cfg: N::Config = toml::from_str(config_toml).unwrap();
+    let mut arena = Arena::new(CoreId(0), 256 << 20, Backing::Normal);
+    let mut shared = SharedRegistry::default();
+    let ports = ["inside".to_string(), "outside".to_string()];
+    let mut rt = InitCtx {
+        name: "under_test",
+        core: CoreId(0),
+        cores: 1,
+        ports: &ports,
+        arena: &mut arena,
+        shared: &mut shared,
+    };
+    N::init(&cfg, &mut rt).unwrap()
+}
+
+/// Parses `frame` as arriving on `ingress` and runs it through `nf` at time `now`.
+pub fn run<N: NetworkFunction>(nf: &mut N, now: Nanos, ingress: u16, frame: &[u8]) -> Verdict {
+    let mut f = frame.to_vec();
+    let mut meta: Meta = parse(&f, PortId(ingress), &ParsePolicy::default()).unwrap();
+    nf.process_packet(&Ctx { now, core: CoreId(0) }, &mut f, &mut meta)
+}

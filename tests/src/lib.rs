@@ -1,0 +1,205 @@
+//! Support for nflet's end-to-end tests: Linux network namespaces wired to nflet with veth
+//! pairs, the nflet binary, and the `peer` program that plays real TCP/UDP endpoints.
+//!
+//! Everything created here is named after the test process id and removed on drop, so tests
+//! can run side by side and leave nothing behind.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+/// Runs a command and fails with its output when it does not succeed.
+pub fn sh(args: &[&str]) -> Output {
+    let (prog, rest) = args.split_first().expect("a command");
+    let out = Command::new(prog).args(rest).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The workspace's target directory for the profile the tests were built with.
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test-binary>
+    exe.parent().and_then(Path::parent).map(Path::to_path_buf).expect("target dir")
+}
+
+/// Path of a workspace binary (`nflet`, `peer`), built by `cargo test --workspace`.
+pub fn binary(name: &str) -> PathBuf {
+    let p = target_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` (it builds the binaries)",
+        p.display()
+    );
+    p
+}
+
+/// True when running as root (network namespaces need it).
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// Two hosts in their own network namespaces, each with a veth whose other end stays in the
+/// root namespace for nflet to attach to:
+///
+/// ```text
+///  [ns a: a0 10.77.0.1/24] ── a1 ─ nflet ─ b1 ── [ns b: b0 10.77.0.2/24]
+/// ```
+#[derive(Debug)]
+pub struct TwoHosts {
+    pub ns_a: String,
+    pub ns_b: String,
+    /// Interfaces in the root namespace, for nflet's af_packet ports.
+    pub port_a: String,
+    pub port_b: String,
+    pub addr_a: &'static str,
+    pub addr_b: &'static str,
+}
+
+impl TwoHosts {
+    pub fn new(tag: &str) -> TwoHosts {
+        assert!(is_root(), "end-to-end tests need root for network namespaces (run ./tests/run.sh as root)");
+        let id = std::process::id() % 100_000;
+        let t = TwoHosts {
+            ns_a: format!("nfl{tag}a{id}"),
+            ns_b: format!("nfl{tag}b{id}"),
+            port_a: format!("n{tag}a{id}"),
+            port_b: format!("n{tag}b{id}"),
+            addr_a: "10.77.0.1",
+            addr_b: "10.77.0.2",
+        };
+        for (ns, inner, outer, addr) in
+            [(&t.ns_a, "a0", &t.port_a, t.addr_a), (&t.ns_b, "b0", &t.port_b, t.addr_b)]
+        {
+            sh(&["ip", "netns", "add", ns]);
+            sh(&["ip", "link", "add", outer, "type", "veth", "peer", "name", inner, "netns", ns]);
+            sh(&["ip", "-n", ns, "addr", "add", &format!("{addr}/24"), "dev", inner]);
+            sh(&["ip", "-n", ns, "link", "set", inner, "up"]);
+            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+            sh(&["ip", "link", "set", outer, "up"]);
+            // nflet sees frames as they are on the wire: no segmentation or checksum offload
+            // (a forwarded frame must carry a complete checksum).
+            for dev_args in [
+                vec!["ip", "netns", "exec", ns.as_str(), "ethtool", "-K", inner],
+                vec!["ethtool", "-K", outer.as_str()],
+            ] {
+                let mut a = dev_args.clone();
+                a.extend(["tso", "off", "gso", "off", "gro", "off", "tx", "off", "rx", "off"]);
+                sh(&a);
+            }
+        }
+        t
+    }
+
+    /// Runs `peer` with `args` in namespace `ns` and waits for it.
+    pub fn peer(&self, ns: &str, args: &[&str]) -> Output {
+        let peer = binary("peer");
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns]).arg(&peer).args(args);
+        cmd.output().unwrap_or_else(|e| panic!("peer {args:?}: {e}"))
+    }
+
+    /// Starts `peer` with `args` in namespace `ns` in the background.
+    pub fn spawn_peer(&self, ns: &str, args: &[&str]) -> Child {
+        let peer = binary("peer");
+        Command::new("ip")
+            .args(["netns", "exec", ns])
+            .arg(&peer)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("peer {args:?}: {e}"))
+    }
+}
+
+impl Drop for TwoHosts {
+    fn drop(&mut self) {
+        for ns in [&self.ns_a, &self.ns_b] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+        for dev in [&self.port_a, &self.port_b] {
+            let _ = Command::new("ip").args(["link", "del", dev]).output();
+        }
+    }
+}
+
+/// A running nflet that is stopped (SIGTERM) and reaped on drop.
+#[derive(Debug)]
+pub struct Nflet {
+    pub child: Option<Child>,
+    pub config: PathBuf,
+}
+
+impl Nflet {
+    /// Writes `config` to a temporary file and starts `nflet run -q -c` on it.
+    pub fn start(config: &str, tag: &str) -> Nflet {
+        let path = std::env::temp_dir().join(format!("nflet-{tag}-{}.toml", std::process::id()));
+        std::fs::write(&path, config).expect("write config");
+        let child = Command::new(binary("nflet"))
+            .args(["run", "-q", "-c"])
+            .arg(&path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start nflet");
+        Nflet { child: Some(child), config: path }
+    }
+
+    /// Stops nflet with SIGTERM and returns its stdout (the summary) and stderr.
+    pub fn stop(mut self) -> (String, String) {
+        let child = self.child.take().expect("running");
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let out = child.wait_with_output().expect("nflet exit");
+        assert!(out.status.success(), "nflet failed: {}", String::from_utf8_lossy(&out.stderr));
+        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+impl Drop for Nflet {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
+
+/// The value after `key=` in a summary line of the form `... key=123 ...`.
+pub fn field(text: &str, line_prefix: &str, key: &str) -> Option<u64> {
+    text.lines()
+        .find(|l| l.trim_start().starts_with(line_prefix))?
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .and_then(|v| v.parse().ok())
+}
+
+/// The count of a drop reason in a summary, 0 when not listed.
+pub fn drops(text: &str, reason: &str) -> u64 {
+    let mut in_drops = false;
+    for l in text.lines() {
+        if l.starts_with("drops by reason") {
+            in_drops = true;
+            continue;
+        }
+        if in_drops {
+            let mut w = l.split_whitespace();
+            if w.next() == Some(reason) {
+                return w.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            }
+            if !l.starts_with("  ") {
+                break;
+            }
+        }
+    }
+    0
+}
