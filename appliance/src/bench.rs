@@ -41,6 +41,17 @@ impl Default for BenchSpec {
     }
 }
 
+/// Packets per core in the set-up phase: every flow the core owns, once (with a margin for
+/// the uneven split of flows between cores).
+fn warmup_packets(spec: &BenchSpec) -> u64 {
+    let per_core = u64::from(spec.flows).div_ceil(spec.cores.max(1) as u64);
+    if spec.cores > 1 {
+        per_core + per_core / 20
+    } else {
+        per_core
+    }
+}
+
 /// The configuration a benchmark runs.
 pub fn bench_config(spec: &BenchSpec) -> String {
     let mut t = String::new();
@@ -51,8 +62,10 @@ pub fn bench_config(spec: &BenchSpec) -> String {
     );
     let _ = writeln!(
         t,
-        "[[port]]\nname = \"gen\"\nkind = \"generator\"\nflows = {}\nsize = {}\ncount = {}\nseed = 7\n",
-        spec.flows, spec.size, spec.packets
+        "[[port]]\nname = \"gen\"\nkind = \"generator\"\nflows = {}\nsize = {}\ncount = {}\nseed = 7\nsetup_pass = true\nsrc = \"10.0.0.0/20\"\ndst = \"198.18.0.0/24\"\n",
+        spec.flows,
+        spec.size,
+        warmup_packets(spec) + spec.packets
     );
     let _ = writeln!(t, "[[port]]\nname = \"sink\"\nkind = \"sink\"\n");
     let capacity = (u64::from(spec.flows) * 2).max(1024);
@@ -111,13 +124,39 @@ impl std::fmt::Display for BenchError {
 
 impl std::error::Error for BenchError {}
 
+/// One core's costs in the set-up phase (every packet opens a flow) and the steady state.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CorePhases {
+    pub setup_packets: u64,
+    pub setup_chain_ns: f64,
+    pub steady_packets: u64,
+    /// Nanoseconds per packet inside chains.
+    pub steady_chain_ns: f64,
+    /// Nanoseconds per packet for the whole loop (generator, parse, chain, sink).
+    pub steady_loop_ns: f64,
+}
+
+impl CorePhases {
+    fn of(c: &crate::dataplane::stats::CoreStats) -> CorePhases {
+        let (wp, wc, wb) = c.at_warmup.unwrap_or((0, 0, 0));
+        let sp = c.chained.saturating_sub(wp);
+        let per = |ns: u64, n: u64| ns as f64 / n.max(1) as f64;
+        CorePhases {
+            setup_packets: wp,
+            setup_chain_ns: per(wc, wp),
+            steady_packets: sp,
+            steady_chain_ns: per(c.chain_ns.saturating_sub(wc), sp),
+            steady_loop_ns: per(c.busy_ns.saturating_sub(wb), sp),
+        }
+    }
+}
+
 /// Per-core results of a benchmark.
 #[derive(Debug, Clone)]
 pub struct BenchResult {
     pub spec: BenchSpec,
     pub summary: Summary,
-    /// Per core: (packets, chain ns/packet, loop ns/packet).
-    pub per_core: Vec<(u64, f64, f64)>,
+    pub per_core: Vec<CorePhases>,
     /// Aggregate packets per second over the wall-clock run.
     pub mpps_total: f64,
 }
@@ -126,16 +165,9 @@ pub struct BenchResult {
 pub fn bench(spec: &BenchSpec) -> Result<BenchResult, BenchError> {
     let text = bench_config(spec);
     let config = Config::parse("<bench>", &text).map_err(BenchError::Config)?;
-    let summary =
-        run(&config, &RunOptions::default(), Arc::new(AtomicBool::new(false))).map_err(BenchError::Start)?;
-    let per_core = summary
-        .cores
-        .iter()
-        .map(|c| {
-            let n = c.chained.max(1) as f64;
-            (c.chained, c.chain_ns as f64 / n, c.busy_ns as f64 / n)
-        })
-        .collect();
+    let opts = RunOptions { warmup: warmup_packets(spec), ..RunOptions::default() };
+    let summary = run(&config, &opts, Arc::new(AtomicBool::new(false))).map_err(BenchError::Start)?;
+    let per_core = summary.cores.iter().map(CorePhases::of).collect();
     let total = summary.total.chained as f64;
     let mpps_total = total / summary.elapsed.as_secs_f64().max(1e-9) / 1e6;
     Ok(BenchResult { spec: spec.clone(), summary, per_core, mpps_total })
@@ -154,12 +186,20 @@ impl std::fmt::Display for BenchResult {
             s.cores,
             s.packets
         )?;
-        for (i, (n, chain, lp)) in self.per_core.iter().enumerate() {
+        let mpps = |ns: f64| 1e3 / ns.max(1e-9);
+        for (i, p) in self.per_core.iter().enumerate() {
             writeln!(
                 f,
-                "  core{i}: {n} packets, chain {chain:.1} ns/pkt ({:.2} Mpps/core), loop {lp:.1} ns/pkt ({:.2} Mpps/core)",
-                1e3 / chain.max(1e-9),
-                1e3 / lp.max(1e-9)
+                "  core{i}: steady {} pkts: chain {:.1} ns/pkt ({:.2} Mpps), loop {:.1} ns/pkt ({:.2} Mpps) | \
+                 set-up {} new flows: chain {:.1} ns/flow ({:.2} M flows/s)",
+                p.steady_packets,
+                p.steady_chain_ns,
+                mpps(p.steady_chain_ns),
+                p.steady_loop_ns,
+                mpps(p.steady_loop_ns),
+                p.setup_packets,
+                p.setup_chain_ns,
+                mpps(p.setup_chain_ns),
             )?;
         }
         let drops = self.summary.total.drops.total();

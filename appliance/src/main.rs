@@ -125,6 +125,7 @@ fn dispatch(command: Command) -> Result<(), String> {
             let opts = RunOptions {
                 duration: duration.map(Duration::from_secs_f64),
                 live: !quiet,
+                warmup: 0,
                 offline: None,
                 progress: None,
             };
@@ -158,6 +159,7 @@ fn dispatch(command: Command) -> Result<(), String> {
             let opts = RunOptions {
                 duration: None,
                 live: false,
+                warmup: 0,
                 offline: Some(Offline { input: &input, ingress, output: &output }),
                 progress: Some(&progress),
             };

@@ -59,10 +59,28 @@ pub struct Chain {
     pub output: Option<PortId>,
 }
 
+impl Chain {
+    /// True when a step distributes by label (labels must then be reset per burst).
+    fn uses_labels(&self) -> bool {
+        fn any(steps: &[Step]) -> bool {
+            steps.iter().any(|s| match s {
+                Step::Nf(_) => false,
+                Step::Distribute { selector, branches, default } => {
+                    *selector == Selector::Label
+                        || branches.iter().any(|(_, b)| any(b))
+                        || default.as_deref().is_some_and(any)
+                }
+            })
+        }
+        any(&self.steps)
+    }
+}
+
 /// Per-chain packet counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ChainStats {
     pub packets: u64,
+    /// Bytes up to the end of each IP datagram (Ethernet padding not counted).
     pub bytes: u64,
     pub forwarded: u64,
     pub dropped: u64,
@@ -93,11 +111,11 @@ impl Pipeline {
         frames: &mut [F],
         metas: &mut [Meta],
         verdicts: &mut [Verdict],
-        active: &mut Vec<u16>,
+        active: &[u16],
     ) {
         let Pipeline { nfs, chains, chain_stats, labels, scratch } = self;
-        let Some(ch) = chains.get(chain) else {
-            for &i in active.iter() {
+        let (Some(ch), Some(stats)) = (chains.get(chain), chain_stats.get_mut(chain)) else {
+            for &i in active {
                 set(verdicts, i, Verdict::Drop(DropReason::NoChain));
             }
             return;
@@ -105,39 +123,35 @@ impl Pipeline {
         if labels.len() < frames.len() {
             labels.resize(frames.len(), Label(0));
         }
-        let listed: Vec<u16> = Vec::new();
-        let mut all = std::mem::replace(active, listed);
-        for &i in &all {
+        for &i in active {
             set(verdicts, i, Verdict::Continue);
-            if let Some(l) = labels.get_mut(usize::from(i)) {
-                *l = Label(0);
+        }
+        if ch.uses_labels() {
+            for &i in active {
+                if let Some(l) = labels.get_mut(usize::from(i)) {
+                    *l = Label(0);
+                }
             }
         }
         let mut live = scratch.pop().unwrap_or_default();
         live.clear();
-        live.extend_from_slice(&all);
-        let mut exec = Exec { nfs, ctx, frames, metas, verdicts, labels, scratch };
+        live.extend_from_slice(active);
+        let mut exec = Exec { nfs, ctx, frames, metas, verdicts, labels, scratch, left_early: 0 };
         exec.steps(&ch.steps, &mut live);
+        let end = ch.output.map_or(Verdict::Drop(DropReason::NoOutput), Verdict::Out);
         for &i in &live {
-            let v = match ch.output {
-                Some(p) => Verdict::Out(p),
-                None => Verdict::Drop(DropReason::NoOutput),
-            };
-            set(exec.verdicts, i, v);
+            set(exec.verdicts, i, end);
         }
+        let forwarded = exec.left_early + if ch.output.is_some() { live.len() as u64 } else { 0 };
+        stats.packets += active.len() as u64;
+        stats.bytes += active
+            .iter()
+            .filter_map(|&i| exec.metas.get(usize::from(i)))
+            .map(|m| u64::from(m.l3_end))
+            .sum::<u64>();
+        stats.forwarded += forwarded;
+        stats.dropped += active.len() as u64 - forwarded;
         exec.scratch.push(live);
-        if let Some(s) = chain_stats.get_mut(chain) {
-            for &i in &all {
-                s.packets += 1;
-                s.bytes += exec.frames.get_mut(usize::from(i)).map_or(0, |f| f.as_mut().len()) as u64;
-                match exec.verdicts.get(usize::from(i)) {
-                    Some(Verdict::Out(_)) => s.forwarded += 1,
-                    _ => s.dropped += 1,
-                }
-            }
-        }
-        all.clear();
-        *active = all;
     }
 
     /// Burst-boundary duties of every NF.
@@ -175,6 +189,8 @@ struct Exec<'a, 'b, F> {
     verdicts: &'b mut [Verdict],
     labels: &'a mut [Label],
     scratch: &'a mut Vec<Vec<u16>>,
+    /// Packets an NF sent straight to a port (`Verdict::Out`).
+    left_early: u64,
 }
 
 impl<F: AsMut<[u8]>> Exec<'_, '_, F> {
@@ -209,6 +225,7 @@ impl<F: AsMut<[u8]>> Exec<'_, '_, F> {
         };
         slot.nf.process(self.ctx, &mut burst);
         let (verdicts, labels) = (&mut *self.verdicts, &mut *self.labels);
+        let mut out = 0u64;
         active.retain(|&i| {
             let i = usize::from(i);
             match verdicts.get(i).copied() {
@@ -224,9 +241,14 @@ impl<F: AsMut<[u8]>> Exec<'_, '_, F> {
                     slot.stats.drops.count(r);
                     false
                 }
-                Some(Verdict::Out(_)) | None => false,
+                Some(Verdict::Out(_)) => {
+                    out += 1;
+                    false
+                }
+                None => false,
             }
         });
+        self.left_early += out;
     }
 
     fn select(&self, selector: Selector, i: u16) -> Label {

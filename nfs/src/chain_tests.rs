@@ -52,9 +52,9 @@ fn run(p: &mut Pipeline, frames: Vec<Vec<u8>>) -> Vec<Verdict> {
         }
     }
     let mut verdicts = vec![Verdict::Continue; kept.len()];
-    let mut active: Vec<u16> = (0..kept.len() as u16).collect();
+    let active: Vec<u16> = (0..kept.len() as u16).collect();
     let ctx = Ctx { now: Nanos(1), core: CoreId(0) };
-    p.run(0, &ctx, &mut kept, &mut metas, &mut verdicts, &mut active);
+    p.run(0, &ctx, &mut kept, &mut metas, &mut verdicts, &active);
     verdicts
 }
 

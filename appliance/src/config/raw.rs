@@ -165,6 +165,9 @@ pub struct RawGenerator {
     /// Packets to send per core (0 = unlimited).
     pub count: u64,
     pub seed: u64,
+    /// Send every flow once, in order, before the random mix (so a benchmark can set all
+    /// flows up first and measure the steady state separately).
+    pub setup_pass: bool,
     pub src: Prefix,
     pub dst: Prefix,
 }
@@ -179,6 +182,7 @@ impl Default for RawGenerator {
             rate_pps: 0,
             count: 0,
             seed: 1,
+            setup_pass: false,
             src: Prefix { addr: nflet_nfs::flow::v4([10, 0, 0, 0]), len: 8, family: 4 },
             dst: Prefix { addr: nflet_nfs::flow::v4([198, 18, 0, 0]), len: 15, family: 4 },
         }

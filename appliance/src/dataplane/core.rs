@@ -72,6 +72,8 @@ pub struct CoreLoop {
     pub steering: Option<Steering>,
     pub control: Arc<Control>,
     pub publish: Arc<spin::Mutex<Snapshot>>,
+    /// Packets after which the counters are noted as the end of a warm-up (benchmarks).
+    pub warmup: u64,
 }
 
 impl std::fmt::Debug for CoreLoop {
@@ -159,6 +161,9 @@ impl CoreLoop {
                 idle_run = 0;
                 stats.busy_polls += 1;
                 stats.busy_ns += clock.now().saturating_sub(start).0;
+                if self.warmup > 0 && stats.at_warmup.is_none() && stats.chained >= self.warmup {
+                    stats.at_warmup = Some((stats.chained, stats.chain_ns, stats.busy_ns));
+                }
             } else {
                 idle_run = idle_run.saturating_add(1);
                 if idle_run == IDLE_POLLS_BEFORE_SLEEP {
@@ -275,7 +280,7 @@ impl CoreLoop {
                 }
             }
             if let Some(c) = chain {
-                self.pipeline.run(c, ctx, &mut w.frames, &mut w.metas, &mut w.verdicts, &mut w.active);
+                self.pipeline.run(c, ctx, &mut w.frames, &mut w.metas, &mut w.verdicts, &w.active);
             }
             start = first + 1;
         }

@@ -86,6 +86,8 @@ pub struct RunOptions<'a> {
     /// Print one counter line per second to stderr.
     pub live: bool,
     pub offline: Option<Offline<'a>>,
+    /// Packets per core after which each core notes its counters (warm-up end).
+    pub warmup: u64,
     /// Called about ten times a second with the latest merged counters (progress bars).
     pub progress: Option<&'a (dyn Fn(&Summary) + Sync)>,
 }
@@ -95,6 +97,7 @@ impl std::fmt::Debug for RunOptions<'_> {
         f.debug_struct("RunOptions")
             .field("duration", &self.duration)
             .field("live", &self.live)
+            .field("warmup", &self.warmup)
             .field("offline", &self.offline)
             .field("progress", &self.progress.is_some())
             .finish()
@@ -165,6 +168,7 @@ pub fn run(
             steering: steering.clone(),
             control: Arc::clone(&control),
             publish: Arc::clone(publish.get(c).unwrap_or(&publish[0])),
+            warmup: opts.warmup,
         })
         .collect();
     let clock = MonotonicClock::new();

@@ -45,6 +45,8 @@ pub struct CoreStats {
     pub chain_ns: u64,
     /// Packets that went through a chain.
     pub chained: u64,
+    /// `(chained, chain_ns, busy_ns)` when the warm-up ended (see `RunOptions::warmup`).
+    pub at_warmup: Option<(u64, u64, u64)>,
 }
 
 impl CoreStats {
@@ -85,6 +87,10 @@ impl CoreStats {
         self.busy_ns += o.busy_ns;
         self.chain_ns += o.chain_ns;
         self.chained += o.chained;
+        if let Some((a, b, c)) = o.at_warmup {
+            let (x, y, z) = self.at_warmup.unwrap_or((0, 0, 0));
+            self.at_warmup = Some((x + a, y + b, z + c));
+        }
     }
 
     pub fn rx_total(&self) -> Tally {

@@ -111,6 +111,13 @@ impl Generator {
     }
 
     fn pick_flow(&mut self) -> u32 {
+        if self.cfg.setup_pass {
+            let n = self.owned.as_ref().map_or(u64::from(self.cfg.flows), |o| o.len() as u64);
+            if self.sent < n {
+                let i = self.sent as usize;
+                return self.owned.as_ref().map_or(i as u32, |o| o.get(i).copied().unwrap_or(0));
+            }
+        }
         let n = self.owned.as_ref().map_or(u64::from(self.cfg.flows), |o| o.len() as u64).max(1);
         let i = match self.cfg.flow_popularity {
             RawPopularity::Uniform => self.rng.below(n),

@@ -5,14 +5,13 @@
 //! with eventual consistency (Serpens §III-C): each core counts into a small local delta table
 //! and merges it into the appliance-wide host map on a timer, so the packet path never locks.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytemuck::{Pod, Zeroable};
 use serde::Deserialize;
 
 use crate::flow::{Dir, FlowKey};
-use crate::nf::{Ctx, InitCtx, NetworkFunction, NfError, Report, Verdict};
+use crate::nf::{Burst, Ctx, InitCtx, NetworkFunction, NfError, Report, Verdict};
 use crate::packet::Meta;
 use crate::state::{Delta, Eventual, FlowTable, FullPolicy, StateDecl, TableSpec};
 use crate::time::Nanos;
@@ -39,7 +38,7 @@ impl Default for MonitorConfig {
         MonitorConfig {
             flows: 1 << 20,
             flow_idle_s: 300,
-            host_delta: 1 << 14,
+            host_delta: 1 << 13,
             max_hosts: 1 << 20,
             merge_interval_ms: 100,
         }
@@ -69,9 +68,20 @@ pub struct HostKey {
 }
 
 impl HostKey {
+    #[inline]
+    fn of(family: u8, addr: [u8; 16]) -> HostKey {
+        HostKey { addr, family, _pad: [0; 7] }
+    }
+
+    /// Multiply-xorshift over the address words (the same mixing as flow keys).
+    #[inline]
     fn hash(&self) -> u32 {
-        let (k, _) = FlowKey::new(self.family, 0, self.addr, 0, self.addr, 0);
-        k.hash()
+        let a = u128::from_be_bytes(self.addr);
+        let mut h = (a as u64 ^ u64::from(self.family)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        h ^= h >> 29;
+        h = (h ^ (a >> 64) as u64).wrapping_mul(0x94D0_49BB_1331_11EB);
+        h ^= h >> 32;
+        h as u32
     }
 }
 
@@ -101,7 +111,7 @@ crate::table_entry! {
 /// The appliance-wide host statistics.
 #[derive(Debug, Clone, Default)]
 pub struct HostStats {
-    pub hosts: HashMap<HostKey, HostCounters>,
+    pub hosts: hashbrown::HashMap<HostKey, HostCounters>,
     /// Counters of hosts beyond `max_hosts`.
     pub other: HostCounters,
     pub max_hosts: usize,
@@ -167,6 +177,21 @@ impl NetworkFunction for Monitor {
     }
 
     #[inline]
+    fn process<F: AsMut<[u8]>>(&mut self, ctx: &Ctx, burst: &mut Burst<'_, F>) {
+        let mut touched = 0u32;
+        let hosts = &self.hosts.delta_ref().table;
+        for &i in burst.active {
+            if let Some(m) = burst.metas.get(usize::from(i)) {
+                touched ^= self.flows.prefetch(m.hash);
+                touched ^= hosts.prefetch(HostKey::of(m.key.family, m.src).hash());
+                touched ^= hosts.prefetch(HostKey::of(m.key.family, m.dst).hash());
+            }
+        }
+        std::hint::black_box(touched);
+        burst.for_each(|frame, meta| self.process_packet(ctx, frame, meta));
+    }
+
+    #[inline]
     fn process_packet(&mut self, ctx: &Ctx, frame: &mut [u8], meta: &mut Meta) -> Verdict {
         if !meta.is_ip() {
             return Verdict::Continue;
@@ -178,25 +203,23 @@ impl NetworkFunction for Monitor {
             Dir::LoToHi => 0,
             Dir::HiToLo => 1,
         };
-        let idx = match self.flows.find(meta.hash, &meta.key, now) {
-            Some(i) => Some(i),
+        let counters = match self.flows.find_touch(meta.hash, &meta.key, now, self.flow_idle) {
+            Some(e) => Some(&mut e.value),
             None => {
                 let fresh = FlowCounters { first_seen: now.0, ..FlowCounters::default() };
-                self.flows.insert(meta.hash, meta.key, fresh, now).ok()
+                let idx = self.flows.insert(meta.hash, meta.key, fresh, now).ok();
+                idx.and_then(|i| self.flows.get_mut(i))
             }
         };
-        if let Some(i) = idx {
-            if let Some(c) = self.flows.get_mut(i) {
-                if let (Some(p), Some(b)) = (c.packets.get_mut(d), c.bytes.get_mut(d)) {
-                    *p += 1;
-                    *b += len;
-                }
+        if let Some(c) = counters {
+            if let (Some(p), Some(b)) = (c.packets.get_mut(d), c.bytes.get_mut(d)) {
+                *p += 1;
+                *b += len;
             }
-            self.flows.touch(i, now, self.flow_idle);
         }
         let family = meta.key.family;
-        self.count_host(now, HostKey { addr: meta.src, family, _pad: [0; 7] }, len, true);
-        self.count_host(now, HostKey { addr: meta.dst, family, _pad: [0; 7] }, len, false);
+        self.count_host(now, HostKey::of(family, meta.src), len, true);
+        self.count_host(now, HostKey::of(family, meta.dst), len, false);
         Verdict::Continue
     }
 
@@ -217,19 +240,23 @@ impl Monitor {
     #[inline]
     fn count_host(&mut self, now: Nanos, key: HostKey, len: u64, tx: bool) {
         let h = key.hash();
-        let delta = self.hosts.delta();
-        let idx = match delta.table.find(h, &key, now) {
-            Some(i) => Some(i),
-            None => match delta.table.insert(h, key, HostCounters::default(), now) {
-                Ok(i) => Some(i),
-                Err(_) => {
-                    // The delta filled up within one interval: merge early, then count.
-                    self.hosts.sync(now);
-                    self.hosts.delta().table.insert(h, key, HostCounters::default(), now).ok()
-                }
-            },
+        let forever = Nanos(u64::MAX);
+        let table = &mut self.hosts.delta().table;
+        let c = match table.find_touch(h, &key, now, forever) {
+            Some(e) => Some(&mut e.value),
+            None => {
+                let idx = match table.insert(h, key, HostCounters::default(), now) {
+                    Ok(i) => Some(i),
+                    Err(_) => {
+                        // The delta filled up within one interval: merge early, then count.
+                        self.hosts.sync(now);
+                        self.hosts.delta().table.insert(h, key, HostCounters::default(), now).ok()
+                    }
+                };
+                idx.and_then(|i| self.hosts.delta().table.get_mut(i))
+            }
         };
-        if let Some(c) = idx.and_then(|i| self.hosts.delta().table.get_mut(i)) {
+        if let Some(c) = c {
             if tx {
                 c.tx_packets += 1;
                 c.tx_bytes += len;

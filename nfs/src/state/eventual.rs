@@ -47,6 +47,12 @@ impl<D: Delta> Eventual<D> {
         &mut self.delta
     }
 
+    /// This core's delta, read-only.
+    #[inline]
+    pub fn delta_ref(&self) -> &D {
+        &self.delta
+    }
+
     /// The global value as of this core's last merge.
     pub fn snapshot(&self) -> &D::Global {
         &self.snapshot

@@ -44,7 +44,8 @@ impl TcpState {
 }
 
 /// Per-connection state, plain old data so it can live in the arena and move between cores
-/// and instances.
+/// and instances. Eight bytes: with the slot header and the flow key, a connection fills one
+/// 64-byte cache line (per-flow packet counts are the monitor's job).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable, Default)]
 pub struct Conn {
@@ -56,8 +57,6 @@ pub struct Conn {
     /// Index of the rule that allowed it, plus one (0 = default policy).
     pub rule: u8,
     pub _pad: [u8; 4],
-    /// Packets seen from lo and from hi.
-    pub packets: [u32; 2],
 }
 
 crate::table_entry! {
@@ -124,22 +123,12 @@ pub fn opens_tcp(flags: TcpFlags) -> bool {
 
 /// A new TCP connection opened by a packet travelling in `dir`.
 pub fn new_tcp(dir: Dir, rule: u8) -> Conn {
-    let mut c = Conn { state: TcpState::SynSent as u8, initiator: side(dir), rule, ..Conn::default() };
-    count(&mut c, dir);
-    c
+    Conn { state: TcpState::SynSent as u8, initiator: side(dir), rule, ..Conn::default() }
 }
 
 /// A new non-TCP connection.
 pub fn new_other(dir: Dir, rule: u8) -> Conn {
-    let mut c = Conn { initiator: side(dir), rule, ..Conn::default() };
-    count(&mut c, dir);
-    c
-}
-
-fn count(c: &mut Conn, dir: Dir) {
-    if let Some(p) = c.packets.get_mut(usize::from(side(dir))) {
-        *p = p.saturating_add(1);
-    }
+    Conn { initiator: side(dir), rule, ..Conn::default() }
 }
 
 /// Outcome of a TCP packet on a tracked connection.
@@ -153,7 +142,6 @@ pub enum TcpStep {
 
 /// Advances a tracked connection by one TCP packet.
 pub fn track_tcp(c: &mut Conn, dir: Dir, flags: TcpFlags) -> TcpStep {
-    count(c, dir);
     let from_initiator = side(dir) == c.initiator;
     let state = TcpState::from_u8(c.state);
     let next = if flags.rst() {
@@ -180,11 +168,6 @@ pub fn track_tcp(c: &mut Conn, dir: Dir, flags: TcpFlags) -> TcpStep {
     TcpStep::Accept(next)
 }
 
-/// Counts a non-TCP packet on a tracked connection.
-pub fn track_other(c: &mut Conn, dir: Dir) {
-    count(c, dir);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,6 +177,11 @@ mod tests {
     const ACK: TcpFlags = TcpFlags(TcpFlags::ACK);
     const FINACK: TcpFlags = TcpFlags(TcpFlags::FIN | TcpFlags::ACK);
     const RST: TcpFlags = TcpFlags(TcpFlags::RST);
+
+    #[test]
+    fn a_connection_fills_one_cache_line() {
+        assert_eq!(std::mem::size_of::<ConnEntry>(), 64);
+    }
 
     #[test]
     fn handshake_data_and_teardown() {
@@ -211,7 +199,6 @@ mod tests {
         for (n, (d, f, want)) in steps.iter().enumerate() {
             assert_eq!(track_tcp(&mut c, *d, *f), TcpStep::Accept(*want), "step {n}");
         }
-        assert_eq!(c.packets, [4, 4]);
         assert_eq!(track_tcp(&mut c, i, SYN), TcpStep::Reopen);
     }
 

@@ -21,7 +21,7 @@ pub use conntrack::{Conn, ConnEntry, TcpState, Timeouts};
 pub use rules::{Action, Rule, RuleConfig, RuleSet};
 
 use crate::drop::DropReason;
-use crate::nf::{Ctx, InitCtx, NetworkFunction, NfError, Report, Verdict};
+use crate::nf::{Burst, Ctx, InitCtx, NetworkFunction, NfError, Report, Verdict};
 use crate::packet::{Fragment, IpProtocol, Meta};
 use crate::state::{FlowTable, FullPolicy, StateDecl, TableSpec};
 use crate::time::Nanos;
@@ -140,6 +140,18 @@ impl NetworkFunction for Firewall {
     }
 
     #[inline]
+    fn process<F: AsMut<[u8]>>(&mut self, ctx: &Ctx, burst: &mut Burst<'_, F>) {
+        let mut touched = 0u32;
+        for &i in burst.active {
+            if let Some(m) = burst.metas.get(usize::from(i)) {
+                touched ^= self.conns.prefetch(m.hash);
+            }
+        }
+        std::hint::black_box(touched);
+        burst.for_each(|frame, meta| self.process_packet(ctx, frame, meta));
+    }
+
+    #[inline]
     fn process_packet(&mut self, ctx: &Ctx, _frame: &mut [u8], meta: &mut Meta) -> Verdict {
         if !meta.is_ip() {
             self.counters.non_ip += 1;
@@ -168,10 +180,7 @@ impl NetworkFunction for Firewall {
                         return self.open(now, meta);
                     }
                 },
-                Some(c) => {
-                    conntrack::track_other(c, meta.dir);
-                    self.other_timeout(meta.proto)
-                }
+                Some(_) => self.other_timeout(meta.proto),
                 None => return self.open(now, meta),
             };
             self.conns.touch(idx, now, timeout);
