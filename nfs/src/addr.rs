@@ -208,6 +208,11 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
 }
 
 impl<T> OneOrMany<T> {
+    /// True for an empty list (a single value is never empty).
+    pub fn is_empty(&self) -> bool {
+        matches!(self, OneOrMany::Many(v) if v.is_empty())
+    }
+
     pub fn into_vec(self) -> Vec<T> {
         match self {
             OneOrMany::One(t) => vec![t],

@@ -10,6 +10,7 @@ pub mod raw;
 
 use std::path::Path;
 
+use nflet_nfs::addr::OneOrMany;
 use nflet_nfs::chain::{Selector, Step};
 use nflet_nfs::functions::AnyConfig;
 use nflet_nfs::ids::{Label, PortId};
@@ -48,6 +49,8 @@ pub struct ChainConfig {
     pub ingress: Vec<PortId>,
     pub steps: Vec<Step>,
     pub output: Option<PortId>,
+    /// Which frames of the ingress ports this chain takes (empty: all the others).
+    pub classifier: crate::dataplane::select::Classifier,
 }
 
 /// A validated configuration.
@@ -99,9 +102,9 @@ impl Config {
         self.ports.iter().map(|p| p.name.clone()).collect()
     }
 
-    /// The chain that frames received on `port` enter, if any.
+    /// The unclassified (default) chain of `port`, if any.
     pub fn chain_of(&self, port: PortId) -> Option<usize> {
-        self.chains.iter().position(|c| c.ingress.contains(&port))
+        self.chains.iter().position(|c| c.ingress.contains(&port) && c.classifier.is_empty())
     }
 }
 
@@ -232,12 +235,15 @@ fn validate(map: &SourceMap<'_>, raw: raw::RawConfig) -> Result<Config, ConfigEr
                 key: format!("{key}.ingress"),
                 message: format!("no port named `{name}`; ports are: {port_list}"),
             })?;
-            if let Some(other) = chains.iter().find(|q| q.ingress.contains(&id)) {
+            let classified = c.vlan.is_some() || !c.src.is_empty() || !c.dst.is_empty();
+            let default_taken = chains.iter().find(|q| q.ingress.contains(&id) && q.classifier.is_empty());
+            if let (false, Some(other)) = (classified, default_taken) {
                 return Err(ConfigError {
                     at: map.key_in(span.clone(), "ingress"),
                     key: format!("{key}.ingress"),
                     message: format!(
-                        "port `{name}` already feeds chain `{}`; a port feeds one chain",
+                        "port `{name}` already feeds chain `{}`; give one of them a classifier \
+                         (`vlan`, `src`, `dst`) to share the port",
                         other.name
                     ),
                 });
@@ -257,7 +263,19 @@ fn validate(map: &SourceMap<'_>, raw: raw::RawConfig) -> Result<Config, ConfigEr
             key: format!("{key}.steps"),
             message,
         })?;
-        chains.push(ChainConfig { name: c.name, ingress, steps, output });
+        let classifier = crate::dataplane::select::Classifier {
+            vlans: c.vlan.map(OneOrMany::into_vec).unwrap_or_default(),
+            src: c.src.into_vec(),
+            dst: c.dst.into_vec(),
+        };
+        if classifier.vlans.iter().any(|v| *v > 4095) {
+            return Err(ConfigError {
+                at: map.key_in(span.clone(), "vlan"),
+                key: format!("{key}.vlan"),
+                message: "expected VLAN ids from 0 to 4095".into(),
+            });
+        }
+        chains.push(ChainConfig { name: c.name, ingress, steps, output, classifier });
     }
     Ok(Config { source: map.file.to_string(), settings, parse, ports, nfs, chains })
 }

@@ -3,7 +3,7 @@
 use serde::Deserialize;
 use toml::Spanned;
 
-use nflet_nfs::addr::Prefix;
+use nflet_nfs::addr::{OneOrMany, Prefix};
 use nflet_nfs::packet::FragmentPolicy;
 
 #[derive(Debug, Deserialize)]
@@ -235,6 +235,13 @@ pub struct RawChain {
     pub steps: Vec<RawStep>,
     /// Port for frames that reach the end of the chain (none: they are dropped).
     pub output: Option<String>,
+    /// Classifier, when several chains share an ingress port: outermost VLAN id(s)...
+    pub vlan: Option<OneOrMany<u16>>,
+    /// ...and/or source and destination prefixes. A chain without any is the port's default.
+    #[serde(default)]
+    pub src: OneOrMany<Prefix>,
+    #[serde(default)]
+    pub dst: OneOrMany<Prefix>,
 }
 
 #[derive(Debug, Deserialize)]

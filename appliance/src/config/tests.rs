@@ -102,6 +102,55 @@ fn a_port_feeds_one_chain() {
 }
 
 #[test]
+fn classified_chains_share_a_port() {
+    use crate::dataplane::select::ChainSelector;
+    use nflet_nfs::packet::{parse, ParsePolicy};
+    let text = r#"
+[[port]]
+name = "a"
+kind = "sink"
+[[port]]
+name = "b"
+kind = "sink"
+[[chain]]
+name = "voice"
+ingress = ["a"]
+vlan = 100
+steps = []
+[[chain]]
+name = "guests"
+ingress = ["a"]
+src = ["192.168.50.0/24"]
+steps = []
+[[chain]]
+name = "rest"
+ingress = ["a"]
+steps = []
+"#;
+    let c = Config::parse("t.toml", text).unwrap();
+    let sel = ChainSelector::new(&c);
+    let frame = |vlan: Option<u16>, src: [u8; 4]| {
+        let mut f = Vec::new();
+        let b = etherparse::PacketBuilder::ethernet2([2; 6], [4; 6]);
+        match vlan {
+            Some(v) => {
+                b.single_vlan(v.try_into().unwrap()).ipv4(src, [10, 0, 0, 1], 64).udp(1, 2).write(&mut f, &[])
+            }
+            None => b.ipv4(src, [10, 0, 0, 1], 64).udp(1, 2).write(&mut f, &[]),
+        }
+        .unwrap();
+        parse(&f, PortId(0), &ParsePolicy::default()).unwrap()
+    };
+    assert_eq!(sel.select(&frame(Some(100), [1, 2, 3, 4])), Some(0));
+    assert_eq!(sel.select(&frame(Some(101), [192, 168, 50, 7])), Some(1));
+    assert_eq!(sel.select(&frame(None, [192, 168, 50, 7])), Some(1));
+    assert_eq!(sel.select(&frame(None, [192, 168, 51, 7])), Some(2));
+    let mut on_b = frame(None, [1, 1, 1, 1]);
+    on_b.ingress = PortId(1);
+    assert_eq!(sel.select(&on_b), None);
+}
+
+#[test]
 fn missing_file_is_reported() {
     let e = Config::load(Path::new("/nonexistent/nflet.toml")).unwrap_err();
     assert!(e.to_string().starts_with("/nonexistent/nflet.toml: cannot read"), "{e}");

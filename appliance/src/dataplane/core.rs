@@ -64,8 +64,8 @@ pub struct CoreLoop {
     pub tx: Vec<Option<Box<dyn TxQueue>>>,
     pub pool: BufPool,
     pub pipeline: Pipeline,
-    /// Chain index per ingress port (index = port id).
-    pub chain_of_port: Vec<Option<usize>>,
+    /// Which chain each received frame enters.
+    pub chains: super::select::ChainSelector,
     pub policy: ParsePolicy,
     pub burst: usize,
     pub idle_sleep: Duration,
@@ -266,9 +266,7 @@ impl CoreLoop {
         let t0 = Instant::now();
         // Group by chain; a burst almost always comes from one port, hence one chain.
         w.chains.clear();
-        w.chains.extend(
-            w.metas.iter().map(|m| self.chain_of_port.get(usize::from(m.ingress.0)).copied().flatten()),
-        );
+        w.chains.extend(w.metas.iter().map(|m| self.chains.select(m)));
         let mut start = 0;
         while let Some(first) = w.chains.iter().skip(start).position(Option::is_some).map(|p| p + start) {
             let chain = w.chains.get(first).copied().flatten();

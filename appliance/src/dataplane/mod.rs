@@ -3,6 +3,7 @@
 
 pub mod core;
 pub mod open;
+pub mod select;
 pub mod stats;
 
 use std::sync::atomic::Ordering;
@@ -133,16 +134,7 @@ pub fn run(
         inbound: (0..cores).map(|_| Arc::new(ArrayQueue::new(config.settings.burst * 64))).collect(),
     });
     let exchange = Arc::new(ArrayQueue::new(config.settings.buffers_per_core.max(1)));
-    let nports = config.ports.len();
-    let mut chain_of_port = vec![None; nports];
-    for (p, slot) in chain_of_port.iter_mut().enumerate() {
-        *slot = config.chain_of(nflet_nfs::ids::PortId(p as u16));
-    }
-    if let Some(off) = &opts.offline {
-        if let Some(slot) = chain_of_port.get_mut(usize::from(off.ingress.0)) {
-            *slot = config.chain_of(off.ingress);
-        }
-    }
+    let chains = select::ChainSelector::new(config);
     let publish: Vec<Arc<spin::Mutex<Snapshot>>> =
         (0..cores).map(|_| Arc::new(spin::Mutex::new(Snapshot::default()))).collect();
     let loops: Vec<CoreLoop> = pipelines
@@ -161,7 +153,7 @@ pub fn run(
                 Arc::clone(&exchange),
             ),
             pipeline,
-            chain_of_port: chain_of_port.clone(),
+            chains: chains.clone(),
             policy: config.parse,
             burst: config.settings.burst,
             idle_sleep: Duration::from_micros(config.settings.idle_sleep_us),
