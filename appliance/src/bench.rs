@@ -68,7 +68,8 @@ pub fn bench_config(spec: &BenchSpec) -> String {
         warmup_packets(spec) + spec.packets
     );
     let _ = writeln!(t, "[[port]]\nname = \"sink\"\nkind = \"sink\"\n");
-    let capacity = (u64::from(spec.flows) * 2).max(1024);
+    // Tables sized for the offered flows plus a quarter, as an operator would configure them.
+    let capacity = (u64::from(spec.flows) + u64::from(spec.flows) / 4).max(1024);
     let mut steps = Vec::new();
     for (i, nf) in spec.chain.iter().enumerate() {
         let name = format!("{nf}{i}");

@@ -178,11 +178,17 @@ impl NetworkFunction for Monitor {
 
     #[inline]
     fn process<F: AsMut<[u8]>>(&mut self, ctx: &Ctx, burst: &mut Burst<'_, F>) {
+        // Flow slots first, in a tight loop so the CPU keeps many misses in flight; the
+        // host delta table is small and mostly cache-resident.
         let mut touched = 0u32;
-        let hosts = &self.hosts.delta_ref().table;
         for &i in burst.active {
             if let Some(m) = burst.metas.get(usize::from(i)) {
                 touched ^= self.flows.prefetch(m.hash);
+            }
+        }
+        let hosts = &self.hosts.delta_ref().table;
+        for &i in burst.active {
+            if let Some(m) = burst.metas.get(usize::from(i)) {
                 touched ^= hosts.prefetch(HostKey::of(m.key.family, m.src).hash());
                 touched ^= hosts.prefetch(HostKey::of(m.key.family, m.dst).hash());
             }

@@ -195,7 +195,12 @@ impl<E: Entry> FlowTable<E> {
     /// `std::hint::black_box`.
     #[inline]
     pub fn prefetch(&self, hash: u32) -> u32 {
-        self.slots.as_slice().get(hash as usize & self.mask).map_or(0, |s| s.header().hash)
+        // First and last byte: a slot of up to 128 bytes spans at most two cache lines.
+        let slot = self.slots.as_slice().get(hash as usize & self.mask);
+        let bytes = slot.map_or(&[][..], bytemuck::bytes_of);
+        let first = bytes.first().copied().unwrap_or(0);
+        let last = bytes.last().copied().unwrap_or(0);
+        u32::from(first) | u32::from(last) << 8
     }
 
     /// Finds the live entry for `key`.
