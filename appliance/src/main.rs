@@ -120,6 +120,7 @@ fn dispatch(command: Command) -> Result<(), String> {
                     return Err(format!("--cores: expected 1 to 64, got {c}"));
                 }
                 cfg.settings.cores = c;
+                cfg.settings.cpus.clear();
             }
             log::info!("running {} on {} core(s); Ctrl-C stops", cfg.source, cfg.settings.cores);
             let opts = RunOptions {
@@ -136,6 +137,7 @@ fn dispatch(command: Command) -> Result<(), String> {
         Command::Process { config, input, output, ingress } => {
             let mut cfg = load(&config)?;
             cfg.settings.cores = 1;
+            cfg.settings.cpus.truncate(1);
             let ingress = match ingress {
                 Some(name) => cfg.port_id(&name).ok_or_else(|| {
                     format!("--ingress: no port named `{name}`; ports are: {}", cfg.port_names().join(", "))

@@ -27,6 +27,8 @@ pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub cores: usize,
+    /// CPU for each worker core (empty: not pinned).
+    pub cpus: Vec<usize>,
     pub burst: usize,
     pub arena_bytes: usize,
     pub backing: Backing,
@@ -134,8 +136,22 @@ fn validate(map: &SourceMap<'_>, raw: raw::RawConfig) -> Result<Config, ConfigEr
             format!("expected at least 4 bursts' worth ({}), got {}", a.burst * 4, a.buffers_per_core),
         ));
     }
+    if !a.cpus.is_empty() && a.cpus.len() != a.cores {
+        return Err(bad(
+            "appliance.cpus",
+            format!("expected one CPU per worker core ({} of them), got {}", a.cores, a.cpus.len()),
+        ));
+    }
+    let online = std::thread::available_parallelism().map_or(usize::MAX, |n| n.get());
+    if let Some(cpu) = a.cpus.iter().find(|c| **c >= online) {
+        return Err(bad(
+            "appliance.cpus",
+            format!("CPU {cpu} does not exist; this machine has CPUs 0 to {}", online - 1),
+        ));
+    }
     let settings = Settings {
         cores: a.cores,
+        cpus: a.cpus.clone(),
         burst: a.burst,
         arena_bytes: a.state_arena_mib.saturating_mul(1 << 20),
         backing: match a.hugepages {

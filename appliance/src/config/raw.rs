@@ -26,6 +26,8 @@ pub struct RawConfig {
 pub struct RawAppliance {
     /// Worker cores (threads running the dataplane loop).
     pub cores: usize,
+    /// CPUs to pin worker core i to (`cpus[i]`); empty: let the OS schedule them.
+    pub cpus: Vec<usize>,
     /// Packets per receive burst.
     pub burst: usize,
     /// Bytes of state arena per core, in MiB.
@@ -44,6 +46,7 @@ impl Default for RawAppliance {
     fn default() -> Self {
         RawAppliance {
             cores: 1,
+            cpus: Vec::new(),
             burst: 32,
             state_arena_mib: 512,
             hugepages: HugepageMode::Prefer,

@@ -50,6 +50,8 @@ fn errors_name_file_line_key_and_expectation() {
     let cases: &[(&str, &str, usize, &str)] = &[
         ("[appliance]\ncores = 0\n", "appliance.cores", 2, "1 to 64"),
         ("[appliance]\ncorez = 2\n", "", 2, "unknown field `corez`"),
+        ("[appliance]\ncores = 2\ncpus = [0]\n", "appliance.cpus", 3, "one CPU per worker core (2 of them), got 1"),
+        ("[appliance]\ncpus = [4096]\n", "appliance.cpus", 2, "CPU 4096 does not exist"),
         ("[[port]]\nname = \"p\"\nkind = \"warp\"\n", "port[p]", 1, "unknown port kind `warp`"),
         ("[[port]]\nname = \"p\"\nkind = \"pcap\"\nwrit = \"x\"\n", "port[p]", 4, "unknown field `writ`"),
         (

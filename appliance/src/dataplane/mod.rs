@@ -170,9 +170,15 @@ pub fn run(
             .into_iter()
             .map(|l| {
                 let clock = clock.clone();
-                std::thread::Builder::new()
-                    .name(format!("nflet-core{}", l.id.0))
-                    .spawn_scoped(s, move || l.run(&clock))
+                let cpu = config.settings.cpus.get(usize::from(l.id.0)).copied();
+                std::thread::Builder::new().name(format!("nflet-core{}", l.id.0)).spawn_scoped(s, move || {
+                    if let Some(cpu) = cpu {
+                        if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
+                            log::warn!("{}: could not pin to CPU {cpu}; running unpinned", l.id);
+                        }
+                    }
+                    l.run(&clock)
+                })
             })
             .collect();
         let mut last_line = Instant::now();
