@@ -6,6 +6,8 @@
 pub mod counter;
 pub mod firewall;
 pub mod monitor;
+#[cfg(test)]
+mod monitor_tests;
 
 use crate::nf::{Burst, Ctx, InitCtx, NetworkFunction, NfError, Report};
 

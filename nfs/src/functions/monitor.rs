@@ -25,7 +25,8 @@ pub struct MonitorConfig {
     pub flows: usize,
     /// Seconds after which an idle flow's counters are dropped.
     pub flow_idle_s: u64,
-    /// Distinct hosts a core can count between two merges.
+    /// Distinct active hosts a core counts individually; beyond that, traffic is counted in
+    /// the `other` total (and `host_overflow`).
     pub host_delta: usize,
     /// Hosts kept in the appliance-wide map; more are folded into an `other` total.
     pub max_hosts: usize,
@@ -38,7 +39,7 @@ impl Default for MonitorConfig {
         MonitorConfig {
             flows: 1 << 20,
             flow_idle_s: 300,
-            host_delta: 1 << 13,
+            host_delta: 1 << 16,
             max_hosts: 1 << 20,
             merge_interval_ms: 100,
         }
@@ -122,22 +123,36 @@ pub struct HostStats {
 pub struct HostDelta {
     table: FlowTable<HostEntry>,
     max_hosts: usize,
+    /// Counts of hosts that found the delta table full (merged into the global `other`).
+    overflow: HostCounters,
+    /// How long a silent host keeps its delta entry.
+    host_idle: Nanos,
+    /// Updates that went to `overflow`.
+    overflowed: u64,
 }
 
 impl Delta for HostDelta {
     type Global = HostStats;
 
+    /// Adds every host's counts since the last merge to the global map and zeroes them. The
+    /// entries stay, so active hosts are not re-inserted each interval; hosts silent for
+    /// `host_idle` expire (their counters were zeroed by the merge before).
     fn drain_into(&mut self, g: &mut HostStats) {
         g.max_hosts = self.max_hosts;
-        for e in self.table.iter(Nanos::ZERO) {
+        g.other.add(&self.overflow);
+        self.overflow = HostCounters::default();
+        for e in self.table.values_mut() {
+            if e.value == HostCounters::default() {
+                continue;
+            }
             let known = g.hosts.len() < g.max_hosts || g.hosts.contains_key(&e.key);
             if known {
                 g.hosts.entry(e.key).or_default().add(&e.value);
             } else {
                 g.other.add(&e.value);
             }
+            e.value = HostCounters::default();
         }
-        self.table.clear();
     }
 }
 
@@ -162,12 +177,15 @@ impl NetworkFunction for Monitor {
         let flows = FlowTable::new(rt.arena, &format!("{}.flows", rt.name), spec)?;
         let host_spec = TableSpec {
             capacity: c.host_delta,
-            idle_timeout: Nanos(u64::MAX),
+            idle_timeout: Nanos::from_millis(c.merge_interval_ms.saturating_mul(3)),
             full_policy: FullPolicy::Refuse,
         };
         let delta = HostDelta {
             table: FlowTable::new(rt.arena, &format!("{}.host_delta", rt.name), host_spec)?,
             max_hosts: c.max_hosts,
+            overflow: HostCounters::default(),
+            host_idle: Nanos::from_millis(c.merge_interval_ms.saturating_mul(3)),
+            overflowed: 0,
         };
         // The first core creates the shared host map; every core brings its own delta table.
         let interval = Nanos::from_millis(c.merge_interval_ms);
@@ -231,6 +249,11 @@ impl NetworkFunction for Monitor {
 
     fn housekeeping(&mut self, ctx: &Ctx) {
         self.flows.expire(ctx.now, SWEEP_PER_BURST, |_| {});
+        let delta = self.hosts.delta();
+        // An entry expires only after a merge zeroed it, unless merges stalled: keep its
+        // counts anyway.
+        let overflow = &mut delta.overflow;
+        delta.table.expire(ctx.now, SWEEP_PER_BURST, |e| overflow.add(&e.value));
         self.hosts.tick(ctx.now);
     }
 
@@ -238,6 +261,7 @@ impl NetworkFunction for Monitor {
         out.counter("ip_packets", self.packets);
         out.counter("hosts", self.host_view.lock().hosts.len() as u64);
         out.counter("host_merges", self.hosts.syncs());
+        out.counter("host_overflow", self.hosts.delta_ref().overflowed);
         out.table("flows", StateDecl::PerFlow, self.flows.stats());
     }
 }
@@ -246,30 +270,28 @@ impl Monitor {
     #[inline]
     fn count_host(&mut self, now: Nanos, key: HostKey, len: u64, tx: bool) {
         let h = key.hash();
-        let forever = Nanos(u64::MAX);
-        let table = &mut self.hosts.delta().table;
-        let c = match table.find_touch(h, &key, now, forever) {
-            Some(e) => Some(&mut e.value),
-            None => {
-                let idx = match table.insert(h, key, HostCounters::default(), now) {
-                    Ok(i) => Some(i),
-                    Err(_) => {
-                        // The delta filled up within one interval: merge early, then count.
-                        self.hosts.sync(now);
-                        self.hosts.delta().table.insert(h, key, HostCounters::default(), now).ok()
-                    }
-                };
-                idx.and_then(|i| self.hosts.delta().table.get_mut(i))
-            }
+        let delta = self.hosts.delta();
+        let idle = delta.host_idle;
+        let c = match delta.table.find_touch(h, &key, now, idle) {
+            Some(e) => &mut e.value,
+            None => match delta.table.insert(h, key, HostCounters::default(), now) {
+                Ok(i) => match delta.table.get_mut(i) {
+                    Some(c) => c,
+                    None => return,
+                },
+                Err(_) => {
+                    // More active hosts than the delta holds: count them, unattributed.
+                    delta.overflowed += 1;
+                    &mut delta.overflow
+                }
+            },
         };
-        if let Some(c) = c {
-            if tx {
-                c.tx_packets += 1;
-                c.tx_bytes += len;
-            } else {
-                c.rx_packets += 1;
-                c.rx_bytes += len;
-            }
+        if tx {
+            c.tx_packets += 1;
+            c.tx_bytes += len;
+        } else {
+            c.rx_packets += 1;
+            c.rx_bytes += len;
         }
     }
 

@@ -427,6 +427,11 @@ impl<E: Entry> FlowTable<E> {
         self.slots.as_slice().iter().filter(move |s| s.header().occupied != 0 && s.header().expires > now.0)
     }
 
+    /// Every occupied entry (expired or not), writable.
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut E> + '_ {
+        self.slots.as_mut_slice().iter_mut().filter(|s| s.header().occupied != 0)
+    }
+
     /// Removes every entry.
     pub fn clear(&mut self) {
         self.slots.as_mut_slice().fill(E::zeroed());
