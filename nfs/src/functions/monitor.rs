@@ -13,7 +13,7 @@ use serde::Deserialize;
 use crate::flow::{Dir, FlowKey};
 use crate::nf::{Burst, Ctx, InitCtx, NetworkFunction, NfError, Report, Verdict};
 use crate::packet::Meta;
-use crate::state::{Delta, Eventual, FlowTable, FullPolicy, StateDecl, TableSpec};
+use crate::state::{Delta, Eventual, FlowTable, FullPolicy, StateDecl, TableSpec, TableView};
 use crate::time::Nanos;
 
 const SWEEP_PER_BURST: usize = 64;
@@ -39,7 +39,7 @@ impl Default for MonitorConfig {
         MonitorConfig {
             flows: 1 << 20,
             flow_idle_s: 300,
-            host_delta: 1 << 16,
+            host_delta: 1 << 14,
             max_hosts: 1 << 20,
             merge_interval_ms: 100,
         }
@@ -156,6 +156,77 @@ impl Delta for HostDelta {
     }
 }
 
+/// The monitor's state borrowed for one burst: the per-packet work.
+struct Views<'a> {
+    flows: TableView<'a, FlowEntry>,
+    flow_idle: Nanos,
+    hosts: TableView<'a, HostEntry>,
+    host_idle: Nanos,
+    overflow: &'a mut HostCounters,
+    overflowed: &'a mut u64,
+    packets: &'a mut u64,
+}
+
+impl Views<'_> {
+    #[inline]
+    fn account(&mut self, now: Nanos, meta: &Meta, len: u64) {
+        if !meta.is_ip() {
+            return;
+        }
+        *self.packets += 1;
+        let d = match meta.dir {
+            Dir::LoToHi => 0,
+            Dir::HiToLo => 1,
+        };
+        let counters = match self.flows.find_touch(meta.hash, &meta.key, now, self.flow_idle) {
+            Some(e) => Some(&mut e.value),
+            None => {
+                let fresh = FlowCounters { first_seen: now.0, ..FlowCounters::default() };
+                let idx = self.flows.insert(meta.hash, meta.key, fresh, now).ok();
+                idx.and_then(|i| self.flows.get_mut(i))
+            }
+        };
+        if let Some(c) = counters {
+            if let (Some(p), Some(b)) = (c.packets.get_mut(d), c.bytes.get_mut(d)) {
+                *p += 1;
+                *b += len;
+            }
+        }
+        let family = meta.key.family;
+        self.count_host(now, HostKey::of(family, meta.src), len, true);
+        self.count_host(now, HostKey::of(family, meta.dst), len, false);
+    }
+
+    #[inline]
+    fn count_host(&mut self, now: Nanos, key: HostKey, len: u64, tx: bool) {
+        let h = key.hash();
+        let c = match self.hosts.find_touch(h, &key, now, self.host_idle) {
+            Some(e) => &mut e.value,
+            None => {
+                let slot = match self.hosts.insert(h, key, HostCounters::default(), now) {
+                    Ok(i) => self.hosts.get_mut(i),
+                    Err(_) => None,
+                };
+                match slot {
+                    Some(c) => c,
+                    None => {
+                        // More active hosts than the delta holds: count them, unattributed.
+                        *self.overflowed += 1;
+                        &mut *self.overflow
+                    }
+                }
+            }
+        };
+        if tx {
+            c.tx_packets += 1;
+            c.tx_bytes += len;
+        } else {
+            c.rx_packets += 1;
+            c.rx_bytes += len;
+        }
+    }
+}
+
 /// The monitor on one core.
 #[derive(Debug)]
 pub struct Monitor {
@@ -196,54 +267,33 @@ impl NetworkFunction for Monitor {
 
     #[inline]
     fn process<F: AsMut<[u8]>>(&mut self, ctx: &Ctx, burst: &mut Burst<'_, F>) {
+        let mut views = self.views();
         // Flow slots first, in a tight loop so the CPU keeps many misses in flight; the
         // host delta table is small and mostly cache-resident.
         let mut touched = 0u32;
         for &i in burst.active {
             if let Some(m) = burst.metas.get(usize::from(i)) {
-                touched ^= self.flows.prefetch(m.hash);
+                touched ^= views.flows.prefetch(m.hash);
             }
         }
-        let hosts = &self.hosts.delta_ref().table;
         for &i in burst.active {
             if let Some(m) = burst.metas.get(usize::from(i)) {
-                touched ^= hosts.prefetch(HostKey::of(m.key.family, m.src).hash());
-                touched ^= hosts.prefetch(HostKey::of(m.key.family, m.dst).hash());
+                touched ^= views.hosts.prefetch(HostKey::of(m.key.family, m.src).hash());
+                touched ^= views.hosts.prefetch(HostKey::of(m.key.family, m.dst).hash());
             }
         }
         std::hint::black_box(touched);
-        burst.for_each(|frame, meta| self.process_packet(ctx, frame, meta));
+        for &i in burst.active {
+            let i = usize::from(i);
+            if let (Some(frame), Some(meta)) = (burst.frames.get_mut(i), burst.metas.get(i)) {
+                views.account(ctx.now, meta, frame.as_mut().len() as u64);
+            }
+        }
     }
 
     #[inline]
     fn process_packet(&mut self, ctx: &Ctx, frame: &mut [u8], meta: &mut Meta) -> Verdict {
-        if !meta.is_ip() {
-            return Verdict::Continue;
-        }
-        self.packets += 1;
-        let now = ctx.now;
-        let len = frame.len() as u64;
-        let d = match meta.dir {
-            Dir::LoToHi => 0,
-            Dir::HiToLo => 1,
-        };
-        let counters = match self.flows.find_touch(meta.hash, &meta.key, now, self.flow_idle) {
-            Some(e) => Some(&mut e.value),
-            None => {
-                let fresh = FlowCounters { first_seen: now.0, ..FlowCounters::default() };
-                let idx = self.flows.insert(meta.hash, meta.key, fresh, now).ok();
-                idx.and_then(|i| self.flows.get_mut(i))
-            }
-        };
-        if let Some(c) = counters {
-            if let (Some(p), Some(b)) = (c.packets.get_mut(d), c.bytes.get_mut(d)) {
-                *p += 1;
-                *b += len;
-            }
-        }
-        let family = meta.key.family;
-        self.count_host(now, HostKey::of(family, meta.src), len, true);
-        self.count_host(now, HostKey::of(family, meta.dst), len, false);
+        self.views().account(ctx.now, meta, frame.len() as u64);
         Verdict::Continue
     }
 
@@ -267,31 +317,17 @@ impl NetworkFunction for Monitor {
 }
 
 impl Monitor {
-    #[inline]
-    fn count_host(&mut self, now: Nanos, key: HostKey, len: u64, tx: bool) {
-        let h = key.hash();
+    /// The monitor's tables borrowed for a burst.
+    fn views(&mut self) -> Views<'_> {
         let delta = self.hosts.delta();
-        let idle = delta.host_idle;
-        let c = match delta.table.find_touch(h, &key, now, idle) {
-            Some(e) => &mut e.value,
-            None => match delta.table.insert(h, key, HostCounters::default(), now) {
-                Ok(i) => match delta.table.get_mut(i) {
-                    Some(c) => c,
-                    None => return,
-                },
-                Err(_) => {
-                    // More active hosts than the delta holds: count them, unattributed.
-                    delta.overflowed += 1;
-                    &mut delta.overflow
-                }
-            },
-        };
-        if tx {
-            c.tx_packets += 1;
-            c.tx_bytes += len;
-        } else {
-            c.rx_packets += 1;
-            c.rx_bytes += len;
+        Views {
+            flows: self.flows.view(),
+            flow_idle: self.flow_idle,
+            hosts: delta.table.view(),
+            host_idle: delta.host_idle,
+            overflow: &mut delta.overflow,
+            overflowed: &mut delta.overflowed,
+            packets: &mut self.packets,
         }
     }
 

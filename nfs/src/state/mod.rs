@@ -20,7 +20,9 @@ mod table;
 pub use arena::{Arena, Backing, Region, StateError};
 pub use eventual::{Delta, Eventual};
 pub use release::{Release, Splittable};
-pub use table::{Entry, FlowIdx, FlowTable, FullPolicy, SlotHeader, TableFull, TableSpec, TableStats};
+pub use table::{
+    Entry, FlowIdx, FlowTable, FullPolicy, SlotHeader, TableFull, TableSpec, TableStats, TableView,
+};
 
 #[cfg(test)]
 mod table_tests;

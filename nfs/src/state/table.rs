@@ -186,6 +186,145 @@ impl<E: Entry> FlowTable<E> {
         TableStats { len: self.len as u64, ..self.stats }
     }
 
+    /// A typed view of the table for a burst: every operation of the packet path, with the
+    /// arena bytes cast to slots once instead of once per call.
+    #[inline]
+    pub fn view(&mut self) -> TableView<'_, E> {
+        TableView {
+            slots: self.slots.as_mut_slice(),
+            mask: self.mask,
+            spec: self.spec,
+            len: &mut self.len,
+            cursor: &mut self.cursor,
+            stats: &mut self.stats,
+        }
+    }
+
+    /// See [`TableView::prefetch`].
+    #[inline]
+    pub fn prefetch(&self, hash: u32) -> u32 {
+        prefetch_in(self.slots.as_slice(), self.mask, hash)
+    }
+
+    /// See [`TableView::find`].
+    #[inline]
+    pub fn find(&self, hash: u32, key: &E::Key, now: Nanos) -> Option<FlowIdx> {
+        find_in(self.slots.as_slice(), self.mask, hash, key, now)
+    }
+
+    /// See [`TableView::find_touch`].
+    #[inline]
+    pub fn find_touch(&mut self, hash: u32, key: &E::Key, now: Nanos, timeout: Nanos) -> Option<&mut E> {
+        self.view().find_touch_owned(hash, key, now, timeout)
+    }
+
+    /// See [`TableView::insert`].
+    pub fn insert(
+        &mut self,
+        hash: u32,
+        key: E::Key,
+        value: E::Value,
+        now: Nanos,
+    ) -> Result<FlowIdx, TableFull> {
+        self.view().insert(hash, key, value, now)
+    }
+
+    /// The entry at `idx`, if occupied.
+    #[inline]
+    pub fn entry(&self, idx: FlowIdx) -> Option<&E> {
+        self.slots.as_slice().get(idx.0 as usize).filter(|s| s.header().occupied != 0)
+    }
+
+    #[inline]
+    pub fn get(&self, idx: FlowIdx) -> Option<&E::Value> {
+        self.entry(idx).map(|e| e.value())
+    }
+
+    #[inline]
+    pub fn get_mut(&mut self, idx: FlowIdx) -> Option<&mut E::Value> {
+        self.view().get_mut_owned(idx)
+    }
+
+    /// See [`TableView::touch`].
+    #[inline]
+    pub fn touch(&mut self, idx: FlowIdx, now: Nanos, timeout: Nanos) {
+        self.view().touch(idx, now, timeout)
+    }
+
+    /// The table's default idle timeout.
+    pub fn idle_timeout(&self) -> Nanos {
+        self.spec.idle_timeout
+    }
+
+    /// See [`TableView::remove`].
+    pub fn remove(&mut self, idx: FlowIdx) {
+        self.view().remove(idx)
+    }
+
+    /// See [`TableView::expire`].
+    pub fn expire(&mut self, now: Nanos, budget: usize, on_expire: impl FnMut(&E)) -> usize {
+        self.view().expire(now, budget, on_expire)
+    }
+
+    /// Live entries (not expired at `now`).
+    pub fn iter(&self, now: Nanos) -> impl Iterator<Item = &E> + '_ {
+        self.slots.as_slice().iter().filter(move |s| s.header().occupied != 0 && s.header().expires > now.0)
+    }
+
+    /// Every occupied entry (expired or not), writable.
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut E> + '_ {
+        self.slots.as_mut_slice().iter_mut().filter(|s| s.header().occupied != 0)
+    }
+
+    /// Removes every entry.
+    pub fn clear(&mut self) {
+        self.view().clear()
+    }
+
+    /// The slot array as bytes (for snapshots and state transfer).
+    pub fn raw_bytes(&self) -> &[u8] {
+        self.slots.as_bytes()
+    }
+}
+
+/// A table borrowed for a burst (see [`FlowTable::view`]).
+#[derive(Debug)]
+pub struct TableView<'a, E: Entry> {
+    slots: &'a mut [E],
+    mask: usize,
+    spec: TableSpec,
+    len: &'a mut usize,
+    cursor: &'a mut usize,
+    stats: &'a mut TableStats,
+}
+
+#[inline]
+fn prefetch_in<E: Entry>(slots: &[E], mask: usize, hash: u32) -> u32 {
+    // First and last byte: a slot of up to 128 bytes spans at most two cache lines.
+    let bytes = slots.get(hash as usize & mask).map_or(&[][..], bytemuck::bytes_of);
+    let first = bytes.first().copied().unwrap_or(0);
+    let last = bytes.last().copied().unwrap_or(0);
+    u32::from(first) | u32::from(last) << 8
+}
+
+#[inline]
+fn find_in<E: Entry>(slots: &[E], mask: usize, hash: u32, key: &E::Key, now: Nanos) -> Option<FlowIdx> {
+    let mut i = hash as usize & mask;
+    for _ in 0..=mask {
+        let s = slots.get(i)?;
+        let h = s.header();
+        if h.occupied == 0 {
+            return None;
+        }
+        if h.hash == hash && s.key() == key {
+            return (h.expires > now.0).then_some(FlowIdx(i as u32));
+        }
+        i = (i + 1) & mask;
+    }
+    None
+}
+
+impl<'a, E: Entry> TableView<'a, E> {
     /// Touches the home slot of `hash` so a lookup a little later finds it in cache.
     ///
     /// NFs call this for every packet of a burst before looking any of them up: the loads
@@ -195,39 +334,28 @@ impl<E: Entry> FlowTable<E> {
     /// `std::hint::black_box`.
     #[inline]
     pub fn prefetch(&self, hash: u32) -> u32 {
-        // First and last byte: a slot of up to 128 bytes spans at most two cache lines.
-        let slot = self.slots.as_slice().get(hash as usize & self.mask);
-        let bytes = slot.map_or(&[][..], bytemuck::bytes_of);
-        let first = bytes.first().copied().unwrap_or(0);
-        let last = bytes.last().copied().unwrap_or(0);
-        u32::from(first) | u32::from(last) << 8
+        prefetch_in(self.slots, self.mask, hash)
     }
 
     /// Finds the live entry for `key`.
     #[inline]
     pub fn find(&self, hash: u32, key: &E::Key, now: Nanos) -> Option<FlowIdx> {
-        let slots = self.slots.as_slice();
-        let mut i = hash as usize & self.mask;
-        for _ in 0..=self.mask {
-            let s = slots.get(i)?;
-            let h = s.header();
-            if h.occupied == 0 {
-                return None;
-            }
-            if h.hash == hash && s.key() == key {
-                return (h.expires > now.0).then_some(FlowIdx(i as u32));
-            }
-            i = (i + 1) & self.mask;
-        }
-        None
+        find_in(self.slots, self.mask, hash, key, now)
     }
 
     /// Finds the live entry for `key` and returns it writable, marking it used at `now` with
     /// expiry `now + timeout`: the common lookup-and-update of the packet path in one probe.
     #[inline]
     pub fn find_touch(&mut self, hash: u32, key: &E::Key, now: Nanos, timeout: Nanos) -> Option<&mut E> {
+        let (mask, slots) = (self.mask, &mut *self.slots);
+        TableView { slots, mask, spec: self.spec, len: self.len, cursor: self.cursor, stats: self.stats }
+            .find_touch_owned(hash, key, now, timeout)
+    }
+
+    #[inline]
+    fn find_touch_owned(self, hash: u32, key: &E::Key, now: Nanos, timeout: Nanos) -> Option<&'a mut E> {
         let mask = self.mask;
-        let slots = self.slots.as_mut_slice();
+        let slots = self.slots;
         let mut i = hash as usize & mask;
         for _ in 0..=mask {
             let h = slots.get(i)?.header();
@@ -261,14 +389,14 @@ impl<E: Entry> FlowTable<E> {
         let home = hash as usize & self.mask;
         // Reuse an expired slot on the probe path: removing it first would shift entries.
         if let Some(i) = self.probe_expired(home, now) {
-            if let Some(s) = self.slots.as_mut_slice().get_mut(i) {
+            if let Some(s) = self.slots.get_mut(i) {
                 *s = entry;
                 self.stats.inserts += 1;
                 self.stats.expired += 1;
                 return Ok(FlowIdx(i as u32));
             }
         }
-        if self.len >= self.spec.capacity {
+        if *self.len >= self.spec.capacity {
             match self.spec.full_policy {
                 FullPolicy::Refuse => {
                     self.stats.refused += 1;
@@ -283,12 +411,12 @@ impl<E: Entry> FlowTable<E> {
             }
         }
         let mut i = home;
-        let slots = self.slots.as_mut_slice();
+        let slots = &mut *self.slots;
         for _ in 0..=self.mask {
             let s = slots.get_mut(i).ok_or(TableFull)?;
             if s.header().occupied == 0 {
                 *s = entry;
-                self.len += 1;
+                *self.len += 1;
                 self.stats.inserts += 1;
                 return Ok(FlowIdx(i as u32));
             }
@@ -298,7 +426,7 @@ impl<E: Entry> FlowTable<E> {
     }
 
     fn probe_expired(&self, home: usize, now: Nanos) -> Option<usize> {
-        let slots = self.slots.as_slice();
+        let slots = &*self.slots;
         let mut i = home;
         for _ in 0..EVICT_WINDOW {
             let h = slots.get(i)?.header();
@@ -314,7 +442,7 @@ impl<E: Entry> FlowTable<E> {
     }
 
     fn lru_near(&self, home: usize) -> Option<usize> {
-        let slots = self.slots.as_slice();
+        let slots = &*self.slots;
         (0..EVICT_WINDOW.min(self.mask + 1))
             .map(|d| (home + d) & self.mask)
             .filter_map(|i| slots.get(i).map(|s| (i, s.header())))
@@ -326,7 +454,7 @@ impl<E: Entry> FlowTable<E> {
     /// The entry at `idx`, if occupied.
     #[inline]
     pub fn entry(&self, idx: FlowIdx) -> Option<&E> {
-        self.slots.as_slice().get(idx.0 as usize).filter(|s| s.header().occupied != 0)
+        self.slots.get(idx.0 as usize).filter(|s| s.header().occupied != 0)
     }
 
     #[inline]
@@ -336,24 +464,19 @@ impl<E: Entry> FlowTable<E> {
 
     #[inline]
     pub fn get_mut(&mut self, idx: FlowIdx) -> Option<&mut E::Value> {
-        self.slots
-            .as_mut_slice()
-            .get_mut(idx.0 as usize)
-            .filter(|s| s.header().occupied != 0)
-            .map(|s| s.value_mut())
+        self.slots.get_mut(idx.0 as usize).filter(|s| s.header().occupied != 0).map(|s| s.value_mut())
+    }
+
+    fn get_mut_owned(self, idx: FlowIdx) -> Option<&'a mut E::Value> {
+        self.slots.get_mut(idx.0 as usize).filter(|s| s.header().occupied != 0).map(|s| s.value_mut())
     }
 
     /// Marks the entry used at `now` and pushes its expiry to `now + timeout`.
     #[inline]
     pub fn touch(&mut self, idx: FlowIdx, now: Nanos, timeout: Nanos) {
-        if let Some(s) = self.slots.as_mut_slice().get_mut(idx.0 as usize) {
+        if let Some(s) = self.slots.get_mut(idx.0 as usize) {
             s.header_mut().expires = now.saturating_add(timeout).0;
         }
-    }
-
-    /// The table's default idle timeout.
-    pub fn idle_timeout(&self) -> Nanos {
-        self.spec.idle_timeout
     }
 
     /// Removes the entry at `idx`.
@@ -367,7 +490,7 @@ impl<E: Entry> FlowTable<E> {
     /// never need tombstones.
     fn remove_at(&mut self, mut hole: usize) {
         let mask = self.mask;
-        let slots = self.slots.as_mut_slice();
+        let slots = &mut *self.slots;
         let mut j = hole;
         loop {
             j = (j + 1) & mask;
@@ -389,7 +512,7 @@ impl<E: Entry> FlowTable<E> {
         if let Some(h) = slots.get_mut(hole) {
             *h = E::zeroed();
         }
-        self.len = self.len.saturating_sub(1);
+        *self.len = self.len.saturating_sub(1);
         self.stats.removes += 1;
     }
 
@@ -399,10 +522,9 @@ impl<E: Entry> FlowTable<E> {
         let mut removed = 0;
         let mut left = budget.min(self.mask + 1);
         while left > 0 {
-            let i = self.cursor;
+            let i = *self.cursor;
             let expired = self
                 .slots
-                .as_slice()
                 .get(i)
                 .filter(|s| s.header().occupied != 0 && s.header().expires <= now.0)
                 .copied();
@@ -415,32 +537,17 @@ impl<E: Entry> FlowTable<E> {
                     removed += 1;
                     // The slot may now hold a shifted entry: look at it again.
                 }
-                None => self.cursor = (i + 1) & self.mask,
+                None => *self.cursor = (i + 1) & self.mask,
             }
             left -= 1;
         }
         removed
     }
 
-    /// Live entries (not expired at `now`).
-    pub fn iter(&self, now: Nanos) -> impl Iterator<Item = &E> + '_ {
-        self.slots.as_slice().iter().filter(move |s| s.header().occupied != 0 && s.header().expires > now.0)
-    }
-
-    /// Every occupied entry (expired or not), writable.
-    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut E> + '_ {
-        self.slots.as_mut_slice().iter_mut().filter(|s| s.header().occupied != 0)
-    }
-
     /// Removes every entry.
     pub fn clear(&mut self) {
-        self.slots.as_mut_slice().fill(E::zeroed());
-        self.stats.removes += self.len as u64;
-        self.len = 0;
-    }
-
-    /// The slot array as bytes (for snapshots and state transfer).
-    pub fn raw_bytes(&self) -> &[u8] {
-        self.slots.as_bytes()
+        self.slots.fill(E::zeroed());
+        self.stats.removes += *self.len as u64;
+        *self.len = 0;
     }
 }

@@ -23,7 +23,7 @@ pub use rules::{Action, Rule, RuleConfig, RuleSet};
 use crate::drop::DropReason;
 use crate::nf::{Burst, Ctx, InitCtx, NetworkFunction, NfError, Report, Verdict};
 use crate::packet::{Fragment, IpProtocol, Meta};
-use crate::state::{FlowTable, FullPolicy, StateDecl, TableSpec};
+use crate::state::{FlowTable, FullPolicy, StateDecl, TableSpec, TableView};
 use crate::time::Nanos;
 use conntrack::TcpStep;
 
@@ -81,13 +81,25 @@ struct FwCounters {
 /// The firewall on one core.
 #[derive(Debug)]
 pub struct Firewall {
-    rules: Arc<RuleSet>,
+    policy: Policy,
     conns: FlowTable<ConnEntry>,
+    stats: FwStats,
+}
+
+/// What decides: the rules and the switches, read-only on the packet path.
+#[derive(Debug)]
+struct Policy {
+    rules: Arc<RuleSet>,
     timeouts: Timeouts,
     loose_tcp: bool,
     allow_non_ip: bool,
     allow_later_fragments: bool,
+}
+
+#[derive(Debug)]
+struct FwStats {
     counters: FwCounters,
+    /// Index 0: the default policy; index i+1: rule i.
     rule_hits: Vec<u64>,
 }
 
@@ -127,34 +139,68 @@ impl NetworkFunction for Firewall {
         };
         let conns = FlowTable::new(rt.arena, &format!("{}.connections", rt.name), spec)?;
         let n = rules.rules.len();
-        Ok(Firewall {
+        let policy = Policy {
             rules,
-            conns,
             timeouts: config.timeouts,
             loose_tcp: config.loose_tcp,
             allow_non_ip: config.allow_non_ip,
             allow_later_fragments: config.allow_later_fragments,
-            counters: FwCounters::default(),
-            rule_hits: vec![0; n + 1],
+        };
+        Ok(Firewall {
+            policy,
+            conns,
+            stats: FwStats { counters: FwCounters::default(), rule_hits: vec![0; n + 1] },
         })
     }
 
     #[inline]
     fn process<F: AsMut<[u8]>>(&mut self, ctx: &Ctx, burst: &mut Burst<'_, F>) {
+        let Firewall { policy, conns, stats } = self;
+        let mut conns = conns.view();
         let mut touched = 0u32;
         for &i in burst.active {
             if let Some(m) = burst.metas.get(usize::from(i)) {
-                touched ^= self.conns.prefetch(m.hash);
+                touched ^= conns.prefetch(m.hash);
             }
         }
         std::hint::black_box(touched);
-        burst.for_each(|frame, meta| self.process_packet(ctx, frame, meta));
+        burst.for_each(|_, meta| policy.check(&mut conns, stats, ctx.now, meta));
     }
 
     #[inline]
     fn process_packet(&mut self, ctx: &Ctx, _frame: &mut [u8], meta: &mut Meta) -> Verdict {
+        self.policy.check(&mut self.conns.view(), &mut self.stats, ctx.now, meta)
+    }
+
+    fn housekeeping(&mut self, ctx: &Ctx) {
+        self.conns.expire(ctx.now, SWEEP_PER_BURST, |_| {});
+    }
+
+    fn report(&self, out: &mut Report) {
+        let c = &self.stats.counters;
+        out.counter("allowed_new", c.allowed_new);
+        out.counter("denied_new", c.denied_new);
+        out.counter("tracked_hits", c.tracked_hits);
+        out.counter("invalid_tcp", c.invalid);
+        out.counter("table_full", c.table_full);
+        out.counter("non_ip", c.non_ip);
+        out.counter("reopened", c.reopened);
+        out.table("connections", StateDecl::PerFlow, self.conns.stats());
+    }
+}
+
+impl Policy {
+    /// The verdict for one packet, tracking its connection.
+    #[inline]
+    fn check(
+        &self,
+        conns: &mut TableView<'_, ConnEntry>,
+        stats: &mut FwStats,
+        now: Nanos,
+        meta: &Meta,
+    ) -> Verdict {
         if !meta.is_ip() {
-            self.counters.non_ip += 1;
+            stats.counters.non_ip += 1;
             return if self.allow_non_ip {
                 Verdict::Continue
             } else {
@@ -168,61 +214,49 @@ impl NetworkFunction for Firewall {
                 Verdict::Drop(DropReason::Fragment)
             };
         }
-        let now = ctx.now;
-        let is_tcp = meta.proto == IpProtocol::Tcp;
-        if let Some(idx) = self.conns.find(meta.hash, &meta.key, now) {
-            let timeout = match self.conns.get_mut(idx) {
-                Some(c) if is_tcp => match conntrack::track_tcp(c, meta.dir, meta.tcp_flags) {
+        let Some(idx) = conns.find(meta.hash, &meta.key, now) else {
+            return self.open(conns, stats, now, meta);
+        };
+        let timeout = match conns.get_mut(idx) {
+            Some(c) if meta.proto == IpProtocol::Tcp => {
+                match conntrack::track_tcp(c, meta.dir, meta.tcp_flags) {
                     TcpStep::Accept(s) => self.timeouts.tcp(s),
                     TcpStep::Reopen => {
-                        self.counters.reopened += 1;
-                        self.conns.remove(idx);
-                        return self.open(now, meta);
+                        stats.counters.reopened += 1;
+                        conns.remove(idx);
+                        return self.open(conns, stats, now, meta);
                     }
-                },
-                Some(_) => self.other_timeout(meta.proto),
-                None => return self.open(now, meta),
-            };
-            self.conns.touch(idx, now, timeout);
-            self.counters.tracked_hits += 1;
-            return Verdict::Continue;
-        }
-        self.open(now, meta)
+                }
+            }
+            Some(_) => self.other_timeout(meta.proto),
+            None => return self.open(conns, stats, now, meta),
+        };
+        conns.touch(idx, now, timeout);
+        stats.counters.tracked_hits += 1;
+        Verdict::Continue
     }
 
-    fn housekeeping(&mut self, ctx: &Ctx) {
-        self.conns.expire(ctx.now, SWEEP_PER_BURST, |_| {});
-    }
-
-    fn report(&self, out: &mut Report) {
-        let c = &self.counters;
-        out.counter("allowed_new", c.allowed_new);
-        out.counter("denied_new", c.denied_new);
-        out.counter("tracked_hits", c.tracked_hits);
-        out.counter("invalid_tcp", c.invalid);
-        out.counter("table_full", c.table_full);
-        out.counter("non_ip", c.non_ip);
-        out.counter("reopened", c.reopened);
-        out.table("connections", StateDecl::PerFlow, self.conns.stats());
-    }
-}
-
-impl Firewall {
     /// A packet of no tracked connection: the rules decide whether it may open one.
-    fn open(&mut self, now: Nanos, meta: &Meta) -> Verdict {
+    fn open(
+        &self,
+        conns: &mut TableView<'_, ConnEntry>,
+        stats: &mut FwStats,
+        now: Nanos,
+        meta: &Meta,
+    ) -> Verdict {
         let (action, rule) = self.rules.decide(meta);
         let hit = rule.map_or(0, |i| i + 1);
-        if let Some(h) = self.rule_hits.get_mut(hit) {
+        if let Some(h) = stats.rule_hits.get_mut(hit) {
             *h += 1;
         }
         if action == Action::Deny {
-            self.counters.denied_new += 1;
+            stats.counters.denied_new += 1;
             return Verdict::Drop(DropReason::FirewallDeny);
         }
         let rule_tag = u8::try_from(hit).unwrap_or(u8::MAX);
         let (conn, timeout) = if meta.proto == IpProtocol::Tcp {
             if !self.loose_tcp && !conntrack::opens_tcp(meta.tcp_flags) {
-                self.counters.invalid += 1;
+                stats.counters.invalid += 1;
                 return Verdict::Drop(DropReason::InvalidTcpState);
             }
             let mut c = conntrack::new_tcp(meta.dir, rule_tag);
@@ -234,14 +268,14 @@ impl Firewall {
         } else {
             (conntrack::new_other(meta.dir, rule_tag), self.other_timeout(meta.proto))
         };
-        match self.conns.insert(meta.hash, meta.key, conn, now) {
+        match conns.insert(meta.hash, meta.key, conn, now) {
             Ok(idx) => {
-                self.conns.touch(idx, now, timeout);
-                self.counters.allowed_new += 1;
+                conns.touch(idx, now, timeout);
+                stats.counters.allowed_new += 1;
                 Verdict::Continue
             }
             Err(_) => {
-                self.counters.table_full += 1;
+                stats.counters.table_full += 1;
                 Verdict::Drop(DropReason::TableFull)
             }
         }
@@ -254,10 +288,12 @@ impl Firewall {
             _ => self.timeouts.other,
         })
     }
+}
 
+impl Firewall {
     /// Hits per rule; index 0 is the default policy, index i+1 is rule i.
     pub fn rule_hits(&self) -> &[u64] {
-        &self.rule_hits
+        &self.stats.rule_hits
     }
 
     /// Tracked connections (live ones at `now`).
