@@ -4,7 +4,10 @@
 pub mod core;
 pub mod open;
 pub mod select;
+
 pub mod stats;
+#[cfg(test)]
+mod tests;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
