@@ -38,5 +38,7 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo build (the end-to-end tests run the nflet and peer binaries)"
+cargo build --workspace --bins
 echo "== cargo test"
 cargo test --workspace -- --test-threads=2

@@ -8,6 +8,7 @@
 //! dropped and counted.
 
 mod conntrack;
+mod related;
 mod rules;
 
 #[cfg(test)]
@@ -76,6 +77,8 @@ struct FwCounters {
     table_full: u64,
     non_ip: u64,
     reopened: u64,
+    /// ICMP errors about a tracked connection.
+    related: u64,
 }
 
 /// The firewall on one core.
@@ -164,12 +167,12 @@ impl NetworkFunction for Firewall {
             }
         }
         std::hint::black_box(touched);
-        burst.for_each(|_, meta| policy.check(&mut conns, stats, ctx.now, meta));
+        burst.for_each(|frame, meta| policy.check(&mut conns, stats, ctx.now, frame, meta));
     }
 
     #[inline]
-    fn process_packet(&mut self, ctx: &Ctx, _frame: &mut [u8], meta: &mut Meta) -> Verdict {
-        self.policy.check(&mut self.conns.view(), &mut self.stats, ctx.now, meta)
+    fn process_packet(&mut self, ctx: &Ctx, frame: &mut [u8], meta: &mut Meta) -> Verdict {
+        self.policy.check(&mut self.conns.view(), &mut self.stats, ctx.now, frame, meta)
     }
 
     fn housekeeping(&mut self, ctx: &Ctx) {
@@ -185,6 +188,7 @@ impl NetworkFunction for Firewall {
         out.counter("table_full", c.table_full);
         out.counter("non_ip", c.non_ip);
         out.counter("reopened", c.reopened);
+        out.counter("related_icmp", c.related);
         out.table("connections", StateDecl::PerFlow, self.conns.stats());
     }
 }
@@ -197,6 +201,7 @@ impl Policy {
         conns: &mut TableView<'_, ConnEntry>,
         stats: &mut FwStats,
         now: Nanos,
+        frame: &[u8],
         meta: &Meta,
     ) -> Verdict {
         if !meta.is_ip() {
@@ -215,6 +220,12 @@ impl Policy {
             };
         }
         let Some(idx) = conns.find(meta.hash, &meta.key, now) else {
+            if let Some(quoted) = related::quoted_flow(frame, meta) {
+                if conns.find(quoted.hash(), &quoted, now).is_some() {
+                    stats.counters.related += 1;
+                    return Verdict::Continue;
+                }
+            }
             return self.open(conns, stats, now, meta);
         };
         let timeout = match conns.get_mut(idx) {

@@ -176,3 +176,32 @@ fn non_ip_frames_follow_the_switch() {
     let mut block: Firewall = build(&format!("allow_non_ip = false\n{POLICY}"));
     assert_eq!(run(&mut block, Nanos(1), OUT, &arp()), Verdict::Drop(DropReason::FirewallDeny));
 }
+
+/// An ICMP error from `from` to `to` quoting `quoted` (IP header onwards).
+fn icmp_error(from: [u8; 4], to: [u8; 4], quoted: &[u8]) -> Vec<u8> {
+    use etherparse::{icmpv4::DestUnreachableHeader, Icmpv4Type, PacketBuilder};
+    let b = PacketBuilder::ethernet2([2; 6], [4; 6])
+        .ipv4(from, to, 64)
+        .icmpv4(Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::Port));
+    let mut out = Vec::new();
+    b.write(&mut out, quoted).unwrap();
+    out
+}
+
+#[test]
+fn icmp_errors_about_tracked_connections_pass() {
+    let mut fw: Firewall = build(POLICY);
+    let t = Nanos(1);
+    let query = udp4(CLIENT, 7000, SERVER, 53, b"q");
+    assert_eq!(run(&mut fw, t, IN, &query), Verdict::Continue);
+    // The server's stack answers "port unreachable", quoting the query: related, passes.
+    assert_eq!(run(&mut fw, t, OUT, &icmp_error(SERVER, CLIENT, &query[14..])), Verdict::Continue);
+    // The same error about a connection nobody opened is refused by the rules.
+    let stranger = udp4(CLIENT, 7001, SERVER, 53, b"q");
+    let refused = Verdict::Drop(DropReason::FirewallDeny);
+    assert_eq!(run(&mut fw, t, OUT, &icmp_error(SERVER, CLIENT, &stranger[14..])), refused);
+    // A quote too short to hold the ports names no flow: the rules decide again.
+    assert_eq!(run(&mut fw, t, OUT, &icmp_error(SERVER, CLIENT, &query[14..14 + 22])), refused);
+    assert_eq!(counter(&fw, "related_icmp"), 1);
+    assert_eq!(counter(&fw, "denied_new"), 2);
+}
