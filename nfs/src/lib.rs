@@ -14,6 +14,7 @@ pub mod functions;
 pub mod ids;
 pub mod nf;
 pub mod packet;
+pub mod rng;
 pub mod state;
 pub mod time;
 

@@ -13,6 +13,7 @@ use nflet_nfs::addr::Prefix;
 use nflet_nfs::flow::{v4, FlowKey, FAMILY_V4};
 use nflet_nfs::packet::checksum;
 use nflet_nfs::packet::IpProtocol;
+use nflet_nfs::rng::Rng;
 
 use super::{BufPool, PktBuf, RxQueue, RxStatus};
 use crate::config::raw::{RawGenProto, RawGenerator, RawPopularity, RawSize};
@@ -20,37 +21,6 @@ use crate::config::raw::{RawGenProto, RawGenerator, RawPopularity, RawSize};
 const IMIX: [u16; 12] = [64, 64, 64, 64, 64, 64, 64, 594, 594, 594, 594, 1518];
 const ETH: usize = 14;
 const IP: usize = 20;
-
-/// xorshift64*: small, fast, deterministic per seed.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    #[inline]
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform in `0..n` (n > 0).
-    #[inline]
-    pub fn below(&mut self, n: u64) -> u64 {
-        ((u128::from(self.next_u64()) * u128::from(n.max(1))) >> 64) as u64
-    }
-
-    /// Uniform in [0, 1).
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
 
 /// A generator receive queue.
 #[derive(Debug)]
