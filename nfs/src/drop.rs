@@ -80,6 +80,16 @@ drop_reasons! {
     Policy => "policy",
     /// A frame longer than the parser's 16-bit offsets can describe (64 KiB).
     Oversize => "oversize",
+    /// NAT: no free public port for a new mapping (the pool and its reserve are exhausted).
+    NatPoolExhausted => "nat_pool_exhausted",
+    /// NAT: an inbound packet (or ICMP error) for which no mapping or forward exists.
+    NatNoMapping => "nat_no_mapping",
+    /// NAT: an inbound packet the mapping's filtering refuses (RFC 4787 REQ-8).
+    NatFiltered => "nat_filtered",
+    /// NAT: an ICMP error with a bad checksum or a quote too short to translate (RFC 5508).
+    NatBadIcmpError => "nat_bad_icmp_error",
+    /// NAT: an outbound packet the NAT cannot translate (no ports or identifier to map).
+    NatUnsupported => "nat_unsupported",
 }
 
 impl std::fmt::Display for DropReason {

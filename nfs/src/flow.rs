@@ -105,6 +105,14 @@ impl FlowKey {
     }
 }
 
+/// The core, among `cores`, that owns flows with symmetric hash `hash`: a multiply-shift
+/// (no modulo) used by the dataplane's software steering, by generators that imitate
+/// symmetric RSS, and by NFs that must predict where a reply lands (NAT port choice).
+#[inline]
+pub fn core_for(hash: u32, cores: usize) -> usize {
+    ((u64::from(hash) * cores as u64) >> 32) as usize
+}
+
 /// An IPv4 address as the first four bytes of a 16-byte key address.
 pub fn v4(a: [u8; 4]) -> [u8; 16] {
     let mut out = [0u8; 16];
@@ -136,6 +144,16 @@ mod tests {
         let a = v4([10, 0, 0, 1]);
         let (k, d) = FlowKey::new(FAMILY_V4, 17, a, 9, a, 7);
         assert_eq!((k.lo_port, k.hi_port, d), (7, 9, Dir::HiToLo));
+    }
+
+    #[test]
+    fn core_for_splits_the_hash_space_evenly() {
+        assert_eq!(core_for(0, 2), 0);
+        assert_eq!(core_for(0x7fff_ffff, 2), 0);
+        assert_eq!(core_for(0x8000_0000, 2), 1);
+        assert_eq!(core_for(u32::MAX, 2), 1);
+        assert_eq!(core_for(u32::MAX, 1), 0);
+        assert_eq!(core_for(u32::MAX / 3 * 2 + 2, 3), 2);
     }
 
     #[test]

@@ -37,14 +37,6 @@ pub struct Steering {
     pub inbound: Vec<Arc<ArrayQueue<Steered>>>,
 }
 
-impl Steering {
-    /// The core that owns a flow with this symmetric hash (multiply-shift, no modulo).
-    #[inline]
-    pub fn core_for(hash: u32, cores: usize) -> usize {
-        ((u64::from(hash) * cores as u64) >> 32) as usize
-    }
-}
-
 /// Shared run control.
 #[derive(Debug, Default)]
 pub struct Control {
@@ -197,7 +189,7 @@ impl CoreLoop {
             match parse(buf.data(), port, &self.policy) {
                 Ok(meta) => {
                     if steer {
-                        let target = Steering::core_for(meta.hash, self.cores);
+                        let target = nflet_nfs::flow::core_for(meta.hash, self.cores);
                         if target != usize::from(self.id.0) {
                             self.steer(target, buf, meta, stats);
                             continue;

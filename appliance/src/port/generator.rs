@@ -54,7 +54,7 @@ impl Generator {
         };
         if cores > 1 {
             let owned: Vec<u32> = (0..g.cfg.flows)
-                .filter(|f| crate::dataplane::core::Steering::core_for(g.flow_key(*f).hash(), cores) == core)
+                .filter(|f| nflet_nfs::flow::core_for(g.flow_key(*f).hash(), cores) == core)
                 .collect();
             g.owned = Some(owned);
         }

@@ -8,6 +8,7 @@ pub mod firewall;
 pub mod monitor;
 #[cfg(test)]
 mod monitor_tests;
+pub mod nat;
 
 use crate::nf::{Burst, Ctx, InitCtx, NetworkFunction, NfError, Report};
 
@@ -85,4 +86,5 @@ registry! {
     Counter => counter::Counter,
     Firewall => firewall::Firewall,
     Monitor => monitor::Monitor,
+    Nat => nat::Nat,
 }

@@ -1,0 +1,261 @@
+//! `nat`: NAT44 source NAT (masquerade) with static port-forwards, behaving as RFC 4787
+//! (UDP), RFC 5382 (TCP), RFC 5508 (ICMP) and RFC 7857 ask of a NAT.
+//!
+//! Packets arriving on an `inside` port are *outbound*: their source endpoint gets an
+//! endpoint-independent mapping to a public (address, port) from the pool (`mapping.rs`,
+//! `pool.rs`) and is rewritten to it. Packets from any other port are *inbound*: they must be
+//! addressed to a pool address and either hit a static forward or a live mapping whose
+//! filtering admits the sender; anything else is dropped (`nat_no_mapping`, `nat_filtered`),
+//! so no unsolicited packet reaches the inside. ICMP echo is translated by identifier, ICMP
+//! errors by the datagram they quote (`icmp.rs`); fragments follow their first fragment
+//! (`frag.rs`). An outbound packet to a pool address is hairpinned (RFC 4787 REQ-9, RFC 5382
+//! REQ-8): translated both ways and sent back out of the port it came in on
+//! (`Verdict::Out`); every other translated packet continues along the chain.
+//!
+//! # Multiple cores
+//!
+//! Mappings are per core: the appliance steers both directions of a flow to one core by its
+//! symmetric hash. Under NAT the two directions no longer share a key — the reply is
+//! addressed to the *public* endpoint — so the reply of a flow lands on
+//! `core_for(hash(remote, public endpoint))`, which need not be the core holding the mapping.
+//! As VPP and DPDK NATs do with RSS, the port allocator solves this at allocation: it only
+//! hands out a public port for which the translated flow hashes to the allocating core
+//! ([`core_for`](crate::flow::core_for), the appliance's own multiply-shift over the parser's flow hash), so the
+//! first flow of every mapping comes back where its state is. (A NIC spreading flows with its
+//! own RSS hash would need the allocator to use that hash instead.) If no such port turns up
+//! in a few random tries, any free port is taken and counted (`off_core_ports`).
+//!
+//! The limit that remains: a *later* flow of the same endpoint-independent mapping to another
+//! remote endpoint hashes anew, and its replies reach the other core about half the time,
+//! which drops them as `nat_no_mapping` (counted when the flow starts, as `off_core_flows`);
+//! and an inside endpoint whose flows are steered to different cores gets one mapping per
+//! core. Full endpoint independence across cores needs port-based steering of inbound
+//! traffic (the public port names the owning core), which is the appliance's business, not
+//! this NF's. With one core, everything here holds without restriction.
+//!
+//! # Choices and limits
+//!
+//! - Paired address pooling (RFC 4787 REQ-2): an inside address always maps to the same pool
+//!   address (chosen by hash) while that address has free ports on the core.
+//! - Ports come from `ports` only (default 1024-65535), so inside ports below 1024 are not
+//!   kept in that range (RFC 4787 REQ-3 recommends it; it would expose privileged ports).
+//! - Filtering remembers the last four remote endpoints per mapping (`mapping.rs`).
+//! - A later fragment that overtakes its first fragment is dropped (`fragment`), not held.
+//! - Only TCP, UDP and ICMP echo/errors are translated; other IPv4 protocols are dropped
+//!   (`nat_unsupported` outbound, `nat_no_mapping` inbound). ARP and IPv6 pass untouched.
+
+mod config;
+mod frag;
+mod icmp;
+mod mapping;
+mod pool;
+mod translate;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+pub use config::{Filtering, ForwardConfig, NatConfig, Settings, Timeouts};
+pub use mapping::{Endpoint, Mapping};
+pub use pool::{PortPool, Slot};
+
+use crate::nf::{Ctx, InitCtx, NetworkFunction, NfError, Report, Verdict};
+use crate::packet::{IpProtocol, Meta};
+use crate::rng::Rng;
+use crate::state::{Release, StateDecl, TableStats};
+use crate::time::Nanos;
+use frag::Fragments;
+use mapping::{Freed, Mappings};
+
+/// Mapping slots swept per housekeeping call.
+const SWEEP_PER_BURST: usize = 64;
+/// Random tries for a free, core-consistent port before giving up on consistency.
+const PICK_TRIES: usize = 32;
+
+/// Per-core counters.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Counters {
+    pub outbound: u64,
+    pub inbound: u64,
+    pub hairpinned: u64,
+    pub forwarded: u64,
+    pub new_mappings: u64,
+    pub preserved_ports: u64,
+    pub expired_mappings: u64,
+    pub exhausted: u64,
+    pub no_mapping: u64,
+    pub filtered: u64,
+    pub icmp_errors: u64,
+    pub bad_icmp_errors: u64,
+    pub fragments: u64,
+    pub unknown_fragments: u64,
+    pub unsupported: u64,
+    pub table_full: u64,
+    /// Allocations that found no core-consistent port and took any free one.
+    pub off_core_ports: u64,
+    /// New remote endpoints of existing mappings whose replies the appliance steers to
+    /// another core (see the module doc).
+    pub off_core_flows: u64,
+    pub passed_non_ipv4: u64,
+}
+
+/// The NAT on one core.
+#[derive(Debug)]
+pub struct Nat {
+    s: Arc<Settings>,
+    // Boxed: the registry's `AnyNf` enum is as large as its largest NF.
+    maps: Box<Mappings>,
+    frags: Box<Fragments>,
+    /// TCP, UDP and ICMP-identifier pools ([`pool_index`]).
+    pools: Box<[Release<PortPool>; 3]>,
+    rng: Rng,
+    core: usize,
+    cores: usize,
+    freed: Vec<Freed>,
+    c: Counters,
+}
+
+/// Which pool serves `proto`.
+fn pool_index(proto: u8) -> Option<usize> {
+    match IpProtocol::from(proto) {
+        IpProtocol::Tcp => Some(0),
+        IpProtocol::Udp => Some(1),
+        IpProtocol::Icmp => Some(2),
+        _ => None,
+    }
+}
+
+impl NetworkFunction for Nat {
+    const KIND: &'static str = "nat";
+    type Config = NatConfig;
+
+    fn init(config: &NatConfig, rt: &mut InitCtx<'_>) -> Result<Self, NfError> {
+        let settings = Settings::from_config(config, rt)?;
+        let s = rt.global_read("settings", || Ok(settings))?;
+        let batch = config.refill_batch;
+        let mut pool_for = |name: &str, proto: IpProtocol| {
+            let s = Arc::clone(&s);
+            rt.per_core(name, move |cores| {
+                let whole = PortPool::full(s.public.len(), s.ports.lo, s.ports.hi, |a, port| {
+                    // Static forwards own their public ports.
+                    s.forwards.iter().any(|f| {
+                        f.proto == proto
+                            && Some(a) == s.public_index(f.public_addr)
+                            && f.public.contains(port)
+                    })
+                });
+                Ok(Release::group(whole, cores, batch))
+            })
+        };
+        let pools = [
+            pool_for("pool.tcp", IpProtocol::Tcp)?,
+            pool_for("pool.udp", IpProtocol::Udp)?,
+            pool_for("pool.icmp", IpProtocol::Icmp)?,
+        ];
+        let maps = Mappings::new(rt.arena, rt.name, config.mappings)?;
+        let frags =
+            Fragments::new(rt.arena, rt.name, config.fragments, Nanos::from_secs(s.timeouts.fragment))?;
+        // Seed: the configuration and the core, so cores and appliances differ.
+        let seed = s.public.iter().fold(u64::from(s.ports.lo) << 16 | u64::from(s.ports.hi), |h, a| {
+            (h ^ u64::from(u32::from_be_bytes(*a))).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        }) ^ (u64::from(rt.core.0) + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        Ok(Nat {
+            s,
+            maps: Box::new(maps),
+            frags: Box::new(frags),
+            pools: Box::new(pools),
+            rng: Rng::new(seed),
+            core: usize::from(rt.core.0),
+            cores: rt.cores.max(1),
+            freed: Vec::with_capacity(SWEEP_PER_BURST),
+            c: Counters::default(),
+        })
+    }
+
+    #[inline]
+    fn process_packet(&mut self, ctx: &Ctx, frame: &mut [u8], meta: &mut Meta) -> Verdict {
+        let v = self.translate(ctx.now, frame, meta);
+        self.return_freed();
+        match v {
+            Ok(v) => v,
+            Err(reason) => Verdict::Drop(reason),
+        }
+    }
+
+    fn housekeeping(&mut self, ctx: &Ctx) {
+        self.maps.sweep(ctx.now, SWEEP_PER_BURST, &mut self.freed);
+        self.return_freed();
+        for p in self.pools.iter_mut() {
+            p.balance();
+        }
+    }
+
+    fn report(&self, out: &mut Report) {
+        let c = &self.c;
+        for (name, v) in [
+            ("outbound", c.outbound),
+            ("inbound", c.inbound),
+            ("hairpinned", c.hairpinned),
+            ("forwarded", c.forwarded),
+            ("new_mappings", c.new_mappings),
+            ("preserved_ports", c.preserved_ports),
+            ("expired_mappings", c.expired_mappings),
+            ("pool_exhausted", c.exhausted),
+            ("no_mapping", c.no_mapping),
+            ("filtered", c.filtered),
+            ("icmp_errors", c.icmp_errors),
+            ("bad_icmp_errors", c.bad_icmp_errors),
+            ("fragments", c.fragments),
+            ("unknown_fragments", c.unknown_fragments),
+            ("unsupported", c.unsupported),
+            ("table_full", c.table_full),
+            ("off_core_ports", c.off_core_ports),
+            ("off_core_flows", c.off_core_flows),
+            ("passed_non_ipv4", c.passed_non_ipv4),
+        ] {
+            out.counter(name, v);
+        }
+        let (m, b) = self.maps.stats();
+        out.table("mappings", StateDecl::PerFlow, m);
+        out.table("reverse", StateDecl::PerFlow, b);
+        out.table("fragments", StateDecl::PerFlow, self.frags.table.stats());
+        for (name, p) in ["pool.tcp", "pool.udp", "pool.icmp"].iter().zip(self.pools.iter()) {
+            let free = p.available() as u64;
+            let pool = TableStats {
+                len: free,
+                capacity: free + p.reserve_available() as u64,
+                ..TableStats::default()
+            };
+            out.table(name, StateDecl::GlobalWriteRelease, pool);
+        }
+    }
+}
+
+impl Nat {
+    /// Counters of this core.
+    pub fn counters(&self) -> Counters {
+        self.c
+    }
+
+    /// Live mappings at `now`.
+    pub fn mappings(&self, now: Nanos) -> usize {
+        self.maps.live(now)
+    }
+
+    /// Free ports in this core's share of the pool of `proto` (6, 17 or 1).
+    pub fn free_ports(&self, proto: u8) -> usize {
+        pool_index(proto).and_then(|i| self.pools.get(i)).map_or(0, |p| p.available())
+    }
+
+    /// Gives the public ports of reclaimed mappings back to their pools.
+    fn return_freed(&mut self) {
+        self.c.expired_mappings += self.freed.len() as u64;
+        for p in self.freed.drain(..) {
+            let (Some(i), Some(a)) = (pool_index(p.proto), self.s.public_index(p.addr)) else { continue };
+            if let Some(pool) = self.pools.get_mut(i) {
+                pool.local().put(Slot::new(a, p.port));
+            }
+        }
+    }
+}
