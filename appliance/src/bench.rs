@@ -22,7 +22,7 @@ pub struct BenchSpec {
     pub packets: u64,
     pub size: u16,
     pub rules: usize,
-    /// NF kinds in order: `fw`, `mon`, `counter`.
+    /// NF kinds in order: `fw`, `mon`, `nat`, `counter`.
     pub chain: Vec<String>,
     pub burst: usize,
 }
@@ -89,6 +89,17 @@ pub fn bench_config(spec: &BenchSpec) -> String {
                     );
                 }
                 let _ = writeln!(t, "[[nf.rule]]\naction = \"allow\"\nsrc = \"10.0.0.0/8\"\n");
+            }
+            "nat" => {
+                // Enough public addresses for every flow to get its own port (64 k per address).
+                let addrs = u64::from(spec.flows).div_ceil(60_000).clamp(1, 256);
+                let public: Vec<String> =
+                    (0..addrs).map(|i| format!("\"203.0.{}.{}\"", 112 + i / 250, 1 + i % 250)).collect();
+                let _ = writeln!(
+                    t,
+                    "[[nf]]\nname = \"{name}\"\nkind = \"nat\"\ninside = \"gen\"\npublic = [{}]\nmappings = {capacity}\n",
+                    public.join(", ")
+                );
             }
             "mon" | "monitor" => {
                 let _ = writeln!(t, "[[nf]]\nname = \"{name}\"\nkind = \"monitor\"\nflows = {capacity}\n");

@@ -69,7 +69,7 @@ enum Command {
         size: u16,
         #[arg(long, default_value_t = 100)]
         rules: usize,
-        /// NFs in order, comma-separated: fw, mon, counter.
+        /// NFs in order, comma-separated: fw, mon, nat, counter.
         #[arg(long, default_value = "fw,mon")]
         chain: String,
         #[arg(long, default_value_t = 32)]
