@@ -90,6 +90,8 @@ drop_reasons! {
     NatBadIcmpError => "nat_bad_icmp_error",
     /// NAT: an outbound packet the NAT cannot translate (no ports or identifier to map).
     NatUnsupported => "nat_unsupported",
+    /// Policer: the packet's colour maps to the `drop` action.
+    Policed => "policed",
 }
 
 impl std::fmt::Display for DropReason {

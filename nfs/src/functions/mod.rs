@@ -9,6 +9,7 @@ pub mod monitor;
 #[cfg(test)]
 mod monitor_tests;
 pub mod nat;
+pub mod policer;
 
 use crate::nf::{Burst, Ctx, InitCtx, NetworkFunction, NfError, Report};
 
@@ -91,4 +92,5 @@ registry! {
     Firewall => firewall::Firewall,
     Monitor => monitor::Monitor,
     Nat => nat::Nat,
+    Policer => policer::Policer,
 }
