@@ -190,11 +190,6 @@ impl<T: Pod + Zeroable> Region<T> {
         let bytes = self.map.get_mut(..n).unwrap_or(&mut []);
         bytemuck::cast_slice_mut(bytes)
     }
-
-    /// The raw bytes, e.g. to snapshot or ship the region.
-    pub fn as_bytes(&self) -> &[u8] {
-        bytemuck::cast_slice(self.as_slice())
-    }
 }
 
 #[cfg(test)]

@@ -276,14 +276,9 @@ impl<E: Entry> FlowTable<E> {
         self.slots.as_mut_slice().iter_mut().filter(|s| s.header().occupied != 0)
     }
 
-    /// Removes every entry.
-    pub fn clear(&mut self) {
-        self.view().clear()
-    }
-
-    /// The slot array as bytes (for snapshots and state transfer).
-    pub fn raw_bytes(&self) -> &[u8] {
-        self.slots.as_bytes()
+    /// Number of slots (a power of two, at least 4/3 of the capacity).
+    pub fn slots(&self) -> usize {
+        self.mask + 1
     }
 }
 
@@ -542,12 +537,5 @@ impl<'a, E: Entry> TableView<'a, E> {
             left -= 1;
         }
         removed
-    }
-
-    /// Removes every entry.
-    pub fn clear(&mut self) {
-        self.slots.fill(E::zeroed());
-        self.stats.removes += *self.len as u64;
-        *self.len = 0;
     }
 }

@@ -142,7 +142,7 @@ impl Mappings {
         let spec = TableSpec { capacity, idle_timeout: Nanos(u64::MAX), full_policy: FullPolicy::Refuse };
         let out = FlowTable::new(arena, &format!("{name}.mappings"), spec)?;
         let back = FlowTable::new(arena, &format!("{name}.reverse"), spec)?;
-        let slots = out.raw_bytes().len() / std::mem::size_of::<MapEntry>();
+        let slots = out.slots();
         Ok(Mappings { out, back, slots, cursor: 0 })
     }
 
