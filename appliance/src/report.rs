@@ -64,6 +64,15 @@ pub fn summary(s: &Summary) -> String {
         let cs: Vec<String> = counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let _ = writeln!(o, "  {name} ({kind}): packets={packets} {}", cs.join(" "));
     }
+    if s.nfs.len() > 1 {
+        let _ = writeln!(o, "network functions per core:");
+        for (c, core) in s.nfs.iter().enumerate() {
+            for (name, kind, stats, report) in core {
+                let cs: Vec<String> = report.counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let _ = writeln!(o, "  core{c} {name} ({kind}): packets={} {}", stats.packets, cs.join(" "));
+            }
+        }
+    }
     if t.drops.total() > 0 {
         let _ = writeln!(o, "drops by reason:");
         for (r, n) in t.drops.nonzero() {

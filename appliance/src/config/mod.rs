@@ -18,7 +18,7 @@ use nflet_nfs::packet::ParsePolicy;
 use nflet_nfs::state::Backing;
 
 pub use error::{ConfigError, Location, SourceMap};
-pub use raw::{RawGenerator, RawPortKind};
+pub use raw::{RawDpdk, RawDpdkPort, RawGenerator, RawPortKind};
 
 /// The configuration nflet runs when given none: generator → firewall → monitor → sink.
 pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
@@ -63,6 +63,8 @@ pub struct Config {
     pub settings: Settings,
     pub parse: ParsePolicy,
     pub ports: Vec<PortConfig>,
+    /// The DPDK environment (used when a port has `kind = "dpdk"`).
+    pub dpdk: raw::RawDpdk,
     /// NF instances by name, with parsed parameters.
     pub nfs: Vec<(String, AnyConfig)>,
     pub chains: Vec<ChainConfig>,
@@ -204,6 +206,25 @@ fn validate(map: &SourceMap<'_>, raw: raw::RawConfig) -> Result<Config, ConfigEr
                 });
             }
         }
+        if let RawPortKind::Dpdk(d) = &kind {
+            for (key, n) in [("rx_desc", d.rx_desc), ("tx_desc", d.tx_desc)] {
+                if !(64..=4096).contains(&n) || !n.is_power_of_two() {
+                    return Err(ConfigError {
+                        at: map.key_in(span.clone(), key),
+                        key: format!("port[{}].{key}", p.name),
+                        message: format!("expected a power of two from 64 to 4096 descriptors, got {n}"),
+                    });
+                }
+            }
+            if d.device.trim().is_empty() {
+                return Err(ConfigError {
+                    at: map.key_in(span.clone(), "device"),
+                    key: format!("port[{}].device", p.name),
+                    message: "expected a PCI address (0000:00:04.0) or a virtual device (net_memif0,...)"
+                        .into(),
+                });
+            }
+        }
         ports.push(PortConfig { name: p.name, kind });
     }
     if ports.len() > usize::from(u16::MAX) {
@@ -293,7 +314,14 @@ fn validate(map: &SourceMap<'_>, raw: raw::RawConfig) -> Result<Config, ConfigEr
         }
         chains.push(ChainConfig { name: c.name, ingress, steps, output, classifier });
     }
-    Ok(Config { source: map.file.to_string(), settings, parse, ports, nfs, chains })
+    let dpdk = raw.dpdk;
+    if !(1023..=(1 << 24)).contains(&dpdk.mbufs) {
+        return Err(bad(
+            "dpdk.mbufs",
+            format!("expected 1023 to 16777216 packet buffers, got {}", dpdk.mbufs),
+        ));
+    }
+    Ok(Config { source: map.file.to_string(), settings, parse, ports, dpdk, nfs, chains })
 }
 
 /// The first name in backquotes in a message (serde's "unknown field `x`").

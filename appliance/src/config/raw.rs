@@ -13,6 +13,8 @@ pub struct RawConfig {
     pub appliance: RawAppliance,
     #[serde(default)]
     pub parse: RawParse,
+    #[serde(default)]
+    pub dpdk: RawDpdk,
     #[serde(default, rename = "port")]
     pub ports: Vec<Spanned<RawPort>>,
     #[serde(default, rename = "nf")]
@@ -115,10 +117,12 @@ pub enum RawPortKind {
     Pcap(RawPcap),
     /// A Linux interface through AF_PACKET (TPACKET_V3).
     AfPacket(RawAfPacket),
+    /// A DPDK poll-mode port: a PCI NIC or a virtual device.
+    Dpdk(RawDpdkPort),
 }
 
 /// The port kinds, as written in `kind = "..."`.
-pub const PORT_KINDS: &[&str] = &["generator", "sink", "pcap", "af_packet"];
+pub const PORT_KINDS: &[&str] = &["generator", "sink", "pcap", "af_packet", "dpdk"];
 
 impl RawPortKind {
     /// Parses the parameters of a port of `kind`.
@@ -130,6 +134,7 @@ impl RawPortKind {
             "sink" => v.try_into::<RawSink>().map(|_| RawPortKind::Sink).map_err(e),
             "pcap" => v.try_into().map(RawPortKind::Pcap).map_err(e),
             "af_packet" => v.try_into().map(RawPortKind::AfPacket).map_err(e),
+            "dpdk" => v.try_into().map(RawPortKind::Dpdk).map_err(e),
             other => Err(format!("unknown port kind `{other}`; expected one of: {}", PORT_KINDS.join(", "))),
         }
     }
@@ -150,6 +155,49 @@ pub struct RawPcap {
 #[serde(deny_unknown_fields)]
 pub struct RawAfPacket {
     pub iface: String,
+}
+
+/// `[[port]] kind = "dpdk"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDpdkPort {
+    /// A PCI address (`0000:00:04.0`) or a virtual device with its arguments
+    /// (`net_memif0,role=client,socket=/run/memif.sock`).
+    pub device: String,
+    /// Receive descriptors per queue.
+    #[serde(default = "default_desc")]
+    pub rx_desc: u16,
+    /// Transmit descriptors per queue.
+    #[serde(default = "default_desc")]
+    pub tx_desc: u16,
+}
+
+fn default_desc() -> u16 {
+    1024
+}
+
+/// `[dpdk]`: the DPDK environment (EAL), shared by all DPDK ports.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDpdk {
+    /// Use hugepages (the default). `false` runs on normal pages: slower, for tests and
+    /// machines without hugepages.
+    pub hugepages: bool,
+    /// Memory for DPDK in MiB (`-m`); 0: as much as it needs, from hugepages on demand.
+    /// Without hugepages 0 means 256.
+    pub memory_mib: usize,
+    /// Packet buffers (mbufs) in the pool of each NUMA socket.
+    pub mbufs: u32,
+    /// Extra EAL arguments, passed as given (e.g. `["--log-level", "pmd.net.memif:debug"]`).
+    pub eal_args: Vec<String>,
+    /// How long to wait at start for the links of DPDK ports to come up, in milliseconds.
+    pub link_wait_ms: u64,
+}
+
+impl Default for RawDpdk {
+    fn default() -> Self {
+        RawDpdk { hugepages: true, memory_mib: 0, mbufs: 16383, eal_args: Vec::new(), link_wait_ms: 5000 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -57,6 +57,17 @@ pub fn open_ports(config: &Config, offline: Option<&Offline<'_>>) -> Result<Core
         }
         return Ok(q);
     }
+    let dpdk_devices: Vec<&str> = config
+        .ports
+        .iter()
+        .filter_map(|p| match &p.kind {
+            RawPortKind::Dpdk(d) => Some(d.device.as_str()),
+            _ => None,
+        })
+        .collect();
+    if !dpdk_devices.is_empty() {
+        init_dpdk(config, &dpdk_devices)?;
+    }
     for (i, port) in config.ports.iter().enumerate() {
         let id = PortId(u16::try_from(i).unwrap_or(u16::MAX));
         let name = port.name.as_str();
@@ -99,18 +110,75 @@ pub fn open_ports(config: &Config, offline: Option<&Offline<'_>>) -> Result<Core
             }
             RawPortKind::AfPacket(crate::config::raw::RawAfPacket { iface }) => {
                 let opened = af_packet::open(name, iface, cores, &af_packet::AfPacketOptions::default())?;
-                for (c, rxq) in opened.rx.into_iter().enumerate() {
-                    if let Some(rx) = q.rx.get_mut(c % cores) {
-                        rx.push((id, rxq));
-                    }
-                }
-                for (c, txq) in opened.tx.into_iter().enumerate() {
-                    if let Some(slot) = q.tx.get_mut(c % cores).and_then(|t| t.get_mut(i)) {
-                        *slot = Some(txq);
-                    }
-                }
+                deal(&mut q, id, opened);
+            }
+            RawPortKind::Dpdk(d) => {
+                let opened = open_dpdk(name, d, cores)?;
+                deal(&mut q, id, opened);
             }
         }
     }
+    #[cfg(feature = "dpdk")]
+    if !dpdk_devices.is_empty() {
+        let ports: Vec<(&str, &str)> = config
+            .ports
+            .iter()
+            .filter_map(|p| match &p.kind {
+                RawPortKind::Dpdk(d) => Some((p.name.as_str(), d.device.as_str())),
+                _ => None,
+            })
+            .collect();
+        crate::port::dpdk::wait_links(&ports, std::time::Duration::from_millis(config.dpdk.link_wait_ms));
+    }
+    log::info!("ports up: {}", config.port_names().join(", "));
     Ok(q)
+}
+
+/// Deals the queues of an opened port out to cores: queue i to core i (mod cores).
+fn deal(q: &mut CoreQueues, id: PortId, opened: crate::port::OpenedPort) {
+    let cores = q.rx.len().max(1);
+    let i = usize::from(id.0);
+    for (c, rxq) in opened.rx.into_iter().enumerate() {
+        if let Some(rx) = q.rx.get_mut(c % cores) {
+            rx.push((id, rxq));
+        }
+    }
+    for (c, txq) in opened.tx.into_iter().enumerate() {
+        if let Some(slot) = q.tx.get_mut(c % cores).and_then(|t| t.get_mut(i)) {
+            *slot = Some(txq);
+        }
+    }
+}
+
+#[cfg(feature = "dpdk")]
+fn init_dpdk(config: &Config, devices: &[&str]) -> Result<(), PortError> {
+    crate::port::dpdk::init(&config.dpdk, devices)
+}
+
+#[cfg(feature = "dpdk")]
+fn open_dpdk(
+    name: &str,
+    d: &crate::config::RawDpdkPort,
+    cores: usize,
+) -> Result<crate::port::OpenedPort, PortError> {
+    crate::port::dpdk::open(name, d, cores)
+}
+
+#[cfg(not(feature = "dpdk"))]
+fn init_dpdk(_config: &Config, devices: &[&str]) -> Result<(), PortError> {
+    Err(PortError::Config {
+        port: devices.first().map_or_else(String::new, |d| d.to_string()),
+        detail: "this nflet was built without DPDK: rebuild with `cargo build --release --features dpdk` \
+                 (needs `apt-get install libdpdk-dev libclang-dev`)"
+            .into(),
+    })
+}
+
+#[cfg(not(feature = "dpdk"))]
+fn open_dpdk(
+    name: &str,
+    _d: &crate::config::RawDpdkPort,
+    _cores: usize,
+) -> Result<crate::port::OpenedPort, PortError> {
+    Err(PortError::Config { port: name.into(), detail: "this nflet was built without DPDK".into() })
 }

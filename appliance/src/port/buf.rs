@@ -5,68 +5,120 @@
 pub const DEFAULT_FRAME_CAPACITY: usize = 2048;
 
 /// An owned frame buffer: `capacity` bytes of storage, the first `len` of which are the frame.
+///
+/// The storage is either nflet's own heap memory or, for frames received from a DPDK port,
+/// the DPDK packet buffer itself (zero copy: NFs rewrite the frame where the NIC wrote it).
 #[derive(Debug)]
 pub struct PktBuf {
-    data: Box<[u8]>,
-    len: usize,
+    store: Store,
+}
+
+#[derive(Debug)]
+enum Store {
+    Heap {
+        data: Box<[u8]>,
+        len: usize,
+    },
+    #[cfg(feature = "dpdk")]
+    Mbuf(super::dpdk::Mbuf),
 }
 
 impl PktBuf {
     pub fn with_capacity(capacity: usize) -> PktBuf {
-        PktBuf { data: vec![0u8; capacity].into_boxed_slice(), len: 0 }
+        PktBuf { store: Store::Heap { data: vec![0u8; capacity].into_boxed_slice(), len: 0 } }
+    }
+
+    /// A frame held in a DPDK packet buffer.
+    #[cfg(feature = "dpdk")]
+    #[inline]
+    pub fn from_mbuf(m: super::dpdk::Mbuf) -> PktBuf {
+        PktBuf { store: Store::Mbuf(m) }
+    }
+
+    /// The DPDK packet buffer holding the frame, or the buffer back when it is heap memory.
+    #[cfg(feature = "dpdk")]
+    #[inline]
+    pub fn into_mbuf(self) -> Result<super::dpdk::Mbuf, PktBuf> {
+        match self.store {
+            Store::Mbuf(m) => Ok(m),
+            heap @ Store::Heap { .. } => Err(PktBuf { store: heap }),
+        }
     }
 
     /// The frame.
     #[inline]
     pub fn data(&self) -> &[u8] {
-        self.data.get(..self.len).unwrap_or(&[])
+        match &self.store {
+            Store::Heap { data, len } => data.get(..*len).unwrap_or(&[]),
+            #[cfg(feature = "dpdk")]
+            Store::Mbuf(m) => m.data(),
+        }
     }
 
     /// The frame, writable in place.
     #[inline]
     pub fn data_mut(&mut self) -> &mut [u8] {
-        let len = self.len;
-        self.data.get_mut(..len).unwrap_or(&mut [])
+        match &mut self.store {
+            Store::Heap { data, len } => data.get_mut(..*len).unwrap_or(&mut []),
+            #[cfg(feature = "dpdk")]
+            Store::Mbuf(m) => m.data_mut(),
+        }
     }
 
     #[inline]
     pub fn len(&self) -> usize {
-        self.len
+        match &self.store {
+            Store::Heap { len, .. } => *len,
+            #[cfg(feature = "dpdk")]
+            Store::Mbuf(m) => m.len(),
+        }
     }
 
     #[inline]
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
     pub fn capacity(&self) -> usize {
-        self.data.len()
+        match &self.store {
+            Store::Heap { data, .. } => data.len(),
+            #[cfg(feature = "dpdk")]
+            Store::Mbuf(m) => m.room(),
+        }
     }
 
     /// The whole storage, for a receive path to fill before calling [`PktBuf::set_len`].
     #[inline]
     pub fn storage_mut(&mut self) -> &mut [u8] {
-        &mut self.data
+        match &mut self.store {
+            Store::Heap { data, .. } => data,
+            #[cfg(feature = "dpdk")]
+            Store::Mbuf(m) => m.room_mut(),
+        }
     }
 
     /// Sets the frame length, clamped to the capacity.
     #[inline]
-    pub fn set_len(&mut self, len: usize) {
-        self.len = len.min(self.data.len());
+    pub fn set_len(&mut self, new: usize) {
+        match &mut self.store {
+            Store::Heap { data, len } => *len = new.min(data.len()),
+            #[cfg(feature = "dpdk")]
+            Store::Mbuf(m) => m.set_len(new),
+        }
     }
 
     /// Replaces the frame with a copy of `frame`; returns false (and leaves the buffer empty)
     /// when it does not fit.
     #[inline]
     pub fn fill(&mut self, frame: &[u8]) -> bool {
-        match self.data.get_mut(..frame.len()) {
+        match self.storage_mut().get_mut(..frame.len()) {
             Some(dst) => {
                 dst.copy_from_slice(frame);
-                self.len = frame.len();
+                self.set_len(frame.len());
                 true
             }
             None => {
-                self.len = 0;
+                self.set_len(0);
                 false
             }
         }
@@ -104,15 +156,19 @@ impl BufPool {
             Some(b) => b,
             None => self.exchange.as_ref()?.pop()?,
         };
-        b.len = 0;
+        b.set_len(0);
         Some(b)
     }
 
     /// Returns a buffer to the pool. Buffers from other pools are accepted (software steering
     /// moves frames between cores); past its initial size the pool hands surplus to the
-    /// exchange, or frees it when it has none.
+    /// exchange, or frees it when it has none. A DPDK buffer goes back to DPDK's pool.
     #[inline]
     pub fn put(&mut self, buf: PktBuf) {
+        #[cfg(feature = "dpdk")]
+        if let Store::Mbuf(_) = buf.store {
+            return;
+        }
         if self.free.len() < self.capacity {
             self.free.push(buf);
         } else if let Some(x) = &self.exchange {

@@ -7,11 +7,13 @@
 //! allocates nothing per packet.
 //!
 //! Backends: [`generator`] and [`sink`] (in memory), [`pcap`] (pcap/pcapng files) and
-//! [`af_packet`] (Linux interfaces through TPACKET_V3 rings). A DPDK backend is one more
-//! implementation of the same traits.
+//! [`af_packet`] (Linux interfaces through TPACKET_V3 rings) and, with the `dpdk` feature,
+//! `dpdk` (poll-mode NIC drivers and virtual devices, zero copy).
 
 pub mod af_packet;
 pub mod buf;
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
 pub mod generator;
 pub mod pcap;
 pub mod sink;
