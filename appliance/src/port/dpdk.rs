@@ -88,7 +88,14 @@ fn free_hugepages() -> Option<u64> {
 
 /// The EAL command line for `settings` and the PCI devices of the configuration.
 fn eal_args(settings: &RawDpdk, pci: &[String]) -> Vec<String> {
-    let mut a: Vec<String> = vec!["--in-memory".into()];
+    // `--in-memory`: no files in /dev/hugepages or /var/run (an initramfs has neither). DPDK
+    // refuses it together with `--no-huge`, which implies legacy memory; `--no-shconf` then
+    // keeps the shared config out of the file system instead.
+    let mut a: Vec<String> = if settings.hugepages {
+        vec!["--in-memory".into()]
+    } else {
+        vec!["--no-huge".into(), "--no-shconf".into()]
+    };
     // One EAL lcore for the main thread, allowed on every CPU nflet may use: EAL pins the
     // thread that initialises it, and the worker threads spawned later inherit that.
     let cpus: Vec<String> =
@@ -97,9 +104,6 @@ fn eal_args(settings: &RawDpdk, pci: &[String]) -> Vec<String> {
         a.extend(["-l".into(), "0".into()]);
     } else {
         a.extend(["--lcores".into(), format!("0@({})", cpus.join(","))]);
-    }
-    if !settings.hugepages {
-        a.push("--no-huge".into());
     }
     let mib = if settings.memory_mib == 0 && !settings.hugepages { 256 } else { settings.memory_mib };
     if mib > 0 {
@@ -131,6 +135,11 @@ pub fn init(settings: &RawDpdk, devices: &[&str]) -> Result<(), PortError> {
             },
             Err(msg) => Err(err(msg.clone())),
         };
+    }
+    if !Path::new("/sys/devices/system/cpu").exists() {
+        return Err(err(
+            "DPDK needs sysfs to find CPUs and devices: mount it (`mount -t sysfs sysfs /sys`)".into()
+        ));
     }
     if settings.hugepages && free_hugepages().unwrap_or(0) == 0 {
         return Err(err(
@@ -500,6 +509,8 @@ mod tests {
             joined.contains("--no-huge") && joined.contains("-m 256") && joined.contains("-a 0000:00:04.0"),
             "{joined}"
         );
-        assert!(!joined.contains("--no-pci"));
+        assert!(
+            !joined.contains("--no-pci") && !joined.contains("--in-memory") && joined.contains("--no-shconf")
+        );
     }
 }
