@@ -165,13 +165,8 @@ fn open_dpdk(
 }
 
 #[cfg(not(feature = "dpdk"))]
-fn init_dpdk(_config: &Config, devices: &[&str]) -> Result<(), PortError> {
-    Err(PortError::Config {
-        port: devices.first().map_or_else(String::new, |d| d.to_string()),
-        detail: "this nflet was built without DPDK: rebuild with `cargo build --release --features dpdk` \
-                 (needs `apt-get install libdpdk-dev libclang-dev`)"
-            .into(),
-    })
+fn init_dpdk(_config: &Config, _devices: &[&str]) -> Result<(), PortError> {
+    Ok(())
 }
 
 #[cfg(not(feature = "dpdk"))]
@@ -180,5 +175,10 @@ fn open_dpdk(
     _d: &crate::config::RawDpdkPort,
     _cores: usize,
 ) -> Result<crate::port::OpenedPort, PortError> {
-    Err(PortError::Config { port: name.into(), detail: "this nflet was built without DPDK".into() })
+    Err(PortError::Config {
+        port: name.into(),
+        detail: "this nflet was built without DPDK: rebuild with `cargo build --release --features dpdk` \
+                 (needs `apt-get install libdpdk-dev libclang-dev`), or `cargo static`"
+            .into(),
+    })
 }

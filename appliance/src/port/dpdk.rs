@@ -220,6 +220,18 @@ impl Drop for PortGuard {
                 s.oerrors
             );
         }
+        // The driver's own loss and error counters, when it has any to report.
+        let trouble: Vec<String> = ffi::xstats(self.id)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(n, v)| {
+                *v > 0 && ["error", "miss", "nombuf", "drop", "fail"].iter().any(|k| n.contains(k))
+            })
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect();
+        if !trouble.is_empty() {
+            log::warn!("port {}: driver counters: {}", self.name, trouble.join(" "));
+        }
         ffi::stop_and_close(self.id);
         if let Some(v) = &self.vdev {
             ffi::vdev_remove(v);
@@ -361,13 +373,6 @@ pub fn port_state(device: &str) -> Option<(Link, Stats)> {
         if is_pci(device) { pci_name(device) } else { device.split(',').next()?.trim().to_string() };
     let id = ffi::port_by_name(&dpdk_name)?;
     Some((ffi::link(id).ok()?, ffi::stats(id).ok()?))
-}
-
-/// The driver's extended counters of the DPDK port `device`.
-pub fn port_xstats(device: &str) -> Option<Vec<(String, u64)>> {
-    let dpdk_name =
-        if is_pci(device) { pci_name(device) } else { device.split(',').next()?.trim().to_string() };
-    ffi::xstats(ffi::port_by_name(&dpdk_name)?).ok()
 }
 
 /// One receive queue of a DPDK port.
