@@ -22,7 +22,7 @@ pub struct BenchSpec {
     pub packets: u64,
     pub size: u16,
     pub rules: usize,
-    /// NF kinds in order: `fw`, `mon`, `nat`, `counter`.
+    /// NF kinds in order: `fw`, `mon`, `nat`, `lb`, `policer`, `counter`.
     pub chain: Vec<String>,
     pub burst: usize,
 }
@@ -60,9 +60,13 @@ pub fn bench_config(spec: &BenchSpec) -> String {
         "[appliance]\ncores = {}\nburst = {}\nidle_sleep_us = 0\nstate_arena_mib = 2048\n",
         spec.cores, spec.burst
     );
+    // A load balancer needs its clients to address a VIP: one address, one TCP port (the
+    // generator's TCP flows all go to port 80); every other chain sees UDP over a /24.
+    let lb = spec.chain.iter().any(|nf| nf == "lb");
+    let (proto, dst) = if lb { ("tcp", "198.18.0.1/32") } else { ("udp", "198.18.0.0/24") };
     let _ = writeln!(
         t,
-        "[[port]]\nname = \"gen\"\nkind = \"generator\"\nflows = {}\nsize = {}\ncount = {}\nseed = 7\nsetup_pass = true\nsrc = \"10.0.0.0/20\"\ndst = \"198.18.0.0/24\"\n",
+        "[[port]]\nname = \"gen\"\nkind = \"generator\"\nflows = {}\nsize = {}\ncount = {}\nseed = 7\nsetup_pass = true\nproto = \"{proto}\"\nsrc = \"10.0.0.0/20\"\ndst = \"{dst}\"\n",
         spec.flows,
         spec.size,
         warmup_packets(spec) + spec.packets
@@ -103,6 +107,25 @@ pub fn bench_config(spec: &BenchSpec) -> String {
             }
             "mon" | "monitor" => {
                 let _ = writeln!(t, "[[nf]]\nname = \"{name}\"\nkind = \"monitor\"\nflows = {capacity}\n");
+            }
+            "lb" => {
+                // Eight equal backends behind the generator's VIP, Maglev table of the default
+                // size; every flow is tracked.
+                let _ = writeln!(
+                    t,
+                    "[[nf]]\nname = \"{name}\"\nkind = \"lb\"\nflows = {capacity}\n\n[[nf.vip]]\naddr = \"198.18.0.1:80\"\nproto = \"tcp\"\n"
+                );
+                for b in 1..=8 {
+                    let _ = writeln!(t, "[[nf.vip.backend]]\naddr = \"10.1.0.{b}:8080\"\n");
+                }
+            }
+            "policer" => {
+                // One class for all traffic at a rate it never reaches: every packet is
+                // metered and passes green.
+                let _ = writeln!(
+                    t,
+                    "[[nf]]\nname = \"{name}\"\nkind = \"policer\"\n\n[[nf.class]]\nname = \"all\"\ncir = 100000000000\ncbs = 1000000000\nebs = 1000000000\ngreen = {{ kind = \"pass\" }}\nyellow = {{ kind = \"remark\", dscp = 10 }}\nred = {{ kind = \"drop\" }}\n\n[[nf.rule]]\nclass = \"all\"\n"
+                );
             }
             other => {
                 let _ = writeln!(t, "[[nf]]\nname = \"{name}\"\nkind = \"{other}\"\n");

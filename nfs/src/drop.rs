@@ -92,6 +92,31 @@ drop_reasons! {
     NatUnsupported => "nat_unsupported",
     /// Policer: the packet's colour maps to the `drop` action.
     Policed => "policed",
+    /// UDP whitelister: inbound UDP from a remote endpoint no inside host contacted first.
+    Unsolicited => "unsolicited",
+    /// DDoS pipeline: traffic to a detected victim over the mitigation rate (or all of it).
+    DdosMitigated => "ddos_mitigated",
+    /// Gateway: an IPv4 frame not addressed to the ingress interface's MAC (flooded or
+    /// misdirected frames are not routed).
+    NotOurMac => "not_our_mac",
+    /// Gateway: no connected subnet or default route for the destination (or no interface
+    /// on the ingress port).
+    NoRoute => "no_route",
+    /// Gateway: the next hop's MAC is unknown and an ARP request for it is already in flight
+    /// (or the frame is too short to become one).
+    NeighbourUnknown => "neighbour_unknown",
+    /// Gateway: an ARP frame that is not Ethernet/IPv4 ARP or is cut short.
+    BadArp => "bad_arp",
+    /// Gateway: an ARP frame learned from or ignored, not answered (replies, requests for
+    /// other addresses).
+    ArpConsumed => "arp_consumed",
+    /// Gateway: addressed to the gateway itself, or a broadcast or multicast it does not
+    /// forward.
+    ToGateway => "to_gateway",
+    /// Gateway: an IPv6 packet (the gateway routes IPv4 only).
+    Ipv6NotRouted => "ipv6_not_routed",
+    /// Load balancer: every backend of the VIP is draining or removed.
+    LbNoBackend => "lb_no_backend",
 }
 
 impl std::fmt::Display for DropReason {

@@ -203,3 +203,128 @@ pub fn drops(text: &str, reason: &str) -> u64 {
     }
     0
 }
+
+/// Runs `peer` with `args` in namespace `ns` and waits for it.
+pub fn peer_in(ns: &str, args: &[&str]) -> Output {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns]).arg(binary("peer")).args(args);
+    cmd.output().unwrap_or_else(|e| panic!("peer {args:?}: {e}"))
+}
+
+/// Starts `peer` with `args` in namespace `ns` in the background, stdout and stderr piped.
+pub fn spawn_peer_in(ns: &str, args: &[&str]) -> Child {
+    Command::new("ip")
+        .args(["netns", "exec", ns])
+        .arg(binary("peer"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("peer {args:?}: {e}"))
+}
+
+/// Turns off segmentation and checksum offloads, so frames are complete as they cross nflet.
+fn offloads_off(ns: Option<&str>, dev: &str) {
+    let mut a: Vec<&str> = match ns {
+        Some(ns) => vec!["ip", "netns", "exec", ns, "ethtool", "-K", dev],
+        None => vec!["ethtool", "-K", dev],
+    };
+    a.extend(["tso", "off", "gso", "off", "gro", "off", "tx", "off", "rx", "off"]);
+    sh(&a);
+}
+
+/// A routed site: two inside hosts and two outside servers, each side on its own Linux
+/// bridge (a switch namespace) whose uplink veth ends in the root namespace for one of
+/// nflet's af_packet ports. nflet is the router (and NAT) between the two subnets:
+///
+/// ```text
+///  [h1 192.168.77.10]─┐                                 ┌─[s1 198.51.100.10]
+///                     ├─[switch]─ port_in ─ nflet ─ port_out ─[switch]─┤
+///  [h2 192.168.77.11]─┘   gateway 192.168.77.1   198.51.100.1          └─[s2 198.51.100.11]
+/// ```
+///
+/// Hosts use the gateway as their default route; servers only know their own subnet (the
+/// NAT's public address is the gateway's outside address). Every host interface has a fixed
+/// MAC ([`GatewayNet::OUTSIDE_MACS`] for the servers) so configurations can name them.
+/// IPv6 is off in every namespace, so nflet sees only the traffic a test makes (and ARP).
+#[derive(Debug)]
+pub struct GatewayNet {
+    /// Namespaces of the inside hosts h1, h2.
+    pub inside: [String; 2],
+    /// Namespaces of the outside servers s1, s2.
+    pub outside: [String; 2],
+    switches: [String; 2],
+    /// Interfaces in the root namespace, for nflet's `lan` and `wan` af_packet ports.
+    pub port_in: String,
+    pub port_out: String,
+}
+
+impl GatewayNet {
+    pub const INSIDE_ADDRS: [&'static str; 2] = ["192.168.77.10", "192.168.77.11"];
+    pub const OUTSIDE_ADDRS: [&'static str; 2] = ["198.51.100.10", "198.51.100.11"];
+    pub const INSIDE_MACS: [&'static str; 2] = ["02:77:00:00:00:10", "02:77:00:00:00:11"];
+    pub const OUTSIDE_MACS: [&'static str; 2] = ["02:64:00:00:00:10", "02:64:00:00:00:11"];
+    /// The gateway's inside address (the hosts' default route) and its outside address.
+    pub const GW_INSIDE: &'static str = "192.168.77.1";
+    pub const GW_OUTSIDE: &'static str = "198.51.100.1";
+
+    pub fn new(tag: &str) -> GatewayNet {
+        assert!(is_root(), "end-to-end tests need root for network namespaces (run ./tests/run.sh as root)");
+        let id = std::process::id() % 100_000;
+        let g = GatewayNet {
+            inside: [format!("nfl{tag}h1{id}"), format!("nfl{tag}h2{id}")],
+            outside: [format!("nfl{tag}s1{id}"), format!("nfl{tag}s2{id}")],
+            switches: [format!("nfl{tag}si{id}"), format!("nfl{tag}so{id}")],
+            port_in: format!("n{tag}i{id}"),
+            port_out: format!("n{tag}o{id}"),
+        };
+        for ns in g.inside.iter().chain(&g.outside).chain(&g.switches) {
+            sh(&["ip", "netns", "add", ns]);
+            for key in ["net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"] {
+                sh(&["ip", "netns", "exec", ns, "sysctl", "-qw", key]);
+            }
+            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        let sides = [
+            (&g.switches[0], &g.port_in, &g.inside, Self::INSIDE_ADDRS, Self::INSIDE_MACS),
+            (&g.switches[1], &g.port_out, &g.outside, Self::OUTSIDE_ADDRS, Self::OUTSIDE_MACS),
+        ];
+        for (sw, uplink, hosts, addrs, macs) in sides {
+            // No multicast snooping: the bridge would announce itself with IGMP and MLD.
+            sh(&["ip", "-n", sw, "link", "add", "br0", "type", "bridge", "mcast_snooping", "0"]);
+            sh(&["ip", "-n", sw, "link", "set", "br0", "up"]);
+            sh(&["ip", "link", "add", uplink, "type", "veth", "peer", "name", "up0", "netns", sw]);
+            for (i, ((host, addr), mac)) in hosts.iter().zip(addrs).zip(macs).enumerate() {
+                let port = format!("p{i}");
+                sh(&[
+                    "ip", "-n", host, "link", "add", "eth0", "address", mac, "type", "veth", "peer", "name",
+                    &port, "netns", sw,
+                ]);
+                sh(&["ip", "-n", host, "addr", "add", &format!("{addr}/24"), "dev", "eth0"]);
+                sh(&["ip", "-n", host, "link", "set", "eth0", "up"]);
+                offloads_off(Some(host), "eth0");
+                sh(&["ip", "-n", sw, "link", "set", &port, "master", "br0", "up"]);
+                offloads_off(Some(sw), &port);
+            }
+            sh(&["ip", "-n", sw, "link", "set", "up0", "master", "br0", "up"]);
+            offloads_off(Some(sw), "up0");
+            sh(&["ip", "link", "set", uplink, "up"]);
+            offloads_off(None, uplink);
+        }
+        for h in &g.inside {
+            sh(&["ip", "-n", h, "route", "add", "default", "via", Self::GW_INSIDE]);
+        }
+        g
+    }
+}
+
+impl Drop for GatewayNet {
+    fn drop(&mut self) {
+        for ns in self.inside.iter().chain(&self.outside).chain(&self.switches) {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+        for dev in [&self.port_in, &self.port_out] {
+            let _ = Command::new("ip").args(["link", "del", dev]).output();
+        }
+    }
+}

@@ -4,12 +4,16 @@
 //! `registry!` invocation below. Dispatch is a `match` per burst, not a virtual call per packet.
 
 pub mod counter;
+pub mod ddos;
 pub mod firewall;
+pub mod gateway;
+pub mod lb;
 pub mod monitor;
 #[cfg(test)]
 mod monitor_tests;
 pub mod nat;
 pub mod policer;
+pub mod whitelist;
 
 use crate::nf::{Burst, Ctx, InitCtx, NetworkFunction, NfError, Report};
 
@@ -89,8 +93,12 @@ macro_rules! registry {
 
 registry! {
     Counter => counter::Counter,
+    Ddos => ddos::Ddos,
     Firewall => firewall::Firewall,
+    Gateway => gateway::Gateway,
     Monitor => monitor::Monitor,
+    Lb => lb::Lb,
     Nat => nat::Nat,
     Policer => policer::Policer,
+    UdpWhitelist => whitelist::Whitelist,
 }

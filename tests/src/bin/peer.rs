@@ -7,6 +7,14 @@
 //!   tcp-probe ADDR PORT MS         try to connect within MS: `connected` or `failed`
 //!   udp-echo PORT COUNT            echo COUNT datagrams back to their sender: `echoed=N`
 //!   udp-ping ADDR PORT COUNT MS    send COUNT datagrams, count replies: `replies=N`
+//!   udp-reflect PORT COUNT         answer COUNT datagrams with the sender's `ip:port` as seen
+//!                                  here: `reflected=N`
+//!   udp-query MS TARGET...         from one socket, ask each `ip:port` target (a reflector)
+//!                                  how it sees us: one `ip:port` (or `none`) per target
+//!   udp-many ADDR PORT N MS        N sockets each ask a reflector once: `replies=R distinct=D`
+//!                                  (D = distinct source endpoints the reflector saw)
+//!   udp-refused ADDR PORT MS       send on a connected socket: `refused` (ECONNREFUSED from
+//!                                  an ICMP port unreachable), `reply` or `timeout`
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -121,9 +129,111 @@ fn main() {
             }
             println!("replies={replies}");
         }
+        "udp-reflect" => udp_reflect(arg(&args, 2, "PORT"), arg(&args, 3, "COUNT")),
+        "udp-query" => {
+            let ms: u64 = arg(&args, 2, "MS");
+            let targets: Vec<SocketAddr> = (3..args.len()).map(|i| arg(&args, i, "TARGET")).collect();
+            let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
+            let seen: Vec<String> =
+                targets.iter().map(|t| ask(&s, *t, ms, 3).unwrap_or_else(|| "none".into())).collect();
+            println!("{}", seen.join(" "));
+        }
+        "udp-many" => {
+            let addr: std::net::IpAddr = arg(&args, 2, "ADDR");
+            let port: u16 = arg(&args, 3, "PORT");
+            let n: usize = arg(&args, 4, "N");
+            let ms: u64 = arg(&args, 5, "MS");
+            udp_many(SocketAddr::new(addr, port), n, ms);
+        }
+        "udp-refused" => {
+            let addr: std::net::IpAddr = arg(&args, 2, "ADDR");
+            let port: u16 = arg(&args, 3, "PORT");
+            let ms: u64 = arg(&args, 4, "MS");
+            let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
+            s.connect((addr, port)).expect("connect");
+            s.set_read_timeout(Some(Duration::from_millis(ms))).expect("timeout");
+            let mut buf = [0u8; 2048];
+            let mut result = "timeout";
+            for _ in 0..3 {
+                let _ = s.send(b"anyone?");
+                match s.recv(&mut buf) {
+                    Ok(_) => result = "reply",
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => result = "refused",
+                    Err(_) => continue,
+                }
+                break;
+            }
+            println!("{result}");
+        }
         _ => {
-            eprintln!("usage: peer tcp-serve|tcp-send|tcp-probe|udp-echo|udp-ping ...");
+            eprintln!("usage: peer tcp-serve|tcp-send|tcp-probe|udp-echo|udp-ping|udp-reflect|udp-query|udp-many|udp-refused ...");
             std::process::exit(2);
         }
     }
+}
+
+fn udp_reflect(port: u16, count: u64) {
+    let s = UdpSocket::bind(("0.0.0.0", port)).expect("bind");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    println!("listening");
+    let mut n = 0;
+    let mut buf = [0u8; 2048];
+    while n < count {
+        let Ok((_, from)) = s.recv_from(&mut buf) else { break };
+        let _ = s.send_to(from.to_string().as_bytes(), from);
+        n += 1;
+    }
+    println!("reflected={n}");
+}
+
+/// Asks reflector `to` how it sees socket `s`, `tries` times at most.
+fn ask(s: &UdpSocket, to: SocketAddr, ms: u64, tries: usize) -> Option<String> {
+    s.set_read_timeout(Some(Duration::from_millis(ms))).expect("timeout");
+    let mut buf = [0u8; 2048];
+    for _ in 0..tries {
+        let _ = s.send_to(b"who am i", to);
+        while let Ok((k, from)) = s.recv_from(&mut buf) {
+            if from == to {
+                return Some(String::from_utf8_lossy(&buf[..k]).into_owned());
+            }
+        }
+    }
+    None
+}
+
+/// `n` concurrent flows to one reflector, each from its own socket (its own inside port).
+fn udp_many(to: SocketAddr, n: usize, ms: u64) {
+    let socks: Vec<UdpSocket> = (0..n).map(|_| UdpSocket::bind("0.0.0.0:0").expect("bind")).collect();
+    let mut seen: Vec<Option<String>> = vec![None; n];
+    let mut buf = [0u8; 2048];
+    for _round in 0..3 {
+        for (i, s) in socks.iter().enumerate() {
+            if seen[i].is_none() {
+                let _ = s.send_to(b"who am i", to);
+                // Pace the burst so the reflector's receive buffer keeps up.
+                if i % 50 == 49 {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+        // Every reply sits in its own socket's buffer: wait once, then collect without blocking.
+        std::thread::sleep(Duration::from_millis(ms));
+        for (i, s) in socks.iter().enumerate() {
+            if seen[i].is_some() {
+                continue;
+            }
+            s.set_nonblocking(true).expect("nonblocking");
+            while let Ok((k, from)) = s.recv_from(&mut buf) {
+                if from == to {
+                    seen[i] = Some(String::from_utf8_lossy(&buf[..k]).into_owned());
+                }
+            }
+        }
+        if seen.iter().all(Option::is_some) {
+            break;
+        }
+    }
+    let replies = seen.iter().filter(|s| s.is_some()).count();
+    let distinct: std::collections::HashSet<&String> = seen.iter().flatten().collect();
+    println!("replies={replies} distinct={}", distinct.len());
 }

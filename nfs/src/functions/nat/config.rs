@@ -24,6 +24,19 @@ pub enum Filtering {
     AddressAndPortDependent,
 }
 
+/// Where a hairpinned packet (inside to a public endpoint of this NAT) goes once translated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Hairpin {
+    /// Straight back out of the port it came in on (`Verdict::Out`): right for a
+    /// bump-in-the-wire NAT, where the frame's MAC addresses already suit the inside segment.
+    #[default]
+    Reflect,
+    /// On along the chain (`Verdict::Continue`), so a later step (the `gateway` NF) routes it
+    /// on its translated destination and rewrites its MAC addresses.
+    Route,
+}
+
 /// Idle timeouts in seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -86,6 +99,9 @@ pub struct NatConfig {
     pub refill_batch: usize,
     #[serde(default, rename = "forward")]
     pub forwards: Vec<ForwardConfig>,
+    /// What happens to hairpinned packets once translated.
+    #[serde(default)]
+    pub hairpin: Hairpin,
 }
 
 fn default_ports() -> PortRange {
@@ -134,6 +150,7 @@ pub struct Settings {
     pub filtering: Filtering,
     pub forwards: Vec<Forward>,
     pub timeouts: Timeouts,
+    pub hairpin: Hairpin,
 }
 
 impl Settings {
@@ -247,6 +264,7 @@ impl Settings {
             filtering: config.filtering,
             forwards,
             timeouts: t,
+            hairpin: config.hairpin,
         })
     }
 }

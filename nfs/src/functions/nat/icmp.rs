@@ -179,7 +179,10 @@ impl Nat {
             // quote now names the sender's public endpoint, which the inbound half resolves.
             self.icmp_error(now, frame, meta, false)?;
             self.c.hairpinned += 1;
-            return Ok(Verdict::Out(meta.ingress));
+            return Ok(match self.s.hairpin {
+                super::Hairpin::Reflect => Verdict::Out(meta.ingress),
+                super::Hairpin::Route => Verdict::Continue,
+            });
         }
         Ok(Verdict::Continue)
     }

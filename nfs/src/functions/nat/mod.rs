@@ -10,7 +10,8 @@
 //! errors by the datagram they quote (`icmp.rs`); fragments follow their first fragment
 //! (`frag.rs`). An outbound packet to a pool address is hairpinned (RFC 4787 REQ-9, RFC 5382
 //! REQ-8): translated both ways and sent back out of the port it came in on
-//! (`Verdict::Out`); every other translated packet continues along the chain.
+//! (`Verdict::Out`), or with `hairpin = "route"` passed on along the chain for a `gateway`
+//! step to route; every other translated packet continues along the chain.
 //!
 //! # Multiple cores
 //!
@@ -56,7 +57,7 @@ mod tests;
 
 use std::sync::Arc;
 
-pub use config::{Filtering, ForwardConfig, NatConfig, Settings, Timeouts};
+pub use config::{Filtering, ForwardConfig, Hairpin, NatConfig, Settings, Timeouts};
 pub use mapping::{Endpoint, Mapping};
 pub use pool::{PortPool, Slot};
 

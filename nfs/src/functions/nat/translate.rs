@@ -4,7 +4,7 @@
 use super::frag::{FragKey, FragXlat};
 use super::mapping::{self, Endpoint, Mapping};
 use super::pool::Slot;
-use super::{pool_index, Nat, PICK_TRIES};
+use super::{pool_index, Hairpin, Nat, PICK_TRIES};
 use crate::drop::DropReason;
 use crate::flow::core_for;
 use crate::flow::{v4, FlowKey, FAMILY_V4};
@@ -159,7 +159,10 @@ impl Nat {
         // Counted as outbound and inbound too.
         self.inbound(now, frame, meta)?;
         self.c.hairpinned += 1;
-        Ok(Verdict::Out(meta.ingress))
+        Ok(match self.s.hairpin {
+            Hairpin::Reflect => Verdict::Out(meta.ingress),
+            Hairpin::Route => Verdict::Continue,
+        })
     }
 
     /// The public endpoint of a static forward whose inside target sent this packet.

@@ -22,6 +22,19 @@ fn hairpinning_translates_both_ways_and_returns_inside() {
     assert_eq!(v, drop(DropReason::NatNoMapping));
 }
 
+#[test]
+fn hairpin_route_passes_translated_packets_on_along_the_chain() {
+    // Behind a `gateway` step the hairpinned packet must continue, so the gateway can route it
+    // on its translated destination and give it the inside host's MAC.
+    let mut nat: Nat = build(&format!("filtering = \"endpoint_independent\"\nhairpin = \"route\"\n{BASE}"));
+    run(&mut nat, s(1), IN, &udp4(HOST_B, 9000, R1, 3478, b""));
+    let (v, f) = run(&mut nat, s(2), IN, &udp4(HOST_A, 5000, PUB, 9000, b"hi"));
+    assert_eq!(v, Verdict::Continue);
+    assert_eq!(verified(&f), (PUB, 5000, HOST_B, 9000));
+    let c = nat.counters();
+    assert_eq!((c.hairpinned, c.new_mappings, c.outbound, c.inbound), (1, 2, 2, 1));
+}
+
 const FORWARDS: &str = r#"
 inside = "inside"
 public = ["203.0.113.1", "203.0.113.2"]
@@ -99,17 +112,21 @@ fn static_forwards_work_from_outside_and_inside() {
 
 #[test]
 fn icmp_errors_about_hairpinned_datagrams_are_hairpinned() {
-    let mut nat: Nat = build(&format!("filtering = \"endpoint_independent\"\n{BASE}"));
-    run(&mut nat, s(1), IN, &udp4(HOST_B, 9000, R1, 3478, b""));
-    let (_, delivered) = run(&mut nat, s(2), IN, &udp4(HOST_A, 5000, PUB, 9000, b"hi"));
-    // B's port 9000 is closed now: it reports the datagram it got, to A's public endpoint.
-    let err = icmp_error(HOST_B, PUB, &delivered[14..]);
-    let (v, f) = run(&mut nat, s(3), IN, &err);
-    assert_eq!(v, Verdict::Out(PortId(IN)));
-    let (src, _, dst, _) = verified(&f);
-    assert_eq!((src, dst), (PUB, HOST_A));
-    // A sees its own datagram as it sent it: from its inside endpoint to B's public one.
-    assert_eq!(quoted(&f), (HOST_A, 5000, PUB, 9000));
-    let c = nat.counters();
-    assert_eq!((c.icmp_errors, c.hairpinned), (1, 2));
+    // Reflected straight back by default; passed on for a gateway to route with `route`.
+    for (mode, want) in [("reflect", Verdict::Out(PortId(IN))), ("route", Verdict::Continue)] {
+        let mut nat: Nat =
+            build(&format!("filtering = \"endpoint_independent\"\nhairpin = \"{mode}\"\n{BASE}"));
+        run(&mut nat, s(1), IN, &udp4(HOST_B, 9000, R1, 3478, b""));
+        let (_, delivered) = run(&mut nat, s(2), IN, &udp4(HOST_A, 5000, PUB, 9000, b"hi"));
+        // B's port 9000 is closed now: it reports the datagram it got, to A's public endpoint.
+        let err = icmp_error(HOST_B, PUB, &delivered[14..]);
+        let (v, f) = run(&mut nat, s(3), IN, &err);
+        assert_eq!(v, want, "{mode}");
+        let (src, _, dst, _) = verified(&f);
+        assert_eq!((src, dst), (PUB, HOST_A), "{mode}");
+        // A sees its own datagram as it sent it: from its inside endpoint to B's public one.
+        assert_eq!(quoted(&f), (HOST_A, 5000, PUB, 9000), "{mode}");
+        let c = nat.counters();
+        assert_eq!((c.icmp_errors, c.hairpinned), (1, 2), "{mode}");
+    }
 }
