@@ -33,8 +33,8 @@ fn row(r: &BenchResult) -> String {
 
 fn main() {
     let packets = std::env::var("NFLET_BENCH_PACKETS").ok().and_then(|v| v.parse().ok()).unwrap_or(3_000_000);
-    let chains: [&[&str]; 6] =
-        [&["counter"], &["fw"], &["fw", "mon"], &["nat"], &["fw", "mon", "nat"], &["lb"]];
+    let chains: [&[&str]; 7] =
+        [&["counter"], &["fw"], &["fw", "mon"], &["nat"], &["fw", "mon", "nat"], &["lb"], &["policer_flow"]];
     let mut rows = Vec::new();
     for cores in [1, 2] {
         for flows in [10_000u32, 100_000, 1_000_000] {

@@ -22,7 +22,7 @@ pub struct BenchSpec {
     pub packets: u64,
     pub size: u16,
     pub rules: usize,
-    /// NF kinds in order: `fw`, `mon`, `nat`, `lb`, `policer`, `counter`.
+    /// NF kinds in order: `fw`, `mon`, `nat`, `lb`, `policer`, `policer_flow`, `counter`.
     pub chain: Vec<String>,
     pub burst: usize,
 }
@@ -125,6 +125,14 @@ pub fn bench_config(spec: &BenchSpec) -> String {
                 let _ = writeln!(
                     t,
                     "[[nf]]\nname = \"{name}\"\nkind = \"policer\"\n\n[[nf.class]]\nname = \"all\"\ncir = 100000000000\ncbs = 1000000000\nebs = 1000000000\ngreen = {{ kind = \"pass\" }}\nyellow = {{ kind = \"remark\", dscp = 10 }}\nred = {{ kind = \"drop\" }}\n\n[[nf.rule]]\nclass = \"all\"\n"
+                );
+            }
+            "policer_flow" => {
+                // As `policer`, but every flow gets its own bucket in a table sized like the
+                // other NFs' (flows plus a quarter).
+                let _ = writeln!(
+                    t,
+                    "[[nf]]\nname = \"{name}\"\nkind = \"policer\"\n\n[[nf.class]]\nname = \"all\"\nper = \"flow\"\nflows = {capacity}\ncir = 100000000000\ncbs = 1000000000\nebs = 1000000000\ngreen = {{ kind = \"pass\" }}\nyellow = {{ kind = \"remark\", dscp = 10 }}\nred = {{ kind = \"drop\" }}\n\n[[nf.rule]]\nclass = \"all\"\n"
                 );
             }
             other => {

@@ -7,3 +7,4 @@ pub mod config;
 pub mod dataplane;
 pub mod port;
 pub mod report;
+pub mod traffic;

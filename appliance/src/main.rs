@@ -14,6 +14,7 @@ use nflet::config::Config;
 use nflet::dataplane::open::Offline;
 use nflet::dataplane::{build_pipelines, run, RunOptions, Summary};
 use nflet::report;
+use nflet::traffic::gen::{run_gen, GenOptions};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -75,6 +76,28 @@ enum Command {
         #[arg(long, default_value_t = 32)]
         burst: usize,
     },
+    /// Generate probed traffic and measure what reaches the analyzer ports: throughput, loss,
+    /// duplicates, reordering and latency percentiles.
+    Gen {
+        /// The configuration: generator and/or pcap (`read`) ports send, analyzer ports
+        /// measure.
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Stop sending after this many seconds (default: when every generator reached its
+        /// `count`; Ctrl-C also stops sending).
+        #[arg(short, long)]
+        duration: Option<f64>,
+        /// Once sending has stopped, wait this many milliseconds without arrivals before
+        /// ending.
+        #[arg(long, default_value_t = 500)]
+        drain_ms: u64,
+        /// Write the report as JSON to this file (`-`: to stdout, with the text on stderr).
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// No per-second counter lines.
+        #[arg(short, long)]
+        quiet: bool,
+    },
     /// Validate a configuration and build every NF without starting traffic.
     Check {
         #[arg(short, long)]
@@ -100,6 +123,9 @@ fn stop_on_signals() -> Arc<AtomicBool> {
 }
 
 fn main() -> ExitCode {
+    if nflet_boot::is_init() {
+        boot_main();
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
     match dispatch(cli.command) {
@@ -109,6 +135,54 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// nflet as PID 1 of a VM or box: boot duties, then the appliance on the configuration the
+/// boot code found, then power-off (or halt/reboot after a fatal error). Never returns.
+fn boot_main() -> ! {
+    // The serial console: millisecond timestamps for boot timing, no colour codes.
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .write_style(env_logger::WriteStyle::Never)
+        .init();
+    let boot = nflet_boot::start();
+    let outcome = run_booted(&boot);
+    boot.finish(outcome)
+}
+
+fn run_booted(boot: &nflet_boot::Boot) -> Result<(), String> {
+    let src = boot.config();
+    let origin = src.origin.to_string();
+    let cfg = match src.text {
+        Some(text) => Config::parse(&origin, &text?).map_err(|e| e.to_string())?,
+        None => Config::embedded().map_err(|e| e.to_string())?,
+    };
+    // Hugepages for DPDK: its packet buffers (~2.4 KiB each) plus 192 MiB for EAL's own
+    // memory, rings and tables; capped by the boot code at a quarter of memory, overridden by
+    // `nflet.hugepages`. State arenas use hugepages only when some are left over.
+    let mbuf_pages = u64::from(cfg.dpdk.mbufs) * 2432 / (2 << 20) + 1;
+    boot.reserve_hugepages(96 + mbuf_pages);
+    let pci: Vec<String> = cfg
+        .ports
+        .iter()
+        .filter_map(|p| match &p.kind {
+            nflet::config::RawPortKind::Dpdk(d) if nflet::config::is_pci_address(&d.device) => {
+                Some(d.device.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    boot.bind_nics(&pci).map_err(|e| e.to_string())?;
+    log::info!(
+        "boot: running {} on {} core(s), {} ms after PID 1 started",
+        cfg.source,
+        cfg.settings.cores,
+        boot.started.elapsed().as_millis()
+    );
+    let opts = RunOptions { duration: None, live: false, warmup: 0, offline: None, progress: None };
+    let summary = run(&cfg, &opts, boot.stop_flag()).map_err(|e| e.to_string())?;
+    println!("{}", report::summary(&summary));
+    Ok(())
 }
 
 fn dispatch(command: Command) -> Result<(), String> {
@@ -182,6 +256,35 @@ fn dispatch(command: Command) -> Result<(), String> {
             };
             let r = bench(&spec).map_err(|e| e.to_string())?;
             println!("{r}");
+            Ok(())
+        }
+        Command::Gen { config, duration, drain_ms, json, quiet } => {
+            let cfg = Config::load(&config).map_err(|e| e.to_string())?;
+            if let Some(d) = duration {
+                if !(d.is_finite() && d > 0.0) {
+                    return Err(format!("--duration: expected a positive number of seconds, got {d}"));
+                }
+            }
+            let opts = GenOptions {
+                duration: duration.map(Duration::from_secs_f64),
+                drain: Duration::from_millis(drain_ms),
+                live: !quiet,
+            };
+            log::info!("generating from {}; Ctrl-C stops sending", cfg.source);
+            let out = run_gen(cfg, &opts, stop_on_signals()).map_err(|e| e.to_string())?;
+            let text = format!("{}\n{}", report::summary(&out.summary), out.report.text());
+            match json {
+                Some(path) if path.as_os_str() == "-" => {
+                    eprintln!("{text}");
+                    println!("{}", out.report.to_json());
+                }
+                Some(path) => {
+                    println!("{text}");
+                    std::fs::write(&path, out.report.to_json() + "\n")
+                        .map_err(|e| format!("--json: cannot write {}: {e}", path.display()))?;
+                }
+                None => println!("{text}"),
+            }
             Ok(())
         }
         Command::Check { config } => {

@@ -80,7 +80,11 @@ pub fn summary(s: &Summary) -> String {
         }
     }
     if t.steered_out > 0 {
-        let _ = writeln!(o, "software steering: {} frames moved between cores", t.steered_out);
+        let _ = writeln!(
+            o,
+            "software steering: {} frames moved between cores ({} to the core holding their NF state)",
+            t.steered_out, t.steered_by_nf
+        );
     }
     let _ = write!(o, "rate: {:.3} Mpps received", rx.packets as f64 / secs / 1e6);
     o

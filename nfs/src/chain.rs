@@ -12,7 +12,7 @@
 
 use crate::drop::{DropCounters, DropReason};
 use crate::functions::AnyNf;
-use crate::ids::{Label, PortId};
+use crate::ids::{CoreId, Label, PortId};
 use crate::nf::{Burst, Ctx, Report, Verdict};
 use crate::packet::{IpProtocol, Meta};
 
@@ -92,6 +92,8 @@ pub struct Pipeline {
     pub nfs: Vec<NfSlot>,
     pub chains: Vec<Chain>,
     pub chain_stats: Vec<ChainStats>,
+    /// Per chain, the NFs (pipeline indices) that steer at ingress, in step order.
+    steerers: Vec<Vec<usize>>,
     labels: Vec<Label>,
     scratch: Vec<Vec<u16>>,
 }
@@ -99,7 +101,46 @@ pub struct Pipeline {
 impl Pipeline {
     pub fn new(nfs: Vec<NfSlot>, chains: Vec<Chain>) -> Pipeline {
         let chain_stats = vec![ChainStats::default(); chains.len()];
-        Pipeline { nfs, chains, chain_stats, labels: Vec::new(), scratch: Vec::new() }
+        fn walk(steps: &[Step], nfs: &[NfSlot], out: &mut Vec<usize>) {
+            for s in steps {
+                match s {
+                    Step::Nf(n) => {
+                        if nfs.get(*n).is_some_and(|slot| slot.nf.steers()) && !out.contains(n) {
+                            out.push(*n);
+                        }
+                    }
+                    Step::Distribute { branches, default, .. } => {
+                        for (_, b) in branches {
+                            walk(b, nfs, out);
+                        }
+                        walk(default.as_deref().unwrap_or_default(), nfs, out);
+                    }
+                }
+            }
+        }
+        let steerers = chains
+            .iter()
+            .map(|c| {
+                let mut v = Vec::new();
+                walk(&c.steps, &nfs, &mut v);
+                v
+            })
+            .collect();
+        Pipeline { nfs, chains, chain_stats, steerers, labels: Vec::new(), scratch: Vec::new() }
+    }
+
+    /// True when chain `chain` holds an NF that steers frames at ingress
+    /// ([`NetworkFunction::steer`](crate::nf::NetworkFunction::steer)).
+    pub fn steers(&self, chain: usize) -> bool {
+        self.steerers.get(chain).is_some_and(|v| !v.is_empty())
+    }
+
+    /// The core the NFs of chain `chain` steer a frame entering it to: the first NF (in step
+    /// order) with an opinion, or `None`.
+    #[inline]
+    pub fn steer(&self, chain: usize, meta: &Meta, frame: &[u8]) -> Option<CoreId> {
+        let steerers = self.steerers.get(chain)?;
+        steerers.iter().find_map(|&n| self.nfs.get(n).and_then(|slot| slot.nf.steer(meta, frame)))
     }
 
     /// Runs chain `chain` over the packets listed in `active` (indices into the burst arrays).
@@ -113,7 +154,7 @@ impl Pipeline {
         verdicts: &mut [Verdict],
         active: &[u16],
     ) {
-        let Pipeline { nfs, chains, chain_stats, labels, scratch } = self;
+        let Pipeline { nfs, chains, chain_stats, labels, scratch, .. } = self;
         let (Some(ch), Some(stats)) = (chains.get(chain), chain_stats.get_mut(chain)) else {
             for &i in active {
                 set(verdicts, i, Verdict::Drop(DropReason::NoChain));

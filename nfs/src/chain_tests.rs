@@ -161,3 +161,58 @@ fn random_and_truncated_frames_never_panic() {
         assert!(v.iter().all(|v| matches!(v, Verdict::Out(_) | Verdict::Drop(_))));
     }
 }
+
+#[test]
+fn chains_holding_a_steering_nf_ask_it_which_core_a_frame_belongs_to() {
+    // A NAT (steers) behind a distribute branch, and a counter (does not), on two cores.
+    let mut shared = SharedRegistry::default();
+    let ports = ["inside".to_string(), "outside".to_string()];
+    let nat_params = "inside = \"inside\"\npublic = \"203.0.113.1\"\nmappings = 1024";
+    let mut pipes: Vec<Pipeline> = (0..2u16)
+        .map(|core| {
+            let mut arena = Arena::new(CoreId(core), 64 << 20, Backing::Normal);
+            let mut slot = |kind: &str, params: &str, name: &str| {
+                let v = toml::Value::Table(toml::from_str::<toml::Table>(params).unwrap());
+                let cfg = AnyConfig::parse(kind, v).unwrap();
+                let mut rt = InitCtx {
+                    name,
+                    core: CoreId(core),
+                    cores: 2,
+                    ports: &ports,
+                    arena: &mut arena,
+                    shared: &mut shared,
+                };
+                NfSlot {
+                    name: name.into(),
+                    nf: AnyNf::init(&cfg, &mut rt).unwrap(),
+                    stats: NfStats::default(),
+                }
+            };
+            let nfs = vec![slot("nat", nat_params, "nat"), slot("counter", "", "c")];
+            let udp_to_nat = Step::Distribute {
+                selector: Selector::Protocol,
+                branches: vec![(Label(17), vec![Step::Nf(0)])],
+                default: Some(vec![]),
+            };
+            let chains = vec![
+                Chain { name: "nat".into(), steps: vec![Step::Nf(1), udp_to_nat], output: None },
+                Chain { name: "plain".into(), steps: vec![Step::Nf(1)], output: None },
+            ];
+            Pipeline::new(nfs, chains)
+        })
+        .collect();
+    assert_eq!((pipes[0].steers(0), pipes[0].steers(1), pipes[0].steers(7)), (true, false, false));
+    // Core 1 maps an inside endpoint.
+    let mut frames = vec![udp4([192, 168, 1, 10], 5000, [198, 51, 100, 1], 53, b"q")];
+    let mut metas = vec![parse(&frames[0], PortId(0), &ParsePolicy::default()).unwrap()];
+    let mut verdicts = vec![Verdict::Continue];
+    let ctx = Ctx { now: Nanos(1), core: CoreId(1) };
+    pipes[1].run(0, &ctx, &mut frames, &mut metas, &mut verdicts, &[0]);
+    let public = parse(&frames[0], PortId(0), &ParsePolicy::default()).unwrap().sport;
+    // Any core's pipeline sends the reply to core 1; a chain without the NAT has no opinion.
+    let reply = udp4([198, 51, 100, 1], 53, [203, 0, 113, 1], public, b"a");
+    let meta = parse(&reply, PortId(1), &ParsePolicy::default()).unwrap();
+    for p in &pipes {
+        assert_eq!((p.steer(0, &meta, &reply), p.steer(1, &meta, &reply)), (Some(CoreId(1)), None));
+    }
+}

@@ -107,7 +107,7 @@ impl FlowKey {
 
 /// The core, among `cores`, that owns flows with symmetric hash `hash`: a multiply-shift
 /// (no modulo) used by the dataplane's software steering, by generators that imitate
-/// symmetric RSS, and by NFs that must predict where a reply lands (NAT port choice).
+/// symmetric RSS, and by NFs that steer by a hash of their own (NAT `steer_outbound`).
 #[inline]
 pub fn core_for(hash: u32, cores: usize) -> usize {
     ((u64::from(hash) * cores as u64) >> 32) as usize

@@ -118,6 +118,25 @@ pub trait NetworkFunction: Send + Sized + 'static {
         burst.for_each(|frame, meta| self.process_packet(ctx, frame, meta));
     }
 
+    /// Ingress steering: the core that must run this frame's chain because it holds the state
+    /// the frame needs (the NAT: the core owning the public port a reply is addressed to).
+    ///
+    /// On a multi-core appliance the dataplane calls it on the receiving core, after parsing
+    /// and before any chain runs, for every frame entering a chain that holds an NF with
+    /// [`NetworkFunction::STEERS`], whatever the port's own flow spreading (RSS or kernel
+    /// fanout cannot know where NF state lives); another core's answer moves the frame to that
+    /// core, where the whole chain then runs. `None` leaves the frame to the port's ordinary
+    /// steering. It runs for every such frame, on any core, with shared access: keep it a few
+    /// loads, with an early out for frames it has no opinion on.
+    #[inline]
+    fn steer(&self, _meta: &Meta, _frame: &[u8]) -> Option<CoreId> {
+        None
+    }
+
+    /// True when [`NetworkFunction::steer`] may return a core (so chains without such an NF
+    /// pay nothing for steering).
+    const STEERS: bool = false;
+
     /// Burst-boundary duties: sweeping idle entries, merging eventual state. Keep it short.
     fn housekeeping(&mut self, _ctx: &Ctx) {}
 
@@ -173,7 +192,9 @@ impl InitCtx<'_> {
         )
     }
 
-    /// Global read-only state: built once (on the first core) and shared immutably.
+    /// Global read-only state: built once (on the first core) and shared immutably. (Also the
+    /// home of state whose only writes are atomic and rare, like an
+    /// [`OwnerMap`](crate::state::OwnerMap).)
     pub fn global_read<T: Send + Sync + 'static>(
         &mut self,
         key: &str,

@@ -37,6 +37,22 @@ pub struct Settings {
     pub idle_sleep_us: u64,
 }
 
+/// True when `device` names a PCI device (`0000:00:04.0` or `00:04.0`) rather than a
+/// virtual device.
+pub fn is_pci_address(device: &str) -> bool {
+    let d = device.as_bytes();
+    let hex = |r: std::ops::Range<usize>| d.get(r).is_some_and(|s| s.iter().all(u8::is_ascii_hexdigit));
+    let short = |o: usize| {
+        d.len() == o + 7
+            && hex(o..o + 2)
+            && d.get(o + 2) == Some(&b':')
+            && hex(o + 3..o + 5)
+            && d.get(o + 5) == Some(&b'.')
+            && d.get(o + 6).is_some_and(|c| (b'0'..=b'7').contains(c))
+    };
+    short(0) || (hex(0..4) && d.get(4) == Some(&b':') && short(5))
+}
+
 /// A validated port.
 #[derive(Debug)]
 pub struct PortConfig {
@@ -93,7 +109,8 @@ impl Config {
         let raw: raw::RawConfig = toml::from_str(text).map_err(|e| {
             let at =
                 e.span().map_or(Location { file: file.to_string(), line: 0, column: 0 }, |s| map.at(s.start));
-            ConfigError { at, key: String::new(), message: e.message().trim().to_string() }
+            let key = e.span().map(|s| key_at(text, s.start)).unwrap_or_default();
+            ConfigError { at, key, message: e.message().trim().to_string() }
         })?;
         validate(&map, raw)
     }
@@ -322,6 +339,28 @@ fn validate(map: &SourceMap<'_>, raw: raw::RawConfig) -> Result<Config, ConfigEr
         ));
     }
     Ok(Config { source: map.file.to_string(), settings, parse, ports, dpdk, nfs, chains })
+}
+
+/// The dotted key (`section.key`) written on the line holding byte `offset`, for errors the
+/// TOML parser reports with a position only (wrong value types).
+fn key_at(text: &str, offset: usize) -> String {
+    let before = text.get(..offset).unwrap_or(text);
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text.get(line_start..).and_then(|t| t.lines().next()).unwrap_or("");
+    let key = line.split_once('=').map_or("", |(k, _)| k.trim().trim_matches('"'));
+    let section = before
+        .get(..line_start)
+        .unwrap_or("")
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map_or("", |l| l.trim_matches(|c| c == '[' || c == ']').trim());
+    match (section.is_empty(), key.is_empty()) {
+        (_, true) => section.to_string(),
+        (true, false) => key.to_string(),
+        (false, false) => format!("{section}.{key}"),
+    }
 }
 
 /// The first name in backquotes in a message (serde's "unknown field `x`").

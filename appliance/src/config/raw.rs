@@ -119,10 +119,12 @@ pub enum RawPortKind {
     AfPacket(RawAfPacket),
     /// A DPDK poll-mode port: a PCI NIC or a virtual device.
     Dpdk(RawDpdkPort),
+    /// Measures the probes in what is sent to it, then discards it (`nflet gen`).
+    Analyzer(RawAnalyzer),
 }
 
 /// The port kinds, as written in `kind = "..."`.
-pub const PORT_KINDS: &[&str] = &["generator", "sink", "pcap", "af_packet", "dpdk"];
+pub const PORT_KINDS: &[&str] = &["generator", "sink", "pcap", "af_packet", "dpdk", "analyzer"];
 
 impl RawPortKind {
     /// Parses the parameters of a port of `kind`.
@@ -135,6 +137,7 @@ impl RawPortKind {
             "pcap" => v.try_into().map(RawPortKind::Pcap).map_err(e),
             "af_packet" => v.try_into().map(RawPortKind::AfPacket).map_err(e),
             "dpdk" => v.try_into().map(RawPortKind::Dpdk).map_err(e),
+            "analyzer" => v.try_into().map(RawPortKind::Analyzer).map_err(e),
             other => Err(format!("unknown port kind `{other}`; expected one of: {}", PORT_KINDS.join(", "))),
         }
     }
@@ -144,11 +147,33 @@ impl RawPortKind {
 #[serde(deny_unknown_fields)]
 pub struct RawSink {}
 
+/// `[[port]] kind = "analyzer"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAnalyzer {
+    /// Streams (generator flows) tracked per core for loss and reordering; probes of further
+    /// streams are counted as untracked.
+    pub streams: usize,
+}
+
+impl Default for RawAnalyzer {
+    fn default() -> Self {
+        RawAnalyzer { streams: 65_536 }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPcap {
     pub read: Option<String>,
     pub write: Option<String>,
+    /// Replay `read` at this many frames per second (0: as fast as possible).
+    #[serde(default)]
+    pub rate_pps: u64,
+    /// Stamp a probe into each replayed TCP/UDP frame with room for it (`nflet gen` turns it
+    /// on); other frames are replayed unchanged.
+    #[serde(default)]
+    pub probe: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -219,6 +244,9 @@ pub struct RawGenerator {
     /// Send every flow once, in order, before the random mix (so a benchmark can set all
     /// flows up first and measure the steady state separately).
     pub setup_pass: bool,
+    /// Write a probe (session, stream, sequence number, TX time) into every frame's payload,
+    /// for an analyzer port to measure; `nflet gen` turns it on.
+    pub probe: bool,
     pub src: Prefix,
     pub dst: Prefix,
 }
@@ -234,6 +262,7 @@ impl Default for RawGenerator {
             count: 0,
             seed: 1,
             setup_pass: false,
+            probe: false,
             src: Prefix { addr: nflet_nfs::flow::v4([10, 0, 0, 0]), len: 8, family: 4 },
             dst: Prefix { addr: nflet_nfs::flow::v4([198, 18, 0, 0]), len: 15, family: 4 },
         }

@@ -49,7 +49,7 @@ steps = ["c1", { distribute = "protocol", branches = { tcp = ["c2"], 17 = [] }, 
 fn errors_name_file_line_key_and_expectation() {
     let cases: &[(&str, &str, usize, &str)] = &[
         ("[appliance]\ncores = 0\n", "appliance.cores", 2, "1 to 64"),
-        ("[appliance]\ncorez = 2\n", "", 2, "unknown field `corez`"),
+        ("[appliance]\ncorez = 2\n", "appliance.corez", 2, "unknown field `corez`"),
         ("[appliance]\ncores = 2\ncpus = [0]\n", "appliance.cpus", 3, "one CPU per worker core (2 of them), got 1"),
         ("[appliance]\ncpus = [4096]\n", "appliance.cpus", 2, "CPU 4096 does not exist"),
         ("[[port]]\nname = \"p\"\nkind = \"warp\"\n", "port[p]", 1, "unknown port kind `warp`"),
@@ -66,7 +66,7 @@ fn errors_name_file_line_key_and_expectation() {
             4,
             "unknown field `conections`",
         ),
-        ("[[nf]]\nname = \"x\"\nkind = \"nope\"\n", "nf[x]", 1, "compiled-in kinds: counter, firewall"),
+        ("[[nf]]\nname = \"x\"\nkind = \"nope\"\n", "nf[x]", 1, "compiled-in kinds: counter, ddos, firewall"),
         (
             "[[nf]]\nname = \"fw\"\nkind = \"firewall\"\n[[nf.rule]]\naction = \"allow\"\nsrc = \"10.0.0/8\"\n",
             "nf[fw]",
@@ -156,4 +156,13 @@ steps = []
 fn missing_file_is_reported() {
     let e = Config::load(Path::new("/nonexistent/nflet.toml")).unwrap_err();
     assert!(e.to_string().starts_with("/nonexistent/nflet.toml: cannot read"), "{e}");
+}
+
+#[test]
+fn type_errors_name_the_key() {
+    let e = Config::parse("t.toml", "[appliance]\ncores = 1\nburst = \"lots\"\n").unwrap_err();
+    assert_eq!((e.at.line, e.key.as_str()), (3, "appliance.burst"), "{e}");
+    assert!(e.to_string().starts_with("t.toml:3:9: `appliance.burst`: invalid type"), "{e}");
+    let e = Config::parse("t.toml", "[[port]]\nname = 7\n").unwrap_err();
+    assert_eq!(e.key, "port.name", "{e}");
 }

@@ -2,9 +2,14 @@
 //!
 //! A core owns everything it touches on the packet path: its receive and transmit queues,
 //! its buffer pool, its NF instances and their state. The only cross-core traffic is
-//! software steering (frames whose flow hash belongs to another core, for ports that do not
-//! spread flows themselves) through bounded lock-free queues, and the counter snapshot it
-//! publishes every 100 ms.
+//! software steering through bounded lock-free queues, and the counter snapshot it publishes
+//! every 100 ms. A frame is steered to another core when
+//! - an NF of the chain it enters names that core
+//!   ([`NetworkFunction::steer`](nflet_nfs::nf::NetworkFunction::steer): the NAT, for replies
+//!   to a public port another core owns), whatever the port's own spreading; else
+//! - its flow hash belongs to that core, for ports that do not spread flows themselves.
+//!
+//! A steered frame runs its whole chain on the core it was moved to, and is not steered again.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -35,6 +40,15 @@ pub type Steered = (PktBuf, Meta);
 #[derive(Debug, Clone)]
 pub struct Steering {
     pub inbound: Vec<Arc<ArrayQueue<Steered>>>,
+}
+
+/// How the frames of one receive burst may be steered (module doc).
+#[derive(Debug, Clone, Copy)]
+struct Steer {
+    /// By flow hash: the port does not spread flows itself.
+    by_hash: bool,
+    /// By an NF of the frame's chain.
+    by_nf: bool,
 }
 
 /// Shared run control.
@@ -100,6 +114,10 @@ impl CoreLoop {
             rx: Vec::with_capacity(cap),
             pending: (0..ports).map(|_| Vec::with_capacity(cap)).collect(),
         };
+        // Per port: does a chain entered from it hold an NF that steers at ingress?
+        let nf_steer: Vec<bool> = (0..ports)
+            .map(|p| self.cores > 1 && self.chains.chains_of(p).any(|c| self.pipeline.steers(c)))
+            .collect();
         let mut exhausted = vec![false; self.rx.len()];
         let mut inputs_done = self.rx.is_empty();
         if inputs_done {
@@ -125,7 +143,10 @@ impl CoreLoop {
                     RxStatus::Received(0) => {}
                     RxStatus::Received(n) => {
                         got += n;
-                        let steer = self.cores > 1 && !queue.steered();
+                        let steer = Steer {
+                            by_hash: self.cores > 1 && !queue.steered(),
+                            by_nf: nf_steer.get(usize::from(port.0)).copied().unwrap_or(false),
+                        };
                         if let Some(l) = stats.port_lost.get_mut(usize::from(port.0)) {
                             *l = queue.lost();
                         }
@@ -180,20 +201,29 @@ impl CoreLoop {
         stats
     }
 
-    /// Parses the received frames into the work arrays; hands frames of other cores' flows to
-    /// them when steering.
-    fn ingest(&mut self, port: PortId, steer: bool, w: &mut Work, stats: &mut CoreStats) {
+    /// Parses the received frames into the work arrays; hands frames that belong to other
+    /// cores to them (module doc).
+    fn ingest(&mut self, port: PortId, steer: Steer, w: &mut Work, stats: &mut CoreStats) {
         let mut rx = super::stats::Tally::default();
+        let me = usize::from(self.id.0);
         for buf in w.rx.drain(..) {
             rx.add(buf.len());
             match parse(buf.data(), port, &self.policy) {
                 Ok(meta) => {
-                    if steer {
-                        let target = nflet_nfs::flow::core_for(meta.hash, self.cores);
-                        if target != usize::from(self.id.0) {
-                            self.steer(target, buf, meta, stats);
-                            continue;
-                        }
+                    let by_nf = if steer.by_nf {
+                        self.chains
+                            .select(&meta)
+                            .and_then(|c| self.pipeline.steer(c, &meta, buf.data()))
+                            .map(|core| usize::from(core.0))
+                            .filter(|&t| t < self.cores)
+                    } else {
+                        None
+                    };
+                    let target = by_nf
+                        .or_else(|| steer.by_hash.then(|| nflet_nfs::flow::core_for(meta.hash, self.cores)));
+                    if let Some(target) = target.filter(|&t| t != me) {
+                        self.steer(target, buf, meta, by_nf.is_some(), stats);
+                        continue;
                     }
                     w.frames.push(buf);
                     w.metas.push(meta);
@@ -209,14 +239,17 @@ impl CoreLoop {
         }
     }
 
-    fn steer(&mut self, target: usize, buf: PktBuf, meta: Meta, stats: &mut CoreStats) {
+    fn steer(&mut self, target: usize, buf: PktBuf, meta: Meta, by_nf: bool, stats: &mut CoreStats) {
         let q = self.steering.as_ref().and_then(|s| s.inbound.get(target));
         let Some(q) = q else { return };
         // A full queue hands the frame back; it is dropped and counted.
         #[allow(clippy::result_large_err)]
         let pushed = q.push((buf, meta));
         match pushed {
-            Ok(()) => stats.steered_out += 1,
+            Ok(()) => {
+                stats.steered_out += 1;
+                stats.steered_by_nf += u64::from(by_nf);
+            }
             Err((buf, _)) => {
                 stats.drops.count(DropReason::SteeringFull);
                 self.pool.put(buf);

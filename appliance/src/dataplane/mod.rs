@@ -7,6 +7,8 @@ pub mod select;
 
 pub mod stats;
 #[cfg(test)]
+mod steer_tests;
+#[cfg(test)]
 mod tests;
 
 use std::sync::atomic::Ordering;
@@ -26,6 +28,8 @@ use self::open::{open_ports, CoreQueues, Offline};
 use self::stats::{CoreStats, Snapshot};
 use crate::config::Config;
 use crate::port::{BufPool, PortError};
+use crate::traffic::streams::ProbeStats;
+use crate::traffic::ProbeSession;
 
 /// Why the appliance could not start.
 #[derive(Debug)]
@@ -120,6 +124,8 @@ pub struct Summary {
     pub sinks: Vec<(String, u64, u64)>,
     pub chain_names: Vec<String>,
     pub port_names: Vec<String>,
+    /// Analyzer ports by name, with their stats merged over cores (filled at the end of a run).
+    pub analyzers: Vec<(String, ProbeStats)>,
 }
 
 /// Runs the appliance described by `config` until it stops; returns the counters.
@@ -128,9 +134,20 @@ pub fn run(
     opts: &RunOptions<'_>,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<Summary, StartError> {
+    run_in_session(config, opts, stop, &ProbeSession::new())
+}
+
+/// [`run`], with probing generators and analyzer ports in `session` (whose halt flag then
+/// stops the generators while the rest runs on).
+pub fn run_in_session(
+    config: &Config,
+    opts: &RunOptions<'_>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    session: &ProbeSession,
+) -> Result<Summary, StartError> {
     let cores = config.settings.cores;
     let (pipelines, _arenas) = build_pipelines(config)?;
-    let CoreQueues { rx, tx, sinks } = open_ports(config, opts.offline.as_ref())?;
+    let CoreQueues { rx, tx, sinks, analyzers } = open_ports(config, opts.offline.as_ref(), session)?;
     let control = Arc::new(Control::default());
     control.live_inputs.store(cores, Ordering::Release);
     let steering = (cores > 1).then(|| Steering {
@@ -218,6 +235,17 @@ pub fn run(
     let snaps: Vec<Snapshot> = publish.iter().map(|p| p.lock().clone()).collect();
     let mut summary = merge(&snaps, started.elapsed(), config, &sinks);
     summary.cores = per_core;
+    // The cores have ended and their analyzer queues handed over their stats.
+    summary.analyzers = analyzers
+        .iter()
+        .map(|(name, slots)| {
+            let mut merged = ProbeStats::default();
+            for s in slots {
+                merged.merge(&s.lock());
+            }
+            (name.clone(), merged)
+        })
+        .collect();
     Ok(summary)
 }
 
@@ -250,6 +278,7 @@ fn merge(
             .collect(),
         chain_names: config.chains.iter().map(|c| c.name.clone()).collect(),
         port_names: config.port_names(),
+        analyzers: Vec::new(),
     }
 }
 

@@ -6,9 +6,12 @@ use std::sync::Arc;
 use nflet_nfs::ids::PortId;
 
 use crate::config::{Config, RawPortKind};
+use crate::port::analyzer::{Analyzer, AnalyzerSlots};
 use crate::port::generator::Generator;
+use crate::port::replay::Replay;
 use crate::port::sink::{Sink, SinkTotals};
 use crate::port::{af_packet, pcap, PortError, RxQueue, TxQueue};
+use crate::traffic::ProbeSession;
 
 /// Queues of all ports, dealt out per core.
 pub struct CoreQueues {
@@ -17,6 +20,8 @@ pub struct CoreQueues {
     pub tx: Vec<Vec<Option<Box<dyn TxQueue>>>>,
     /// Sink totals by port name.
     pub sinks: Vec<(String, Arc<SinkTotals>)>,
+    /// Each analyzer port's per-core stats slots, by port name.
+    pub analyzers: Vec<(String, AnalyzerSlots)>,
 }
 
 impl std::fmt::Debug for CoreQueues {
@@ -34,14 +39,20 @@ pub struct Offline<'a> {
     pub output: &'a Path,
 }
 
-/// Opens every port of `config` for `cores` cores.
-pub fn open_ports(config: &Config, offline: Option<&Offline<'_>>) -> Result<CoreQueues, PortError> {
+/// Opens every port of `config` for `cores` cores; probing generators and analyzers share
+/// `session`.
+pub fn open_ports(
+    config: &Config,
+    offline: Option<&Offline<'_>>,
+    session: &ProbeSession,
+) -> Result<CoreQueues, PortError> {
     let cores = config.settings.cores;
     let nports = config.ports.len();
     let mut q = CoreQueues {
         rx: (0..cores).map(|_| Vec::new()).collect(),
         tx: (0..cores).map(|_| (0..nports).map(|_| None).collect()).collect(),
         sinks: Vec::new(),
+        analyzers: Vec::new(),
     };
     if let Some(off) = offline {
         let reader = pcap::open_reader("input", off.input)?;
@@ -74,7 +85,9 @@ pub fn open_ports(config: &Config, offline: Option<&Offline<'_>>) -> Result<Core
         match &port.kind {
             RawPortKind::Generator(g) => {
                 for (c, rx) in q.rx.iter_mut().enumerate() {
-                    rx.push((id, Box::new(Generator::new(g, c, cores))));
+                    let gen = Generator::new(g, c, cores);
+                    let gen = if g.probe { gen.with_probe(session.clone(), id.0) } else { gen };
+                    rx.push((id, Box::new(gen)));
                 }
             }
             RawPortKind::Sink => {
@@ -86,7 +99,16 @@ pub fn open_ports(config: &Config, offline: Option<&Offline<'_>>) -> Result<Core
                 }
                 q.sinks.push((name.to_string(), totals));
             }
-            RawPortKind::Pcap(crate::config::raw::RawPcap { read, write }) => {
+            RawPortKind::Analyzer(a) => {
+                let slots: AnalyzerSlots = (0..cores).map(|_| Arc::default()).collect();
+                for (tx, slot) in q.tx.iter_mut().zip(&slots) {
+                    if let Some(s) = tx.get_mut(i) {
+                        *s = Some(Box::new(Analyzer::new(session.clone(), a.streams, Arc::clone(slot))));
+                    }
+                }
+                q.analyzers.push((name.to_string(), slots));
+            }
+            RawPortKind::Pcap(crate::config::raw::RawPcap { read, write, rate_pps, probe }) => {
                 if read.is_none() && write.is_none() {
                     return Err(PortError::Config {
                         port: name.to_string(),
@@ -95,8 +117,14 @@ pub fn open_ports(config: &Config, offline: Option<&Offline<'_>>) -> Result<Core
                 }
                 if let Some(path) = read {
                     let reader = pcap::open_reader(name, Path::new(path))?;
+                    let rxq: Box<dyn RxQueue> = if *rate_pps > 0 || *probe {
+                        let stamp = probe.then(|| (session.clone(), id.0));
+                        Box::new(Replay::new(reader, *rate_pps, stamp))
+                    } else {
+                        Box::new(reader)
+                    };
                     if let Some(rx) = q.rx.get_mut(i % cores) {
-                        rx.push((id, Box::new(reader)));
+                        rx.push((id, rxq));
                     }
                 }
                 if let Some(path) = write {

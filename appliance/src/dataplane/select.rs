@@ -72,6 +72,16 @@ impl ChainSelector {
         ChainSelector { ports }
     }
 
+    /// Every chain frames of port `port` may enter.
+    pub fn chains_of(&self, port: usize) -> impl Iterator<Item = usize> + '_ {
+        let (list, one): (&[(Classifier, usize)], Option<usize>) = match self.ports.get(port) {
+            None | Some(PortChains::None) => (&[], None),
+            Some(PortChains::One(c)) => (&[], Some(*c)),
+            Some(PortChains::Classified(list, default)) => (list, *default),
+        };
+        list.iter().map(|(_, c)| *c).chain(one)
+    }
+
     /// The chain for a parsed frame, or `None` (dropped as `no_chain`).
     #[inline]
     pub fn select(&self, m: &Meta) -> Option<usize> {

@@ -37,6 +37,8 @@ pub struct CoreStats {
     /// Frames handed to / taken from other cores by software steering.
     pub steered_out: u64,
     pub steered_in: u64,
+    /// Of `steered_out`, frames an NF steered to the core holding their state.
+    pub steered_by_nf: u64,
     pub polls: u64,
     pub busy_polls: u64,
     /// Nanoseconds spent in iterations that had packets (parse + chains + tx).
@@ -82,6 +84,7 @@ impl CoreStats {
         self.drops.add(&o.drops);
         self.steered_out += o.steered_out;
         self.steered_in += o.steered_in;
+        self.steered_by_nf += o.steered_by_nf;
         self.polls += o.polls;
         self.busy_polls += o.busy_polls;
         self.busy_ns += o.busy_ns;

@@ -55,20 +55,9 @@ struct Env {
 
 static ENV: Mutex<Option<Result<Env, String>>> = Mutex::new(None);
 
-/// True when `device` names a PCI device (`0000:00:04.0` or `00:04.0`) rather than a
-/// virtual device.
+/// True when `device` names a PCI device rather than a virtual device.
 pub fn is_pci(device: &str) -> bool {
-    let d = device.as_bytes();
-    let hex = |r: std::ops::Range<usize>| d.get(r).is_some_and(|s| s.iter().all(u8::is_ascii_hexdigit));
-    let short = |o: usize| {
-        d.len() == o + 7
-            && hex(o..o + 2)
-            && d.get(o + 2) == Some(&b':')
-            && hex(o + 3..o + 5)
-            && d.get(o + 5) == Some(&b'.')
-            && d.get(o + 6).is_some_and(|c| (b'0'..=b'7').contains(c))
-    };
-    short(0) || (hex(0..4) && d.get(4) == Some(&b':') && short(5))
+    crate::config::is_pci_address(device)
 }
 
 /// The full PCI address DPDK names a device by (`00:04.0` → `0000:00:04.0`).
@@ -317,7 +306,12 @@ pub fn open(name: &str, cfg: &RawDpdkPort, cores: usize) -> Result<OpenedPort, P
         info.driver,
         mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"),
         if rss { ", symmetric RSS" } else if kernel_fanout { ", kernel fanout" } else if cores > 1 { ", software steering" } else { "" },
-        if link.up { format!("up {} Mbit/s", link.speed_mbps) } else { "down".into() }
+        match (link.up, link.speed_mbps) {
+            (false, _) => "down".to_string(),
+            // RTE_ETH_SPEED_NUM_UNKNOWN: virtual NICs have no speed.
+            (true, u32::MAX | 0) => "up".to_string(),
+            (true, s) => format!("up {s} Mbit/s"),
+        }
     );
     let rx: Vec<Box<dyn RxQueue>> = (0..nrx)
         .map(|q| {

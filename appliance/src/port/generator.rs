@@ -6,6 +6,12 @@
 //! them) with valid checksums, fixed-size or IMIX (7:4:1 of 64, 594 and 1518 bytes), paced to
 //! a rate or as fast as the core can go, for a count or forever. Each core polls its own
 //! generator with its own seed, so generators never share anything.
+//!
+//! With a probe ([`Generator::with_probe`], `probe = true`), every frame carries a
+//! [`Probe`] at the start of its payload: the session, the port, the flow as stream, the
+//! flow's own sequence number and the session-clock time of the burst that made it (read once
+//! per burst), all under the L4 checksum. Frames grow to fit it (74 bytes for UDP, 86 for
+//! TCP), and the session's halt flag ends the generator as if its count were reached.
 
 use std::time::Instant;
 
@@ -17,6 +23,8 @@ use nflet_nfs::rng::Rng;
 
 use super::{BufPool, PktBuf, RxQueue, RxStatus};
 use crate::config::raw::{RawGenProto, RawGenerator, RawPopularity, RawSize};
+use crate::traffic::probe::{Probe, PROBE_LEN};
+use crate::traffic::{ProbeSession, Sender};
 
 const IMIX: [u16; 12] = [64, 64, 64, 64, 64, 64, 64, 594, 594, 594, 594, 1518];
 const ETH: usize = 14;
@@ -35,6 +43,18 @@ pub struct Generator {
     /// With several cores: the flows whose symmetric hash belongs to this core, so the
     /// generator behaves like a NIC queue fed by symmetric RSS.
     owned: Option<Vec<u32>>,
+    probe: Option<Probing>,
+}
+
+/// A generator's probe state.
+#[derive(Debug)]
+struct Probing {
+    sender: Sender,
+    port: u16,
+    /// Next sequence number of each flow.
+    next_seq: Vec<u64>,
+    /// Session time of the current burst.
+    now_ns: u64,
 }
 
 impl Generator {
@@ -51,6 +71,7 @@ impl Generator {
             dst_space: space(&cfg.dst),
             cfg: cfg.clone(),
             owned: None,
+            probe: None,
         };
         if cores > 1 {
             let owned: Vec<u32> = (0..g.cfg.flows)
@@ -59,6 +80,13 @@ impl Generator {
             g.owned = Some(owned);
         }
         g
+    }
+
+    /// Makes every frame carry a probe of `session`, naming generator port `port`.
+    pub fn with_probe(mut self, session: ProbeSession, port: u16) -> Generator {
+        let next_seq = vec![0; self.cfg.flows as usize];
+        self.probe = Some(Probing { sender: Sender::new(session), port, next_seq, now_ns: 0 });
+        self
     }
 
     /// The flow key of flow `flow` (as the parser will compute it).
@@ -116,7 +144,8 @@ impl Generator {
     pub fn write_frame(&mut self, flow: u32, size: usize, buf: &mut PktBuf) -> bool {
         let (tcp, src, dst, sport, dport) = self.endpoints(flow);
         let l4 = if tcp { 20 } else { 8 };
-        let size = size.max(ETH + IP + l4);
+        let probe_len = if self.probe.is_some() { PROBE_LEN } else { 0 };
+        let size = size.max(ETH + IP + l4 + probe_len);
         let Some(f) = buf.storage_mut().get_mut(..size) else { return false };
         f.fill(0);
         // Ethernet: locally administered MACs.
@@ -149,6 +178,15 @@ impl Generator {
             seg[4..6].copy_from_slice(&seg_len.to_be_bytes());
             IpProtocol::Udp
         };
+        if let Some(p) = &mut self.probe {
+            let Some(seq) = p.next_seq.get_mut(flow as usize) else { return false };
+            let session = p.sender.session().id;
+            let probe = Probe { session, port: p.port, stream: flow, seq: *seq, tx_ns: p.now_ns };
+            if !seg.get_mut(l4..).is_some_and(|payload| probe.write(payload)) {
+                return false;
+            }
+            *seq += 1;
+        }
         let sum = checksum::add(checksum::pseudo_v4(src, dst, proto, seg_len), checksum::sum(seg));
         let off = if tcp { 16 } else { 6 };
         seg[off..off + 2].copy_from_slice(&checksum::nonzero(!sum).to_be_bytes());
@@ -185,8 +223,18 @@ impl RxQueue for Generator {
 
     fn rx_burst(&mut self, pool: &mut BufPool, out: &mut Vec<PktBuf>, max: usize) -> RxStatus {
         let mut n = max as u64;
+        if let Some(p) = &mut self.probe {
+            if p.sender.halted() {
+                p.sender.finish();
+                return RxStatus::Exhausted;
+            }
+            p.now_ns = p.sender.session().now_ns();
+        }
         if self.cfg.count > 0 {
             if self.sent >= self.cfg.count {
+                if let Some(p) = &mut self.probe {
+                    p.sender.finish();
+                }
                 return RxStatus::Exhausted;
             }
             n = n.min(self.cfg.count - self.sent);
@@ -208,6 +256,9 @@ impl RxQueue for Generator {
             } else {
                 pool.put(buf);
             }
+        }
+        if let Some(p) = &self.probe {
+            p.sender.sent(made as u64);
         }
         RxStatus::Received(made)
     }

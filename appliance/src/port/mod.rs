@@ -6,16 +6,18 @@
 //! fills buffers on receive and hands them back to the pool after transmit, so the loop
 //! allocates nothing per packet.
 //!
-//! Backends: [`generator`] and [`sink`] (in memory), [`pcap`] (pcap/pcapng files) and
+//! Backends: [`generator`], [`sink`] and [`analyzer`] (in memory), [`pcap`] (pcap/pcapng files) and
 //! [`af_packet`] (Linux interfaces through TPACKET_V3 rings) and, with the `dpdk` feature,
 //! `dpdk` (poll-mode NIC drivers and virtual devices, zero copy).
 
 pub mod af_packet;
+pub mod analyzer;
 pub mod buf;
 #[cfg(feature = "dpdk")]
 pub mod dpdk;
 pub mod generator;
 pub mod pcap;
+pub mod replay;
 pub mod sink;
 
 pub use buf::{BufPool, PktBuf};
@@ -36,7 +38,8 @@ pub trait RxQueue: Send {
     fn rx_burst(&mut self, pool: &mut BufPool, out: &mut Vec<PktBuf>, max: usize) -> RxStatus;
 
     /// True when the port already spreads flows over queues by a symmetric hash (hardware
-    /// RSS, kernel fanout): then the dataplane skips software steering for this queue.
+    /// RSS, kernel fanout): then the dataplane skips hash-based software steering for this
+    /// queue (an NF that steers by its own state still may move frames, see `dataplane::core`).
     fn steered(&self) -> bool {
         false
     }

@@ -15,7 +15,9 @@ pub mod nat;
 pub mod policer;
 pub mod whitelist;
 
+use crate::ids::CoreId;
 use crate::nf::{Burst, Ctx, InitCtx, NetworkFunction, NfError, Report};
+use crate::packet::Meta;
 
 macro_rules! registry {
     ($($variant:ident => $ty:ty,)*) => {
@@ -73,6 +75,20 @@ macro_rules! registry {
             pub fn process<F: AsMut<[u8]>>(&mut self, ctx: &Ctx, burst: &mut Burst<'_, F>) {
                 match self {
                     $(AnyNf::$variant(nf) => nf.process(ctx, burst),)*
+                }
+            }
+
+            /// Whether this NF steers frames at ingress ([`NetworkFunction::STEERS`]).
+            pub fn steers(&self) -> bool {
+                match self {
+                    $(AnyNf::$variant(_) => <$ty as NetworkFunction>::STEERS,)*
+                }
+            }
+
+            #[inline]
+            pub fn steer(&self, meta: &Meta, frame: &[u8]) -> Option<CoreId> {
+                match self {
+                    $(AnyNf::$variant(nf) => nf.steer(meta, frame),)*
                 }
             }
 

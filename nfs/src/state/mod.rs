@@ -7,6 +7,7 @@
 //! | global | read | immutable, built off the fast path, swapped between bursts | `Arc<T>` |
 //! | global | write | **release**: split into per-core shares, rebalanced when one runs dry | [`Release`] |
 //! | global | write | **eventual**: per-core deltas merged on a timer | [`Eventual`] |
+//! | global | read (write on rebalance) | which core's share holds each unit, for steering | [`OwnerMap`] |
 //!
 //! Every per-flow table is carved from the core's [`Arena`]; nothing here is shared on the
 //! per-packet path except through the explicit, rare synchronisation points of [`Release`]
@@ -14,11 +15,13 @@
 
 mod arena;
 mod eventual;
+mod owners;
 mod release;
 mod table;
 
 pub use arena::{Arena, Backing, Region, StateError};
 pub use eventual::{Delta, Eventual};
+pub use owners::OwnerMap;
 pub use release::{Release, Splittable};
 pub use table::{
     Entry, FlowIdx, FlowTable, FullPolicy, SlotHeader, TableFull, TableSpec, TableStats, TableView,

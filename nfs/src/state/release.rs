@@ -70,11 +70,19 @@ impl<R: Splittable> Release<R> {
     /// the reserve is empty too; the other cores are then asked to release part of their
     /// shares, and the caller may count the packet as a drop (exhaustion) or retry next burst.
     pub fn refill(&mut self) -> bool {
+        self.refill_with(|_| {})
+    }
+
+    /// [`Release::refill`], calling `taken` with the batch before it joins this core's share
+    /// (to record which units this core now holds, e.g. in an
+    /// [`OwnerMap`](crate::state::OwnerMap)).
+    pub fn refill_with(&mut self, taken: impl FnOnce(&R)) -> bool {
         {
             let mut reserve = self.shared.reserve.lock();
             if reserve.available() > 0 {
                 let got = reserve.split_off(self.batch);
                 drop(reserve);
+                taken(&got);
                 self.local.merge(got);
                 self.rebalances += 1;
                 if self.asking {

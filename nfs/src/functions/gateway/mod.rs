@@ -42,7 +42,10 @@
 //! # Multiple cores
 //!
 //! Neighbours are learned per core and shared eventually (see `neigh.rs`); static neighbours
-//! and interfaces are read-only configuration shared by all cores.
+//! and interfaces are read-only configuration shared by all cores. A core publishes a
+//! neighbour it learns at once, and a core missing a next hop merges the shared table before
+//! asking for it (at most every [`CATCH_UP`]): with a NAT steering replies to the core that
+//! holds their mapping, that core is often not the one that saw the inside host's ARP.
 
 mod arp;
 mod config;
@@ -68,6 +71,9 @@ use neigh::{Learned, Neigh, Pending};
 
 /// Next hops with a request in flight, per core.
 const PENDING: usize = 256;
+/// Least time between two merges of the shared neighbours forced by unknown next hops (so a
+/// flood towards unresolvable hosts takes the shared lock at most this often per core).
+pub const CATCH_UP: Nanos = Nanos::from_millis(10);
 
 /// Per-core counters.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +110,8 @@ pub struct Gateway {
     table: NeighTable,
     shared: Eventual<Learned>,
     pending: Pending,
+    /// When an unknown next hop last forced a merge of the shared neighbours.
+    caught_up: Option<Nanos>,
     c: Counters,
 }
 
@@ -124,6 +132,7 @@ impl NetworkFunction for Gateway {
             pending: Pending::new(PENDING, s.retry),
             s,
             shared,
+            caught_up: None,
             c: Counters::default(),
         })
     }
@@ -141,15 +150,8 @@ impl NetworkFunction for Gateway {
     }
 
     fn housekeeping(&mut self, ctx: &Ctx) {
-        if !self.shared.tick(ctx.now) {
-            return;
-        }
-        let Gateway { table, shared, pending, c, .. } = self;
-        for (ip, n) in shared.snapshot().iter() {
-            if table.learn(ip, n.mac, n.seen) == Learn::New {
-                c.synced += 1;
-                pending.resolved(ip);
-            }
+        if self.shared.tick(ctx.now) {
+            self.merge_shared();
         }
     }
 
@@ -194,6 +196,29 @@ impl Gateway {
     /// The MAC this core would use for `ip` at `now` (static or learned).
     pub fn neighbour(&self, ip: [u8; 4], now: Nanos) -> Option<[u8; 6]> {
         self.s.statics.iter().find(|(a, _)| *a == ip).map(|(_, m)| m.0).or_else(|| self.table.lookup(ip, now))
+    }
+
+    /// Takes in the neighbours other cores learned, as of this core's last merge.
+    fn merge_shared(&mut self) {
+        let Gateway { table, shared, pending, c, .. } = self;
+        for (ip, n) in shared.snapshot().iter() {
+            if table.learn(ip, n.mac, n.seen) == Learn::New {
+                c.synced += 1;
+                pending.resolved(ip);
+            }
+        }
+    }
+
+    /// The MAC of a next hop this core does not know: another core may have learned it since
+    /// the last timed merge, so merge now (at most every [`CATCH_UP`]) and look again.
+    fn catch_up(&mut self, hop: [u8; 4], now: Nanos) -> Option<[u8; 6]> {
+        if self.caught_up.is_some_and(|t| now.saturating_sub(t) < CATCH_UP) {
+            return None;
+        }
+        self.caught_up = Some(now);
+        self.shared.sync(now);
+        self.merge_shared();
+        self.neighbour(hop, now)
     }
 
     /// ARP: answer requests for our address, learn, consume the rest.
@@ -249,6 +274,8 @@ impl Gateway {
         }
         self.pending.resolved(ip);
         self.shared.delta().push(ip, Neigh { mac, seen: now });
+        // Publish at once (ARP is rare): the other cores may need it for the very next reply.
+        self.shared.sync(now);
     }
 
     /// IPv4: route, decrement TTL, rewrite MACs, or resolve the next hop.
@@ -279,7 +306,7 @@ impl Gateway {
             }
             return Err(r);
         }
-        let Some(mac) = self.neighbour(hop, now) else {
+        let Some(mac) = self.neighbour(hop, now).or_else(|| self.catch_up(hop, now)) else {
             return self.resolve(now, frame, &egress, hop);
         };
         let mut eth = EthernetFrame::new_checked(frame)?;

@@ -3,11 +3,12 @@
 //!
 //! Each core owns a [`NeighTable`] and reads only it on the packet path. A neighbour learned
 //! on one core (ARP frames all reach one core: their flow key is empty, so they hash alike)
-//! is also recorded in the core's [`Learned`] delta; at burst boundaries every `sync_ms` the
-//! deltas fold into one shared table ([`Eventual`](crate::state::Eventual)) and each core
-//! merges the shared table into its own. A neighbour learned on one core is therefore usable
-//! on every core one sync interval later; until then a packet towards it on another core
-//! triggers an ARP request of its own (rate-limited, see [`Pending`]).
+//! is also recorded in the core's [`Learned`] delta and, being new, folded into the shared
+//! table ([`Eventual`](crate::state::Eventual)) at once; at burst boundaries every `sync_ms`
+//! each core merges the shared table into its own. A core that meets a next hop it does not
+//! know merges right away (at most every `CATCH_UP`) before it asks for it, so a neighbour
+//! learned on one core is usable on the others for their very next packet; only a
+//! neighbour nobody knows triggers an ARP request (rate-limited, see [`Pending`]).
 //!
 //! A merge copies the shared table (bounded by `neighbour_capacity`) and walks it once, off
 //! the packet path, every `sync_ms`: cheap for the hundreds to thousands of neighbours a

@@ -393,20 +393,39 @@ fn two_cores() -> Vec<Gateway> {
 }
 
 #[test]
-fn neighbours_learned_on_one_core_reach_the_others_at_the_next_sync() {
+fn a_neighbour_learned_on_one_core_is_used_at_once_on_the_other() {
     let mut cores = two_cores();
     run_on(&mut cores[0], s(1), 0, IN, &request(MAC_A, HOST_A, GW_IN));
+    // Core 1 never saw HOST_A's ARP and had no timed merge: its miss merges the shared table.
     let pkt = udp(MAC_ROUTER, MAC_OUT, REMOTE, HOST_A, 64);
-    // Before any merge, core 1 does not know HOST_A and asks for it.
     let (v, f) = run_on(&mut cores[1], s(1), 1, OUT, &pkt);
-    assert_eq!((v, f.get(12..14)), (out(IN), Some(&[0x08, 0x06][..])));
-    let hk = |now| Ctx { now, core: CoreId(0) };
-    cores[0].housekeeping(&hk(s(2)));
-    cores[1].housekeeping(&hk(s(2)));
-    let (v, f) = run_on(&mut cores[1], s(2), 1, OUT, &pkt);
     assert_eq!((v, f.get(0..6)), (out(IN), Some(&MAC_A[..])));
-    assert_eq!((cores[1].counters().synced, cores[1].counters().forwarded), (1, 1));
+    let c = cores[1].counters();
+    assert_eq!((c.synced, c.forwarded, c.arp_requests), (1, 1, 0));
     assert_eq!(cores[0].counters().synced, 0, "core 0 learned it itself");
+}
+
+#[test]
+fn misses_merge_at_most_every_catch_up_interval_and_timed_merges_go_on() {
+    let mut cores = two_cores();
+    let ms = Nanos::from_millis;
+    let pkt = udp(MAC_ROUTER, MAC_OUT, REMOTE, HOST_A, 64);
+    // Unknown everywhere: merged (nothing), then asked for.
+    let (v, f) = run_on(&mut cores[1], ms(1000), 1, OUT, &pkt);
+    assert_eq!((v, f.get(12..14)), (out(IN), Some(&[0x08, 0x06][..])));
+    // Learned on core 0 (from a request to the gateway, not the answer to core 1's request).
+    run_on(&mut cores[0], ms(1001), 0, IN, &request(MAC_A, HOST_A, GW_IN));
+    // Within CATCH_UP of the last forced merge, core 1 does not look again.
+    let early = Nanos(ms(1000).0 + CATCH_UP.0 - 1);
+    assert_eq!(run_on(&mut cores[1], early, 1, OUT, &pkt).0, drop(DropReason::NeighbourUnknown));
+    let (v, f) = run_on(&mut cores[1], Nanos(ms(1000).0 + CATCH_UP.0), 1, OUT, &pkt);
+    assert_eq!((v, f.get(0..6)), (out(IN), Some(&MAC_A[..])));
+    // A neighbour learned later still arrives with the timed merge, with no miss.
+    run_on(&mut cores[0], ms(2000), 0, IN, &request(MAC_B, HOST_B, GW_IN));
+    cores[1].housekeeping(&Ctx { now: ms(3000), core: CoreId(1) });
+    assert_eq!(cores[1].neighbour(HOST_B, ms(3000)), Some(MAC_B));
+    let c = cores[1].counters();
+    assert_eq!((c.synced, c.forwarded, c.arp_requests, c.neighbour_unknown), (2, 1, 1, 1));
 }
 
 #[test]

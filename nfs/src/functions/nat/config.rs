@@ -102,6 +102,13 @@ pub struct NatConfig {
     /// What happens to hairpinned packets once translated.
     #[serde(default)]
     pub hairpin: Hairpin,
+    /// With several cores, also steer packets from the inside by their inside endpoint (and
+    /// both directions of forwarded connections by their public-side flow), so all flows of an
+    /// inside endpoint share one core and so one mapping: endpoint independence across cores
+    /// (RFC 4787 REQ-1), at the price of moving most inside traffic between cores on ports
+    /// that spread flows themselves (see the module doc).
+    #[serde(default)]
+    pub steer_outbound: bool,
 }
 
 fn default_ports() -> PortRange {
@@ -151,6 +158,7 @@ pub struct Settings {
     pub forwards: Vec<Forward>,
     pub timeouts: Timeouts,
     pub hairpin: Hairpin,
+    pub steer_outbound: bool,
 }
 
 impl Settings {
@@ -265,6 +273,7 @@ impl Settings {
             forwards,
             timeouts: t,
             hairpin: config.hairpin,
+            steer_outbound: config.steer_outbound,
         })
     }
 }

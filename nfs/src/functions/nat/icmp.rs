@@ -102,6 +102,15 @@ impl Quote {
     }
 }
 
+/// The protocol and the source and destination endpoints of the datagram an ICMP error
+/// quotes, for steering (the checksum is verified when the error is translated).
+pub(super) fn quoted(frame: &[u8], meta: &Meta) -> Option<(IpProtocol, Endpoint, Endpoint)> {
+    let msg = frame.get(usize::from(meta.l4)..usize::from(meta.l3_end))?;
+    let q = Quote::parse(IcmpPacket::new_checked(msg).ok()?.embedded()?)?;
+    let p = u8::from(q.proto);
+    Some((q.proto, Endpoint::new(q.src, q.sport, p), Endpoint::new(q.dst, q.dport, p)))
+}
+
 impl Nat {
     /// Translates an ICMP error; `outbound` when it comes from the inside.
     pub(super) fn icmp_error(

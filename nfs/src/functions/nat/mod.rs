@@ -15,24 +15,32 @@
 //!
 //! # Multiple cores
 //!
-//! Mappings are per core: the appliance steers both directions of a flow to one core by its
-//! symmetric hash. Under NAT the two directions no longer share a key — the reply is
-//! addressed to the *public* endpoint — so the reply of a flow lands on
-//! `core_for(hash(remote, public endpoint))`, which need not be the core holding the mapping.
-//! As VPP and DPDK NATs do with RSS, the port allocator solves this at allocation: it only
-//! hands out a public port for which the translated flow hashes to the allocating core
-//! ([`core_for`](crate::flow::core_for), the appliance's own multiply-shift over the parser's flow hash), so the
-//! first flow of every mapping comes back where its state is. (A NIC spreading flows with its
-//! own RSS hash would need the allocator to use that hash instead.) If no such port turns up
-//! in a few random tries, any free port is taken and counted (`off_core_ports`).
+//! Mappings are per core, and so is the pool: each core allocates public ports from its own
+//! share (`pool.rs`, release-consistent). The reply of a flow is addressed to the *public*
+//! endpoint, so neither the appliance's symmetric flow hash nor a NIC's RSS brings it back to
+//! the core holding the mapping. The NAT therefore steers by ownership (`steer.rs`): a map
+//! shared by all cores records which core's share holds every public port, updated when the
+//! pool is split at start and when a dry core refills from the reserve (never per
+//! allocation), and the NF's ingress hook ([`NetworkFunction::steer`]) names that core for
+//! every packet addressed to a pool address, before the chain runs. The dataplane moves it
+//! there, so the reply runs the whole chain on the core that ran the outbound packet which
+//! created the mapping (a firewall's connection state is there too). Packets to other
+//! addresses — ordinary outbound traffic — cost one address comparison. Static forwards need
+//! no per-core state and are translated on whatever core receives them (with
+//! `steer_outbound`, on the core of their public-side flow, from both directions).
 //!
-//! The limit that remains: a *later* flow of the same endpoint-independent mapping to another
-//! remote endpoint hashes anew, and its replies reach the other core about half the time,
-//! which drops them as `nat_no_mapping` (counted when the flow starts, as `off_core_flows`);
-//! and an inside endpoint whose flows are steered to different cores gets one mapping per
-//! core. Full endpoint independence across cores needs port-based steering of inbound
-//! traffic (the public port names the owning core), which is the appliance's business, not
-//! this NF's. With one core, everything here holds without restriction.
+//! Limits that remain with several cores:
+//! - An inside endpoint whose flows the appliance spreads over several cores (by their
+//!   5-tuples) gets one mapping per core, so endpoint independence (RFC 4787 REQ-1) holds per
+//!   core only: a peer seeing two of its flows may see two public ports. Likewise an ICMP
+//!   error sent by an inside host is found by the inside endpoint it quotes, and is dropped
+//!   as `nat_no_mapping` on another core than the mapping's. `steer_outbound = true` lifts
+//!   both by steering inside traffic by its inside endpoint (`steer.rs`), at the price of
+//!   moving most of it between cores where the ports spread flows themselves.
+//! - A later fragment carries no port to steer by: it is translated only where the first
+//!   fragment was (`frag.rs`) and dropped as `fragment` on the other cores.
+//!
+//! With one core, everything here holds without restriction.
 //!
 //! # Choices and limits
 //!
@@ -50,6 +58,7 @@ mod frag;
 mod icmp;
 mod mapping;
 mod pool;
+mod steer;
 mod translate;
 
 #[cfg(test)]
@@ -60,7 +69,9 @@ use std::sync::Arc;
 pub use config::{Filtering, ForwardConfig, Hairpin, NatConfig, Settings, Timeouts};
 pub use mapping::{Endpoint, Mapping};
 pub use pool::{PortPool, Slot};
+pub use steer::PortOwners;
 
+use crate::ids::CoreId;
 use crate::nf::{Burst, Ctx, InitCtx, NetworkFunction, NfError, Report, Verdict};
 use crate::packet::{IpProtocol, L3Kind, Meta};
 use crate::rng::Rng;
@@ -71,8 +82,6 @@ use mapping::{Freed, Mappings};
 
 /// Mapping slots swept per housekeeping call.
 const SWEEP_PER_BURST: usize = 64;
-/// Random tries for a free, core-consistent port before giving up on consistency.
-const PICK_TRIES: usize = 32;
 
 /// Per-core counters.
 #[derive(Debug, Default, Clone, Copy)]
@@ -93,11 +102,6 @@ pub struct Counters {
     pub unknown_fragments: u64,
     pub unsupported: u64,
     pub table_full: u64,
-    /// Allocations that found no core-consistent port and took any free one.
-    pub off_core_ports: u64,
-    /// New remote endpoints of existing mappings whose replies the appliance steers to
-    /// another core (see the module doc).
-    pub off_core_flows: u64,
     pub passed_non_ipv4: u64,
 }
 
@@ -110,8 +114,10 @@ pub struct Nat {
     frags: Box<Fragments>,
     /// TCP, UDP and ICMP-identifier pools ([`pool_index`]).
     pools: Box<[Release<PortPool>; 3]>,
+    /// Which core holds each public port, shared by all cores (`steer.rs`).
+    owners: Arc<PortOwners>,
     rng: Rng,
-    core: usize,
+    core: CoreId,
     cores: usize,
     freed: Vec<Freed>,
     /// Per-burst (outbound?, endpoint hash) of the packets to prefetch; reused, not reallocated.
@@ -151,11 +157,16 @@ impl NetworkFunction for Nat {
                 Ok(Release::group(whole, cores, batch))
             })
         };
-        let pools = [
+        let mut pools = [
             pool_for("pool.tcp", IpProtocol::Tcp)?,
             pool_for("pool.udp", IpProtocol::Udp)?,
             pool_for("pool.icmp", IpProtocol::Icmp)?,
         ];
+        let cores = rt.cores;
+        let owners = rt.global_read("owners", || PortOwners::new(&s, cores))?;
+        for (i, p) in pools.iter_mut().enumerate() {
+            owners.claim(i, p.local(), rt.core);
+        }
         let maps = Mappings::new(rt.arena, rt.name, config.mappings)?;
         let frags =
             Fragments::new(rt.arena, rt.name, config.fragments, Nanos::from_secs(s.timeouts.fragment))?;
@@ -168,8 +179,9 @@ impl NetworkFunction for Nat {
             maps: Box::new(maps),
             frags: Box::new(frags),
             pools: Box::new(pools),
+            owners,
             rng: Rng::new(seed),
-            core: usize::from(rt.core.0),
+            core: rt.core,
             cores: rt.cores.max(1),
             freed: Vec::with_capacity(SWEEP_PER_BURST),
             scratch: Vec::with_capacity(256),
@@ -214,6 +226,14 @@ impl NetworkFunction for Nat {
         }
     }
 
+    /// Packets to a public endpoint go to the core that owns it (module doc, `steer.rs`).
+    const STEERS: bool = true;
+
+    #[inline]
+    fn steer(&self, meta: &Meta, frame: &[u8]) -> Option<CoreId> {
+        self.owner_core(meta, frame)
+    }
+
     fn housekeeping(&mut self, ctx: &Ctx) {
         self.maps.sweep(ctx.now, SWEEP_PER_BURST, &mut self.freed);
         self.return_freed();
@@ -241,8 +261,6 @@ impl NetworkFunction for Nat {
             ("unknown_fragments", c.unknown_fragments),
             ("unsupported", c.unsupported),
             ("table_full", c.table_full),
-            ("off_core_ports", c.off_core_ports),
-            ("off_core_flows", c.off_core_flows),
             ("passed_non_ipv4", c.passed_non_ipv4),
         ] {
             out.counter(name, v);

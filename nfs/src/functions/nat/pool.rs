@@ -72,6 +72,21 @@ impl PortPool {
         self.free.len()
     }
 
+    /// Every free slot, lowest first.
+    pub fn slots(&self) -> impl Iterator<Item = Slot> + '_ {
+        self.bits.iter().enumerate().flat_map(|(w, &word)| {
+            let mut word = word;
+            std::iter::from_fn(move || {
+                if word == 0 {
+                    return None;
+                }
+                let s = Slot((w * 64) as u32 + word.trailing_zeros());
+                word &= word - 1;
+                Some(s)
+            })
+        })
+    }
+
     /// Free ports of address `a`.
     pub fn free_in(&self, a: usize) -> usize {
         self.free.get(a).copied().unwrap_or(0)
@@ -227,6 +242,10 @@ mod tests {
         p.put(Slot::new(0, 1024));
         p.put(Slot::new(0, 1024));
         assert_eq!(p.available(), 13);
+        let slots: Vec<u32> = p.slots().map(|s| s.0).collect();
+        assert_eq!(slots.len(), 13);
+        assert_eq!(slots[..2], [1024, 1025]);
+        assert_eq!(slots[7..9], [(1 << 16) | 1024, (1 << 16) | 1026]);
     }
 
     #[test]

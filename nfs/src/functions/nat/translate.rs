@@ -4,10 +4,8 @@
 use super::frag::{FragKey, FragXlat};
 use super::mapping::{self, Endpoint, Mapping};
 use super::pool::Slot;
-use super::{pool_index, Hairpin, Nat, PICK_TRIES};
+use super::{pool_index, Hairpin, Nat};
 use crate::drop::DropReason;
-use crate::flow::core_for;
-use crate::flow::{v4, FlowKey, FAMILY_V4};
 use crate::nf::Verdict;
 use crate::packet::icmp::IcmpPacket;
 use crate::packet::ipv4::Ipv4Packet;
@@ -21,7 +19,7 @@ pub(super) fn a4(a: &[u8; 16]) -> [u8; 4] {
 }
 
 /// What a packet is, for the NAT.
-enum Kind {
+pub(super) enum Kind {
     /// TCP, UDP or ICMP echo: translated by (address, port or identifier).
     Query,
     /// An ICMP error quoting a datagram.
@@ -29,7 +27,7 @@ enum Kind {
     Other,
 }
 
-fn kind(frame: &[u8], meta: &Meta) -> Result<Kind, DropReason> {
+pub(super) fn kind(frame: &[u8], meta: &Meta) -> Result<Kind, DropReason> {
     Ok(match meta.proto {
         IpProtocol::Tcp | IpProtocol::Udp => Kind::Query,
         IpProtocol::Icmp => {
@@ -54,29 +52,14 @@ fn ident(frame: &[u8], meta: &Meta) -> Result<u16, DropReason> {
     Ok(Ipv4Packet::new_checked(ip)?.ident())
 }
 
-/// The remote port a filter or a core-steering hash sees: ICMP echo has the identifier in
-/// both key ports, so only the address counts for filtering.
+/// The remote port a filter sees: ICMP echo has the identifier in both key ports, so only
+/// the address counts for filtering.
 fn remote_port(proto: IpProtocol, port: u16) -> u16 {
     if proto == IpProtocol::Icmp {
         0
     } else {
         port
     }
-}
-
-/// The core the appliance steers replies to `public:public_port` from `remote:rport` to.
-fn reply_core(
-    proto: u8,
-    public: [u8; 4],
-    public_port: u16,
-    remote: [u8; 4],
-    rport: u16,
-    cores: usize,
-) -> usize {
-    // ICMP echo carries the identifier in both key ports.
-    let rport = if proto == u8::from(IpProtocol::Icmp) { public_port } else { rport };
-    let (key, _) = FlowKey::new(FAMILY_V4, proto, v4(public), public_port, v4(remote), rport);
-    core_for(key.hash(), cores)
 }
 
 /// Sets the source (or destination) port, or the echo identifier for ICMP.
@@ -185,16 +168,11 @@ impl Nat {
     ) -> Result<Endpoint, DropReason> {
         let idx = match self.maps.find(&k, now, &mut self.freed) {
             Some(idx) => idx,
-            None => self.new_mapping(now, k, dst, dport)?,
+            None => self.new_mapping(now, k)?,
         };
-        let (s, core, cores) = (&*self.s, self.core, self.cores);
+        let s = &*self.s;
         let m = self.maps.out.get_mut(idx).ok_or(DropReason::NatNoMapping)?;
-        let fresh = m.sent_to(dst, remote_port(meta.proto, dport));
-        if fresh && cores > 1 && reply_core(k.proto, m.public_addr, m.public_port, dst, dport, cores) != core
-        {
-            // The known multi-core limit (module doc): replies of this flow go elsewhere.
-            self.c.off_core_flows += 1;
-        }
+        m.sent_to(dst, remote_port(meta.proto, dport));
         let timeout = match meta.proto {
             IpProtocol::Tcp => mapping::track_tcp(m, true, meta.tcp_flags, s),
             IpProtocol::Udp => s.udp(),
@@ -205,14 +183,8 @@ impl Nat {
     }
 
     /// Allocates a public port for `k` and inserts the mapping.
-    fn new_mapping(
-        &mut self,
-        now: Nanos,
-        k: Endpoint,
-        dst: [u8; 4],
-        dport: u16,
-    ) -> Result<crate::state::FlowIdx, DropReason> {
-        let slot = self.allocate(k, dst, dport)?;
+    fn new_mapping(&mut self, now: Nanos, k: Endpoint) -> Result<crate::state::FlowIdx, DropReason> {
+        let slot = self.allocate(k)?;
         let public_addr = self.s.public.get(slot.addr()).copied().ok_or(DropReason::NatPoolExhausted)?;
         let m = Mapping { public_addr, public_port: slot.port(), ..Mapping::default() };
         match self.maps.insert(k, m, now) {
@@ -234,45 +206,30 @@ impl Nat {
         }
     }
 
-    /// Picks a public (address, port) for inside endpoint `k` whose first flow goes to
-    /// `dst:dport`: the paired address (RFC 4787 REQ-2), the inside port itself if free (port
-    /// preservation), else a pseudo-random free port (RFC 6056); always one whose translated
-    /// flow hashes to this core when one can be found (see the module doc).
-    fn allocate(&mut self, k: Endpoint, dst: [u8; 4], dport: u16) -> Result<Slot, DropReason> {
+    /// Picks a public (address, port) for inside endpoint `k` from this core's share: the
+    /// paired address (RFC 4787 REQ-2), the inside port itself if free (port preservation),
+    /// else a pseudo-random free port (RFC 6056). A dry share refills from the reserve, and
+    /// the ports it takes in are recorded as this core's ([`PortOwners`](super::PortOwners)),
+    /// so replies to them are steered here.
+    fn allocate(&mut self, k: Endpoint) -> Result<Slot, DropReason> {
         let pi = pool_index(k.proto).ok_or(DropReason::NatUnsupported)?;
         let naddr = self.s.public.len().max(1);
         let paired = (Endpoint::new(k.addr, 0, 0).hash() as usize) % naddr;
-        let (core, cores, proto) = (self.core, self.cores, k.proto);
-        let public = &self.s.public;
-        let on_core = |s: Slot| {
-            if cores <= 1 {
-                return true;
-            }
-            let Some(addr) = public.get(s.addr()) else { return false };
-            reply_core(proto, *addr, s.port(), dst, dport, cores) == core
-        };
         for attempt in 0..2 {
             let pool = self.pools.get_mut(pi).ok_or(DropReason::NatPoolExhausted)?;
             let local = pool.local();
             let preserve = Slot::new(paired, k.port);
-            if self.s.ports.contains(k.port) && local.contains(preserve) && on_core(preserve) {
-                local.take(preserve);
+            if self.s.ports.contains(k.port) && local.take(preserve) {
                 self.c.preserved_ports += 1;
                 return Ok(preserve);
             }
-            let order = (0..naddr).map(|i| (paired + i) % naddr);
-            for a in order.clone() {
-                if let Some(s) = local.pick(a, &mut self.rng, PICK_TRIES, on_core) {
-                    return Ok(s);
-                }
-            }
-            for a in order {
+            for a in (0..naddr).map(|i| (paired + i) % naddr) {
                 if let Some(s) = local.pick(a, &mut self.rng, 1, |_| true) {
-                    self.c.off_core_ports += 1;
                     return Ok(s);
                 }
             }
-            if attempt == 0 && !pool.refill() {
+            let (owners, core) = (&self.owners, self.core);
+            if attempt == 0 && !pool.refill_with(|got| owners.claim(pi, got, core)) {
                 break;
             }
         }

@@ -8,7 +8,6 @@ use etherparse::{
 
 use super::*;
 use crate::drop::DropReason;
-use crate::flow::core_for;
 use crate::ids::{CoreId, PortId};
 use crate::nf::SharedRegistry;
 use crate::packet::{parse, ParsePolicy};

@@ -1,0 +1,354 @@
+//! The appliance image booted in QEMU (TCG): nflet as PID 1 finds its configuration on
+//! fw_cfg, binds its two virtio NICs to uio_pci_generic, NATs frames the host sends into
+//! one NIC out of the other, and powers off cleanly on the ACPI power button; a broken
+//! configuration is printed on the serial console and the VM powers off.
+//!
+//! Needs the images (`cargo static && ./images/build.sh`, which ./tests/run.sh runs first).
+#![cfg(feature = "dpdk")]
+
+use std::io::{Read, Write};
+use std::net::UdpSocket;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use nflet_qemu::{data_nic_address, Image, Vm, Wire};
+
+const PUBLIC: [u8; 4] = [203, 0, 113, 7];
+const INSIDE_HOST: [u8; 4] = [10, 0, 0, 5];
+const SERVER: [u8; 4] = [198, 51, 100, 1];
+
+fn images() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../images/out");
+    assert!(
+        dir.join("initramfs.cpio").exists() && dir.join("nflet.img").exists(),
+        "{} has no images: run `cargo static && ./images/build.sh`",
+        dir.display()
+    );
+    dir
+}
+
+fn nat_config() -> String {
+    format!(
+        r#"
+[appliance]
+state_arena_mib = 256
+hugepages = "off"
+
+[dpdk]
+mbufs = 4095
+
+[[port]]
+name = "inside"
+kind = "dpdk"
+device = "{}"
+
+[[port]]
+name = "outside"
+kind = "dpdk"
+device = "{}"
+
+[[nf]]
+name = "nat"
+kind = "nat"
+inside = "inside"
+public = ["203.0.113.7"]
+
+[[chain]]
+name = "out"
+ingress = ["inside"]
+steps = ["nat"]
+output = "outside"
+
+[[chain]]
+name = "in"
+ingress = ["outside"]
+steps = ["nat"]
+output = "inside"
+"#,
+        data_nic_address(0),
+        data_nic_address(1)
+    )
+}
+
+/// A host UDP socket on a free port, and that port.
+fn udp() -> (UdpSocket, u16) {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("udp socket");
+    let port = s.local_addr().expect("address").port();
+    (s, port)
+}
+
+/// A free local UDP port for QEMU's end of a NIC.
+fn free_port() -> u16 {
+    udp().1
+}
+
+/// A booted guest: QEMU's process, its serial log and monitor.
+struct Guest {
+    child: Child,
+    serial: PathBuf,
+    monitor: PathBuf,
+    dir: PathBuf,
+}
+
+impl Guest {
+    fn boot(tag: &str, image: Image, config: &str, nics: Vec<Wire>) -> Guest {
+        let dir = std::env::temp_dir().join(format!("nflet-boot-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let cfg = dir.join("nflet.toml");
+        std::fs::write(&cfg, config).expect("config");
+        let mut vm = Vm::new(image);
+        vm.nics = nics;
+        vm.config = Some(cfg);
+        vm.append = "nflet.on_error=poweroff".into();
+        vm.serial = Some(dir.join("serial.log"));
+        vm.monitor = Some(dir.join("monitor.sock"));
+        vm.check().unwrap_or_else(|e| panic!("cannot boot: {e}"));
+        let child = vm.command().stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("qemu");
+        Guest { child, serial: dir.join("serial.log"), monitor: dir.join("monitor.sock"), dir }
+    }
+
+    fn log(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.serial).unwrap_or_default()).into_owned()
+    }
+
+    /// Waits until the serial console shows `needle`; returns the log.
+    fn wait_for(&mut self, needle: &str, timeout: Duration) -> String {
+        let start = Instant::now();
+        loop {
+            let log = self.log();
+            if log.contains(needle) {
+                return log;
+            }
+            let exited = self.child.try_wait().ok().flatten();
+            assert!(
+                exited.is_none() && start.elapsed() < timeout,
+                "no `{needle}` on the console ({exited:?}):\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Presses the ACPI power button until the appliance says it saw it (a press before
+    /// the input devices are watched is lost, as on real hardware).
+    fn power_off(&mut self) -> String {
+        let start = Instant::now();
+        loop {
+            self.power_button();
+            let wait = Instant::now();
+            while wait.elapsed() < Duration::from_secs(3) {
+                let log = self.log();
+                if log.contains("boot: power button pressed") {
+                    return self.wait_exit(Duration::from_secs(60));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "the power button had no effect:\n{}",
+                self.log()
+            );
+        }
+    }
+
+    /// Presses the ACPI power button.
+    fn power_button(&self) {
+        let mut m = UnixStream::connect(&self.monitor).expect("monitor");
+        m.set_read_timeout(Some(Duration::from_millis(500))).expect("timeout");
+        let mut banner = [0u8; 512];
+        let _ = m.read(&mut banner);
+        m.write_all(b"system_powerdown\n").expect("monitor command");
+        let _ = m.read(&mut banner);
+    }
+
+    /// Waits for QEMU to exit (the guest powered off); returns the console log.
+    fn wait_exit(&mut self, timeout: Duration) -> String {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                assert!(status.success(), "QEMU failed: {status}\n{}", self.log());
+                return self.log();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the guest did not power off within {timeout:?}:\n{}", self.log());
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn sum16(data: &[u8], mut acc: u32) -> u16 {
+    for c in data.chunks(2) {
+        acc += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+    }
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc as u16
+}
+
+/// An Ethernet/IPv4/UDP frame with correct checksums.
+fn udp_frame(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, payload: &[u8]) -> Vec<u8> {
+    let udp_len = 8 + payload.len();
+    let mut f = vec![0x52, 0x54, 0, 0, 0, 0x10, 0x02, 0, 0, 0, 0, 0x05, 0x08, 0x00];
+    let total = (20 + udp_len) as u16;
+    let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0, 0, 64, 17, 0, 0];
+    ip[2..4].copy_from_slice(&total.to_be_bytes());
+    ip.extend_from_slice(&src);
+    ip.extend_from_slice(&dst);
+    let c = !sum16(&ip, 0);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut udp = Vec::new();
+    udp.extend_from_slice(&sport.to_be_bytes());
+    udp.extend_from_slice(&dport.to_be_bytes());
+    udp.extend_from_slice(&(udp_len as u16).to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(payload);
+    let c = !sum16(&udp, pseudo(&src, &dst, udp_len));
+    udp[6..8].copy_from_slice(&(if c == 0 { 0xffff } else { c }).to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&udp);
+    f
+}
+
+fn pseudo(src: &[u8], dst: &[u8], len: usize) -> u32 {
+    [&src[0..2], &src[2..4], &dst[0..2], &dst[2..4]]
+        .iter()
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum::<u32>()
+        + 17
+        + len as u32
+}
+
+/// Checks both checksums of a received IPv4/UDP frame; returns (src, sport, dst, dport).
+fn check_udp(f: &[u8]) -> ([u8; 4], u16, [u8; 4], u16) {
+    assert_eq!(&f[12..14], &[8, 0], "IPv4");
+    let ip = &f[14..34];
+    assert_eq!(sum16(ip, 0), 0xffff, "IPv4 header checksum");
+    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    let udp = &f[34..14 + total];
+    assert_eq!(sum16(udp, pseudo(&ip[12..16], &ip[16..20], udp.len())), 0xffff, "UDP checksum");
+    let a = |s: &[u8]| [s[0], s[1], s[2], s[3]];
+    (
+        a(&ip[12..16]),
+        u16::from_be_bytes([udp[0], udp[1]]),
+        a(&ip[16..20]),
+        u16::from_be_bytes([udp[2], udp[3]]),
+    )
+}
+
+/// Seconds on the kernel's clock of the console line containing `needle` (`[    2.05] ...`).
+fn kernel_time(log: &str, needle: &str) -> Option<f64> {
+    let line = log.lines().find(|l| l.contains(needle))?;
+    line.trim_start_matches('[').split(']').next()?.trim().parse().ok()
+}
+
+#[test]
+fn appliance_boots_translates_and_powers_off_cleanly() {
+    let dir = images();
+    // NIC 0 (inside) and NIC 1 (outside), each a pair of host UDP ports.
+    let (inside, inside_host) = udp();
+    let (outside, outside_host) = udp();
+    let (inside_qemu, outside_qemu) = (free_port(), free_port());
+    let nics = vec![
+        Wire::Udp { local: inside_qemu, remote: inside_host },
+        Wire::Udp { local: outside_qemu, remote: outside_host },
+    ];
+    let image = Image::Kernel { kernel: dir.join("vmlinuz"), initrd: dir.join("initramfs.cpio") };
+    let mut guest = Guest::boot("nat", image, &nat_config(), nics);
+    let log = guest.wait_for("ports up: inside, outside", Duration::from_secs(120));
+    assert!(log.contains("boot: configuration from fw_cfg:opt/nflet/config"), "{log}");
+    assert!(log.contains("0000:00:04.0 bound to uio_pci_generic"), "{log}");
+
+    // Outbound: 20 datagrams from two inside ports leave from the public address.
+    for timeout in [
+        inside.set_read_timeout(Some(Duration::from_secs(10))),
+        outside.set_read_timeout(Some(Duration::from_secs(10))),
+    ] {
+        timeout.expect("timeout");
+    }
+    for i in 0..20u16 {
+        let f = udp_frame(INSIDE_HOST, 40000 + i % 2, SERVER, 53, format!("query {i}").as_bytes());
+        inside.send_to(&f, ("127.0.0.1", inside_qemu)).expect("send");
+    }
+    let mut public_ports = std::collections::BTreeSet::new();
+    let mut buf = [0u8; 2048];
+    for _ in 0..20 {
+        let (n, _) =
+            outside.recv_from(&mut buf).unwrap_or_else(|e| panic!("outbound frame: {e}\n{}", guest.log()));
+        let (src, sport, dst, dport) = check_udp(&buf[..n]);
+        assert_eq!((src, dst, dport), (PUBLIC, SERVER, 53));
+        public_ports.insert(sport);
+    }
+    assert_eq!(public_ports.len(), 2, "one public port per inside endpoint");
+
+    // Inbound: a reply to each public port reaches the inside host's original port.
+    for (i, p) in public_ports.iter().enumerate() {
+        let f = udp_frame(SERVER, 53, PUBLIC, *p, format!("answer {i}").as_bytes());
+        outside.send_to(&f, ("127.0.0.1", outside_qemu)).expect("send");
+    }
+    let mut back = std::collections::BTreeSet::new();
+    for _ in 0..2 {
+        let (n, _) =
+            inside.recv_from(&mut buf).unwrap_or_else(|e| panic!("inbound frame: {e}\n{}", guest.log()));
+        let (src, sport, dst, dport) = check_udp(&buf[..n]);
+        assert_eq!((src, sport, dst), (SERVER, 53, INSIDE_HOST));
+        back.insert(dport);
+    }
+    assert_eq!(back, [40000u16, 40001].into_iter().collect());
+
+    let log = guest.power_off();
+    for line in [
+        "boot: power button pressed; stopping",
+        "new_mappings=2",
+        "inside       rx           20 tx            2",
+        "boot: appliance stopped cleanly",
+        "boot: powering off",
+        "reboot: Power down",
+    ] {
+        assert!(log.contains(line), "missing `{line}`:\n{log}");
+    }
+    if let Some(init) = kernel_time(&log, "Run /init as init process") {
+        println!("kernel start → PID 1: {init:.2} s (guest clock, TCG)");
+    }
+    if let Some(l) = log.lines().find(|l| l.contains("ms after PID 1 started")) {
+        println!("{l}");
+    }
+}
+
+#[test]
+fn a_broken_configuration_is_printed_and_the_vm_powers_off() {
+    let dir = images();
+    let image = Image::Kernel { kernel: dir.join("vmlinuz"), initrd: dir.join("initramfs.cpio") };
+    let mut guest = Guest::boot("broken", image, "[appliance]\ncores = 1\nburst = \"lots\"\n", Vec::new());
+    let log = guest.wait_exit(Duration::from_secs(120));
+    assert!(
+        log.contains("boot: fatal: fw_cfg:opt/nflet/config:3:"),
+        "the error names the source and line:\n{log}"
+    );
+    assert!(log.contains("burst"), "{log}");
+    assert!(log.contains("reboot: Power down"), "{log}");
+    assert!(!log.contains("Kernel panic"), "{log}");
+}
+
+#[test]
+fn the_disk_image_boots_under_uefi() {
+    let dir = images();
+    let nics = vec![
+        Wire::Udp { local: free_port(), remote: free_port() },
+        Wire::Udp { local: free_port(), remote: free_port() },
+    ];
+    let mut guest = Guest::boot("disk", Image::Disk(dir.join("nflet.img")), &nat_config(), nics);
+    let log = guest.wait_for("ports up: inside, outside", Duration::from_secs(180));
+    assert!(log.contains("boot: configuration from fw_cfg:opt/nflet/config"), "{log}");
+    let log = guest.power_off();
+    assert!(log.contains("boot: appliance stopped cleanly"), "{log}");
+}
