@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 # iproute2/ethtool: network namespaces for the end-to-end tests; the rest builds the DPDK
 # ports (DPDK 22.11 static libraries, bindgen's libclang, EAL's system libraries).
 need_pkgs=()
-for p in iproute2 ethtool gcc libc6-dev pkg-config libdpdk-dev libclang-dev libnuma-dev libbsd-dev libmd-dev; do
+# qemu-system-x86/ovmf: the boot tests (images/build.sh installs what the images need).
+for p in iproute2 ethtool gcc libc6-dev pkg-config libdpdk-dev libclang-dev libnuma-dev libbsd-dev libmd-dev \
+    qemu-system-x86 ovmf python3; do
     dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
 done
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
@@ -44,6 +46,8 @@ echo "== cargo check without DPDK (development machines without libdpdk-dev)"
 cargo check -p nflet
 echo "== cargo static (the release appliance: one statically linked executable)"
 cargo static
+echo "== images/build.sh (initramfs, UKI, GPT disk; the boot tests boot them in QEMU)"
+./images/build.sh
 echo "== cargo build (the end-to-end tests run the nflet and peer binaries)"
 cargo build --workspace --bins --all-features
 echo "== cargo test"
