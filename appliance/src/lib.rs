@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod config;
 pub mod dataplane;
+pub mod mgmt;
 pub mod port;
 pub mod report;
 pub mod traffic;

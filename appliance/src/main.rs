@@ -173,13 +173,28 @@ fn run_booted(boot: &nflet_boot::Boot) -> Result<(), String> {
         })
         .collect();
     boot.bind_nics(&pci).map_err(|e| e.to_string())?;
+    if let Some(m) = &cfg.management {
+        boot.configure_management(&nflet_boot::mgmt::Interface {
+            name: m.iface.clone(),
+            address: m.address,
+            gateway: m.gateway,
+        });
+    }
+    let endpoint = nflet::mgmt::serve(&cfg, true, boot.stop_flag());
+    let feed = |s: &Summary| endpoint.iter().for_each(|(live, _)| live.update(s));
     log::info!(
         "boot: running {} on {} core(s), {} ms after PID 1 started",
         cfg.source,
         cfg.settings.cores,
         boot.started.elapsed().as_millis()
     );
-    let opts = RunOptions { duration: None, live: false, warmup: 0, offline: None, progress: None };
+    let opts = RunOptions {
+        duration: None,
+        live: false,
+        warmup: 0,
+        offline: None,
+        progress: endpoint.as_ref().map(|_| &feed as &(dyn Fn(&Summary) + Sync)),
+    };
     let summary = run(&cfg, &opts, boot.stop_flag()).map_err(|e| e.to_string())?;
     println!("{}", report::summary(&summary));
     Ok(())
@@ -197,14 +212,19 @@ fn dispatch(command: Command) -> Result<(), String> {
                 cfg.settings.cpus.clear();
             }
             log::info!("running {} on {} core(s); Ctrl-C stops", cfg.source, cfg.settings.cores);
+            // The host's network configuration is not touched: the endpoint binds to the
+            // management address if the host has it, else to 127.0.0.1.
+            let stop = stop_on_signals();
+            let endpoint = nflet::mgmt::serve(&cfg, false, Arc::clone(&stop));
+            let feed = |s: &Summary| endpoint.iter().for_each(|(live, _)| live.update(s));
             let opts = RunOptions {
                 duration: duration.map(Duration::from_secs_f64),
                 live: !quiet,
                 warmup: 0,
                 offline: None,
-                progress: None,
+                progress: endpoint.as_ref().map(|_| &feed as &(dyn Fn(&Summary) + Sync)),
             };
-            let summary = run(&cfg, &opts, stop_on_signals()).map_err(|e| e.to_string())?;
+            let summary = run(&cfg, &opts, stop).map_err(|e| e.to_string())?;
             println!("{}", report::summary(&summary));
             Ok(())
         }

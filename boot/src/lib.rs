@@ -13,14 +13,16 @@
 //!
 //! The appliance then asks for its configuration ([`Boot::config`]: QEMU fw_cfg, the kernel
 //! command line, a config partition, the initramfs, the embedded default — in that order,
-//! logging which one was used), binds its data NICs to a DPDK-capable driver
-//! ([`Boot::bind_nics`]), reserves hugepages ([`Boot::reserve_hugepages`]) and runs. At the
-//! end — a clean stop or a fatal error — [`Boot::finish`] logs why, syncs and powers off,
-//! halts or reboots as configured. PID 1 never returns: the kernel would panic.
+//! logging which one was used), reserves hugepages ([`Boot::reserve_hugepages`]), binds its
+//! data NICs to a DPDK-capable driver ([`Boot::bind_nics`]), configures the management NIC
+//! left on the kernel stack ([`Boot::configure_management`]) and runs. At the end — a clean
+//! stop or a fatal error — [`Boot::finish`] logs why, syncs and powers off, halts or reboots
+//! as configured. PID 1 never returns: the kernel would panic.
 
 pub mod cmdline;
 pub mod config;
 mod console;
+pub mod mgmt;
 mod modules;
 mod mounts;
 pub mod nics;
@@ -78,6 +80,15 @@ impl Boot {
     /// the driver the command line names) so DPDK can drive them.
     pub fn bind_nics(&self, addrs: &[String]) -> Result<(), nics::BindError> {
         nics::bind_all(addrs, &self.cmdline.nic_driver)
+    }
+
+    /// Configures the management NIC: link up, static address, default route (see [`mgmt`]).
+    /// A failure is logged and the appliance runs on without it: the dataplane does not need
+    /// it.
+    pub fn configure_management(&self, nic: &mgmt::Interface) {
+        if let Err(e) = mgmt::configure(nic) {
+            log::error!("boot: {e}; running without the management NIC");
+        }
     }
 
     /// Reserves 2 MiB hugepages: `nflet.hugepages` from the command line, else `wanted` but

@@ -8,6 +8,7 @@
 mod error;
 pub mod raw;
 
+use std::net::Ipv4Addr;
 use std::path::Path;
 
 use nflet_nfs::addr::OneOrMany;
@@ -84,6 +85,23 @@ pub struct Config {
     /// NF instances by name, with parsed parameters.
     pub nfs: Vec<(String, AnyConfig)>,
     pub chains: Vec<ChainConfig>,
+    /// `[management]`, when present.
+    pub management: Option<Management>,
+}
+
+/// The validated `[management]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Management {
+    /// The kernel's name for the management NIC (`eth0`).
+    pub iface: String,
+    /// Static IPv4 address and prefix length; `None`: the NIC is left as it is.
+    pub address: Option<(Ipv4Addr, u8)>,
+    /// Default route via this address.
+    pub gateway: Option<Ipv4Addr>,
+    /// TCP port of the HTTP endpoint; `None`: no endpoint.
+    pub listen: Option<u16>,
+    /// Bearer token for state-changing requests; `None`: they are refused.
+    pub token: Option<String>,
 }
 
 impl Config {
@@ -338,7 +356,94 @@ fn validate(map: &SourceMap<'_>, raw: raw::RawConfig) -> Result<Config, ConfigEr
             format!("expected 1023 to 16777216 packet buffers, got {}", dpdk.mbufs),
         ));
     }
-    Ok(Config { source: map.file.to_string(), settings, parse, ports, dpdk, nfs, chains })
+    let management = match raw.management {
+        Some(m) => Some(management(m).map_err(|(key, message)| {
+            // Point into the `[management]` table, not at a same-named key of an NF.
+            let from = map.text.find("[management]").unwrap_or(0);
+            ConfigError {
+                at: map.key_in(from..map.text.len(), key),
+                key: format!("management.{key}"),
+                message,
+            }
+        })?),
+        None => None,
+    };
+    Ok(Config { source: map.file.to_string(), settings, parse, ports, dpdk, nfs, chains, management })
+}
+
+/// Validates `[management]`; errors are `(key, message)`.
+fn management(m: raw::RawManagement) -> Result<Management, (&'static str, String)> {
+    if m.iface.is_empty() || m.iface.len() > 15 || m.iface.contains(['/', ' ']) {
+        return Err((
+            "iface",
+            format!(
+                "expected a kernel interface name (1 to 15 characters, e.g. \"eth0\"), got `{}`",
+                m.iface
+            ),
+        ));
+    }
+    let address = match m.address.as_deref().map(str::trim) {
+        None => None,
+        Some("dhcp") => {
+            return Err((
+                "address",
+                "DHCP is not supported yet: give a static address with its prefix length, \
+                 e.g. \"10.0.2.15/24\""
+                    .into(),
+            ))
+        }
+        Some(text) => Some(ipv4_with_prefix(text).map_err(|msg| ("address", msg))?),
+    };
+    let gateway = match m.gateway.as_deref().map(str::trim) {
+        None => None,
+        Some(text) => {
+            let gw: Ipv4Addr = text.parse().map_err(|_| {
+                ("gateway", format!("expected an IPv4 address such as \"10.0.2.2\", got `{text}`"))
+            })?;
+            let Some((addr, len)) = address else {
+                return Err(("gateway", "a gateway needs a static `address` on the management NIC".into()));
+            };
+            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+            if u32::from(gw) & mask != u32::from(addr) & mask || gw == addr {
+                return Err((
+                    "gateway",
+                    format!(
+                        "{gw} is not another host on {addr}/{len}: the gateway must be on the NIC's subnet"
+                    ),
+                ));
+            }
+            Some(gw)
+        }
+    };
+    if let Some(t) = &m.token {
+        if t.len() < 16 || !t.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(("token", "expected at least 16 printable characters without spaces".into()));
+        }
+    }
+    Ok(Management {
+        iface: m.iface,
+        address,
+        gateway,
+        listen: (m.listen != 0).then_some(m.listen),
+        token: m.token,
+    })
+}
+
+/// `a.b.c.d/len`: a unicast IPv4 host address with a prefix length of 1 to 32.
+fn ipv4_with_prefix(text: &str) -> Result<(Ipv4Addr, u8), String> {
+    let wrong = || {
+        format!("expected a static IPv4 address with its prefix length, e.g. \"10.0.2.15/24\", got `{text}`")
+    };
+    let (a, l) = text.split_once('/').ok_or_else(wrong)?;
+    let addr: Ipv4Addr = a.parse().map_err(|_| wrong())?;
+    let len: u8 = l.parse().map_err(|_| wrong())?;
+    if !(1..=32).contains(&len) {
+        return Err(format!("prefix length /{len} in `{text}`: expected 1 to 32"));
+    }
+    if addr.is_unspecified() || addr.is_multicast() || addr.is_broadcast() || addr.is_loopback() {
+        return Err(format!("{addr} cannot be the address of a NIC: give a unicast host address"));
+    }
+    Ok((addr, len))
 }
 
 /// The dotted key (`section.key`) written on the line holding byte `offset`, for errors the

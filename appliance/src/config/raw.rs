@@ -21,6 +21,34 @@ pub struct RawConfig {
     pub nfs: Vec<Spanned<RawNf>>,
     #[serde(default, rename = "chain")]
     pub chains: Vec<Spanned<RawChain>>,
+    /// `[management]`: the management NIC and endpoint (absent: neither).
+    pub management: Option<RawManagement>,
+}
+
+/// `[management]`: a NIC left on the kernel stack, and the HTTP endpoint on it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawManagement {
+    /// The kernel's name for the management NIC.
+    #[serde(default = "default_mgmt_iface")]
+    pub iface: String,
+    /// `"10.0.2.15/24"` (or `"dhcp"`, refused for now); absent: the NIC is not configured.
+    pub address: Option<String>,
+    /// Default route via this IPv4 address.
+    pub gateway: Option<String>,
+    /// TCP port of the HTTP endpoint (`/status`, `/metrics`); 0: no endpoint.
+    #[serde(default = "default_mgmt_listen")]
+    pub listen: u16,
+    /// Bearer token for requests that change state (`POST /shutdown`); absent: none allowed.
+    pub token: Option<String>,
+}
+
+fn default_mgmt_iface() -> String {
+    "eth0".into()
+}
+
+fn default_mgmt_listen() -> u16 {
+    8080
 }
 
 #[derive(Debug, Deserialize)]

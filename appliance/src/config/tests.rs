@@ -166,3 +166,61 @@ fn type_errors_name_the_key() {
     let e = Config::parse("t.toml", "[[port]]\nname = 7\n").unwrap_err();
     assert_eq!(e.key, "port.name", "{e}");
 }
+
+#[test]
+fn management_section_is_validated() {
+    assert_eq!(Config::embedded().unwrap().management, None, "no section: no NIC, no endpoint");
+    let c = Config::parse("t.toml", "[management]\naddress = \"10.0.2.15/24\"\ngateway = \"10.0.2.2\"\n")
+        .unwrap();
+    assert_eq!(
+        c.management,
+        Some(Management {
+            iface: "eth0".into(),
+            address: Some((Ipv4Addr::new(10, 0, 2, 15), 24)),
+            gateway: Some(Ipv4Addr::new(10, 0, 2, 2)),
+            listen: Some(8080),
+            token: None,
+        })
+    );
+    let c = Config::parse("t.toml", "[management]\niface = \"ens3\"\nlisten = 0\n").unwrap();
+    assert_eq!(
+        c.management,
+        Some(Management { iface: "ens3".into(), address: None, gateway: None, listen: None, token: None })
+    );
+
+    let cases: &[(&str, &str, usize, &str)] = &[
+        ("[management]\naddress = \"dhcp\"\n", "management.address", 2, "DHCP is not supported yet"),
+        ("[management]\ntoken = \"short\"\n", "management.token", 2, "at least 16 printable"),
+        ("[management]\naddress = \"10.0.2.15\"\n", "management.address", 2, "e.g. \"10.0.2.15/24\""),
+        ("[management]\naddress = \"10.0.2.15/33\"\n", "management.address", 2, "expected 1 to 32"),
+        ("[management]\naddress = \"224.0.0.1/24\"\n", "management.address", 2, "unicast host address"),
+        ("[management]\ngateway = \"10.0.2.2\"\n", "management.gateway", 2, "needs a static `address`"),
+        (
+            "[management]\naddress = \"10.0.2.15/24\"\ngateway = \"10.0.3.2\"\n",
+            "management.gateway",
+            3,
+            "must be on the NIC's subnet",
+        ),
+        (
+            "[management]\ngateway = \"ten\"\naddress = \"10.0.2.15/24\"\n",
+            "management.gateway",
+            2,
+            "IPv4 address",
+        ),
+        (
+            "[management]\niface = \"a-very-long-interface-name\"\n",
+            "management.iface",
+            2,
+            "1 to 15 characters",
+        ),
+        ("[management]\nlisten = 70000\n", "management.listen", 2, "invalid value"),
+        ("[management]\nadress = \"10.0.2.15/24\"\n", "management.adress", 2, "unknown field `adress`"),
+    ];
+    for (text, key, line, needle) in cases {
+        let e = Config::parse("bad.toml", text).unwrap_err();
+        let shown = e.to_string();
+        assert_eq!(&e.key, key, "{shown}");
+        assert_eq!(e.at.line, *line, "{shown}");
+        assert!(shown.contains(needle), "`{shown}` should mention `{needle}`");
+    }
+}
