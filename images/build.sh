@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the flashable nflet images from the static nflet binary and a Debian kernel package:
 #   images/out/initramfs.cpio  newc archive: /init = nflet, kernel modules, /etc/nflet/modules
+#                              (+ initramfs.cpio.gz, gzip'd, the one inside the UKI)
 #   images/out/vmlinuz         the kernel, for `qemu -kernel vmlinuz -initrd initramfs.cpio`
 #   images/out/nflet.efi       Unified Kernel Image (systemd EFI stub + cmdline + kernel + initrd)
 #   images/out/nflet.img       raw GPT disk, one EFI system partition holding the UKI
@@ -175,8 +176,12 @@ printf 'file\tinit\t0755\t%s\n' "$work/init" >>"$manifest"
 
 # --- 1. initramfs -----------------------------------------------------------------------------
 python3 "$here/newc.py" --mtime "$SOURCE_DATE_EPOCH" "$out/initramfs.cpio" <"$manifest"
+# The UKI carries the archive gzip'd (-n: no name or time in the header, so the bytes only
+# depend on the input); the uncompressed one is for direct kernel boots, which start faster
+# under TCG without the decompression.
+gzip -9nc "$out/initramfs.cpio" >"$out/initramfs.cpio.gz"
 cp "$vmlinuz" "$out/vmlinuz"
-touch -d "@$SOURCE_DATE_EPOCH" "$out/vmlinuz" "$out/initramfs.cpio"
+touch -d "@$SOURCE_DATE_EPOCH" "$out/vmlinuz" "$out/initramfs.cpio" "$out/initramfs.cpio.gz"
 
 # --- 2. Unified Kernel Image ------------------------------------------------------------------
 # The stub finds the kernel, initrd and command line in PE sections named .linux, .initrd and
@@ -198,7 +203,7 @@ while read -r size vma; do
 done < <(objdump -h "$stub" | awk '$1 ~ /^[0-9]+$/ && NF >= 7 { print $3, $4 }')
 next=$(((end + align - 1) / align * align))
 objcopy_args=()
-for sec in osrel:"$work/osrel" cmdline:"$work/cmdline" linux:"$out/vmlinuz" initrd:"$out/initramfs.cpio"; do
+for sec in osrel:"$work/osrel" cmdline:"$work/cmdline" linux:"$out/vmlinuz" initrd:"$out/initramfs.cpio.gz"; do
     name=.${sec%%:*} file=${sec#*:}
     objcopy_args+=(--add-section "$name=$file" --change-section-vma "$name=$(printf 0x%x "$next")")
     next=$(((next + $(stat -c %s "$file") + align - 1) / align * align))
@@ -240,6 +245,6 @@ touch -d "@$SOURCE_DATE_EPOCH" "$out/nflet.img"
     [ ${#builtin[@]} -eq 0 ] || echo "built into the kernel: ${builtin[*]}"
 }
 cd "$out"
-for f in vmlinuz initramfs.cpio nflet.efi nflet.img; do
+for f in vmlinuz initramfs.cpio initramfs.cpio.gz nflet.efi nflet.img; do
     printf '%-15s %10s bytes  sha256 %s\n' "$f" "$(stat -c %s "$f")" "$(sha256sum "$f" | cut -d' ' -f1)"
 done
