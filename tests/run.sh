@@ -51,4 +51,6 @@ echo "== images/build.sh (initramfs, UKI, GPT disk; the boot tests boot them in 
 echo "== cargo build (the end-to-end tests run the nflet and peer binaries)"
 cargo build --workspace --bins --all-features
 echo "== cargo test"
-cargo test --workspace --all-features -- --test-threads=2
+# One test at a time: the end-to-end tests (namespaces, two DPDK processes, QEMU guests) load
+# both cores themselves.
+cargo test --workspace --all-features -- --test-threads=1

@@ -31,11 +31,19 @@ pub fn watch(stop: Arc<AtomicBool>) {
     // ones and watch each from its own thread.
     let spawned = std::thread::Builder::new().name("nflet-inputs".into()).spawn(move || {
         let mut watched = std::collections::HashSet::new();
+        let mut listed = String::new();
         loop {
             for path in event_devices() {
                 if watched.insert(path.clone()) {
                     watch_device(path, Arc::clone(&stop));
                 }
+            }
+            // Which input device has which event node, whenever that changes (to tell why a
+            // power button press is not seen).
+            let now = input_devices();
+            if now != listed {
+                log::info!("boot: input devices: {now}");
+                listed = now;
             }
             std::thread::sleep(Duration::from_millis(500));
         }
@@ -43,6 +51,21 @@ pub fn watch(stop: Arc<AtomicBool>) {
     if let Err(e) = spawned {
         log::warn!("boot: cannot watch the power button: {e}");
     }
+}
+
+/// The kernel's input devices as `name (handlers)`, from /proc/bus/input/devices.
+fn input_devices() -> String {
+    let text = std::fs::read_to_string("/proc/bus/input/devices").unwrap_or_default();
+    let mut out = Vec::new();
+    let mut name = "";
+    for line in text.lines() {
+        if let Some(n) = line.strip_prefix("N: Name=") {
+            name = n.trim_matches('"');
+        } else if let Some(h) = line.strip_prefix("H: Handlers=") {
+            out.push(format!("{name} ({})", h.trim()));
+        }
+    }
+    out.join(", ")
 }
 
 /// /dev/input/event* as they are now.
