@@ -58,6 +58,11 @@ pub fn arp() -> Vec<u8> {
 
 /// Builds NF `N` on core 0 of a one-core appliance with ports `inside` (0) and `outside` (1).
 pub fn build<N: NetworkFunction>(config_toml: &str) -> N {
+    try_build::<N>(config_toml).unwrap()
+}
+
+/// [`build`], returning `init`'s error (for configuration tests; the TOML itself must parse).
+pub fn try_build<N: NetworkFunction>(config_toml: &str) -> Result<N, crate::nf::NfError> {
     let cfg: N::Config = toml::from_str(config_toml).unwrap();
     let mut arena = Arena::new(CoreId(0), 256 << 20, Backing::Normal);
     let mut shared = SharedRegistry::default();
@@ -70,7 +75,7 @@ pub fn build<N: NetworkFunction>(config_toml: &str) -> N {
         arena: &mut arena,
         shared: &mut shared,
     };
-    N::init(&cfg, &mut rt).unwrap()
+    N::init(&cfg, &mut rt)
 }
 
 /// Parses `frame` as arriving on `ingress` and runs it through `nf` at time `now`.

@@ -52,6 +52,15 @@ rate_pps = 20000
 size = {size}
 proto = "{proto}"
 
+{wire}"#,
+        wire = wire("gen")
+    )
+}
+
+/// The veth pair as two af_packet ports, `sender` → `ga` … `gb` → an analyzer.
+fn wire(sender: &str) -> String {
+    format!(
+        r#"
 [[port]]
 name = "wire_out"
 kind = "af_packet"
@@ -68,7 +77,7 @@ kind = "analyzer"
 
 [[chain]]
 name = "send"
-ingress = ["gen"]
+ingress = ["{sender}"]
 steps = []
 output = "wire_out"
 
@@ -208,34 +217,9 @@ name = "replay"
 kind = "pcap"
 read = "{}"
 rate_pps = 4000
-
-[[port]]
-name = "wire_out"
-kind = "af_packet"
-iface = "ga"
-
-[[port]]
-name = "wire_in"
-kind = "af_packet"
-iface = "gb"
-
-[[port]]
-name = "measure"
-kind = "analyzer"
-
-[[chain]]
-name = "send"
-ingress = ["replay"]
-steps = []
-output = "wire_out"
-
-[[chain]]
-name = "receive"
-ingress = ["wire_in"]
-steps = []
-output = "measure"
-"#,
-        capture.display()
+{}"#,
+        capture.display(),
+        wire("replay")
     );
     let mut last = None;
     for attempt in 0..3 {

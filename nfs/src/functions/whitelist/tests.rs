@@ -267,19 +267,7 @@ fn bad_configs_are_refused_with_their_key() {
         ("outside = \"outside\"\nflows = 0", "requests"),
     ];
     for (cfg, key) in cases {
-        let c: WhitelistConfig = toml::from_str(cfg).unwrap();
-        let mut arena = crate::state::Arena::new(CoreId(0), 1 << 20, crate::state::Backing::Normal);
-        let mut shared = crate::nf::SharedRegistry::default();
-        let ports = ["inside".to_string(), "outside".to_string()];
-        let mut rt = InitCtx {
-            name: "t",
-            core: CoreId(0),
-            cores: 1,
-            ports: &ports,
-            arena: &mut arena,
-            shared: &mut shared,
-        };
-        let e = Whitelist::init(&c, &mut rt).unwrap_err().to_string();
+        let e = crate::testutil::try_build::<Whitelist>(cfg).unwrap_err().to_string();
         assert!(e.contains(key), "{cfg:?}: {e}");
     }
     for bad in ["outside = \"outside\"\ntimeout = 3", "outside = \"outside\"\nallow_src = \"10.0.0/8\""] {
