@@ -328,3 +328,23 @@ impl Drop for GatewayNet {
         }
     }
 }
+
+/// RFC 1071 one's-complement sum of `data` on top of `acc`, folded to 16 bits: 0xffff over a
+/// header or segment whose checksum is right.
+pub fn sum16(data: &[u8], mut acc: u32) -> u16 {
+    for c in data.chunks(2) {
+        acc += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+    }
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc as u16
+}
+
+/// The pseudo-header sum (addresses, protocol, length) of IPv4 header `ip` for an L4 segment
+/// of `len` bytes, to start [`sum16`] of the segment from.
+pub fn pseudo_v4(ip: &[u8], len: usize) -> u32 {
+    ip[12..20].chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]]))).sum::<u32>()
+        + u32::from(ip[9])
+        + len as u32
+}

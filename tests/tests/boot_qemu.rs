@@ -16,6 +16,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use nflet_qemu::{data_nic_address, Forward, Image, Vm, Wire};
+use nflet_tests::{pseudo_v4, sum16};
 
 const PUBLIC: [u8; 4] = [203, 0, 113, 7];
 const INSIDE_HOST: [u8; 4] = [10, 0, 0, 5];
@@ -258,16 +259,6 @@ impl Drop for Guest {
     }
 }
 
-fn sum16(data: &[u8], mut acc: u32) -> u16 {
-    for c in data.chunks(2) {
-        acc += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
-    }
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc as u16
-}
-
 /// An Ethernet/IPv4/UDP frame with correct checksums.
 fn udp_frame(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, payload: &[u8]) -> Vec<u8> {
     let udp_len = 8 + payload.len();
@@ -285,20 +276,11 @@ fn udp_frame(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, payload: &[u8])
     udp.extend_from_slice(&(udp_len as u16).to_be_bytes());
     udp.extend_from_slice(&[0, 0]);
     udp.extend_from_slice(payload);
-    let c = !sum16(&udp, pseudo(&src, &dst, udp_len));
+    let c = !sum16(&udp, pseudo_v4(&ip, udp_len));
     udp[6..8].copy_from_slice(&(if c == 0 { 0xffff } else { c }).to_be_bytes());
     f.extend_from_slice(&ip);
     f.extend_from_slice(&udp);
     f
-}
-
-fn pseudo(src: &[u8], dst: &[u8], len: usize) -> u32 {
-    [&src[0..2], &src[2..4], &dst[0..2], &dst[2..4]]
-        .iter()
-        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-        .sum::<u32>()
-        + 17
-        + len as u32
 }
 
 /// Checks both checksums of a received IPv4/UDP frame; returns (src, sport, dst, dport).
@@ -308,7 +290,7 @@ fn check_udp(f: &[u8]) -> ([u8; 4], u16, [u8; 4], u16) {
     assert_eq!(sum16(ip, 0), 0xffff, "IPv4 header checksum");
     let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
     let udp = &f[34..14 + total];
-    assert_eq!(sum16(udp, pseudo(&ip[12..16], &ip[16..20], udp.len())), 0xffff, "UDP checksum");
+    assert_eq!(sum16(udp, pseudo_v4(ip, udp.len())), 0xffff, "UDP checksum");
     let a = |s: &[u8]| [s[0], s[1], s[2], s[3]];
     (
         a(&ip[12..16]),

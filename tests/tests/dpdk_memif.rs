@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use nflet_tests::{binary, drops, field, is_root, Nflet};
+use nflet_tests::{binary, drops, field, is_root, pseudo_v4, sum16, Nflet};
 
 const FLOWS: u32 = 500;
 const PACKETS: u64 = 5000;
@@ -124,17 +124,6 @@ fn pcap_frames(path: &Path) -> Vec<Vec<u8>> {
     frames
 }
 
-/// RFC 1071 one's-complement sum, folded.
-fn sum16(data: &[u8], mut acc: u32) -> u16 {
-    for c in data.chunks(2) {
-        acc += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
-    }
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc as u16
-}
-
 #[test]
 fn fw_nat_chain_between_memif_ports() {
     assert!(is_root(), "DPDK tests need root (hugepages); run ./tests/run.sh as root");
@@ -208,13 +197,12 @@ fn fw_nat_chain_between_memif_ports() {
         let l4 = &f[14 + ihl..14 + total];
         let proto = ip[9];
         assert!(proto == 6 || proto == 17, "TCP or UDP, got {proto}");
-        let pseudo: u32 = [&ip[12..14], &ip[14..16], &ip[16..18], &ip[18..20]]
-            .iter()
-            .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-            .sum::<u32>()
-            + u32::from(proto)
-            + l4.len() as u32;
-        assert_eq!(sum16(l4, pseudo), 0xffff, "{} checksum", if proto == 6 { "TCP" } else { "UDP" });
+        assert_eq!(
+            sum16(l4, pseudo_v4(ip, l4.len())),
+            0xffff,
+            "{} checksum",
+            if proto == 6 { "TCP" } else { "UDP" }
+        );
         public_ports.insert(u16::from_be_bytes([l4[0], l4[1]]));
     }
     assert_eq!(public_ports.len() as u64, mappings, "one public port per mapping\n{context}");

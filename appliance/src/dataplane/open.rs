@@ -68,16 +68,18 @@ pub fn open_ports(
         }
         return Ok(q);
     }
-    let dpdk_devices: Vec<&str> = config
+    // (port name, device) of every DPDK port.
+    let dpdk_ports: Vec<(&str, &str)> = config
         .ports
         .iter()
         .filter_map(|p| match &p.kind {
-            RawPortKind::Dpdk(d) => Some(d.device.as_str()),
+            RawPortKind::Dpdk(d) => Some((p.name.as_str(), d.device.as_str())),
             _ => None,
         })
         .collect();
-    if !dpdk_devices.is_empty() {
-        init_dpdk(config, &dpdk_devices)?;
+    if !dpdk_ports.is_empty() {
+        let devices: Vec<&str> = dpdk_ports.iter().map(|(_, d)| *d).collect();
+        init_dpdk(config, &devices)?;
     }
     for (i, port) in config.ports.iter().enumerate() {
         let id = PortId(u16::try_from(i).unwrap_or(u16::MAX));
@@ -147,16 +149,11 @@ pub fn open_ports(
         }
     }
     #[cfg(feature = "dpdk")]
-    if !dpdk_devices.is_empty() {
-        let ports: Vec<(&str, &str)> = config
-            .ports
-            .iter()
-            .filter_map(|p| match &p.kind {
-                RawPortKind::Dpdk(d) => Some((p.name.as_str(), d.device.as_str())),
-                _ => None,
-            })
-            .collect();
-        crate::port::dpdk::wait_links(&ports, std::time::Duration::from_millis(config.dpdk.link_wait_ms));
+    if !dpdk_ports.is_empty() {
+        crate::port::dpdk::wait_links(
+            &dpdk_ports,
+            std::time::Duration::from_millis(config.dpdk.link_wait_ms),
+        );
     }
     log::info!("ports up: {}", config.port_names().join(", "));
     Ok(q)

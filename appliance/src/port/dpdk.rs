@@ -55,17 +55,15 @@ struct Env {
 
 static ENV: Mutex<Option<Result<Env, String>>> = Mutex::new(None);
 
-/// True when `device` names a PCI device rather than a virtual device.
-pub fn is_pci(device: &str) -> bool {
-    crate::config::is_pci_address(device)
-}
+use crate::config::is_pci_address as is_pci;
 
-/// The full PCI address DPDK names a device by (`00:04.0` → `0000:00:04.0`).
-fn pci_name(device: &str) -> String {
-    if device.len() == 7 {
-        format!("0000:{device}")
+/// The name DPDK gives the port of `device`: the full PCI address (`00:04.0` →
+/// `0000:00:04.0`), or a virtual device's name (before its first comma).
+fn dpdk_name(device: &str) -> String {
+    if is_pci(device) {
+        nflet_boot::nics::full_address(device)
     } else {
-        device.to_ascii_lowercase()
+        device.split(',').next().unwrap_or_default().trim().to_string()
     }
 }
 
@@ -112,7 +110,7 @@ fn eal_args(settings: &RawDpdk, pci: &[String]) -> Vec<String> {
 /// Initialises the EAL (once per process) for the DPDK ports among `devices`.
 pub fn init(settings: &RawDpdk, devices: &[&str]) -> Result<(), PortError> {
     let err = |detail: String| PortError::Config { port: "dpdk".into(), detail };
-    let pci: Vec<String> = devices.iter().filter(|d| is_pci(d)).map(|d| pci_name(d)).collect();
+    let pci: Vec<String> = devices.iter().filter(|d| is_pci(d)).map(|d| dpdk_name(d)).collect();
     let mut env = ENV.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(state) = env.as_ref() {
         return match state {
@@ -236,10 +234,11 @@ pub fn open(name: &str, cfg: &RawDpdkPort, cores: usize) -> Result<OpenedPort, P
         detail: e.to_string(),
     };
     let cores16 = u16::try_from(cores).unwrap_or(u16::MAX);
-    let (dpdk_name, vdev) = if is_pci(&cfg.device) {
-        (pci_name(&cfg.device), None)
+    let dpdk_name = dpdk_name(&cfg.device);
+    let vdev = if is_pci(&cfg.device) {
+        None
     } else {
-        let vname = cfg.device.split(',').next().unwrap_or_default().trim().to_string();
+        let vname = dpdk_name.clone();
         if ffi::port_by_name(&vname).is_some() {
             return Err(PortError::Config {
                 port: name.into(),
@@ -252,7 +251,7 @@ pub fn open(name: &str, cfg: &RawDpdkPort, cores: usize) -> Result<OpenedPort, P
             spec.push_str(&format!(",qpairs={cores}"));
         }
         ffi::vdev_create(&spec).map_err(dev_err)?;
-        (vname.clone(), Some(vname))
+        Some(vname)
     };
     let Some(id) = ffi::port_by_name(&dpdk_name) else {
         let detail = if vdev.is_some() {
@@ -323,6 +322,7 @@ pub fn open(name: &str, cfg: &RawDpdkPort, cores: usize) -> Result<OpenedPort, P
                 refused: 0,
                 hw_lost: Cell::new(0),
                 calls: Cell::new(0),
+                registered: false,
             }) as Box<dyn RxQueue>
         })
         .collect();
@@ -363,9 +363,7 @@ pub fn wait_links(ports: &[(&str, &str)], timeout: std::time::Duration) {
 
 /// Link state and counters of the DPDK port `name` opened in this process, for reports.
 pub fn port_state(device: &str) -> Option<(Link, Stats)> {
-    let dpdk_name =
-        if is_pci(device) { pci_name(device) } else { device.split(',').next()?.trim().to_string() };
-    let id = ffi::port_by_name(&dpdk_name)?;
+    let id = ffi::port_by_name(&dpdk_name(device))?;
     Some((ffi::link(id).ok()?, ffi::stats(id).ok()?))
 }
 
@@ -380,12 +378,17 @@ struct DpdkRx {
     /// The NIC's missed + no-buffer count at the last read (queue 0 only).
     hw_lost: Cell<u64>,
     calls: Cell<u32>,
+    /// The polling thread is known to DPDK (registered on the first burst).
+    registered: bool,
 }
 
 impl RxQueue for DpdkRx {
     #[inline]
     fn rx_burst(&mut self, _pool: &mut BufPool, out: &mut Vec<PktBuf>, max: usize) -> RxStatus {
-        ffi::register_thread();
+        if !self.registered {
+            ffi::register_thread();
+            self.registered = true;
+        }
         let (n, refused) = ffi::rx_burst(self.guard.id, self.queue, &mut self.scratch, max);
         self.refused += refused as u64;
         out.extend(self.scratch.drain(..).map(PktBuf::from_mbuf));
@@ -453,8 +456,8 @@ impl TxQueue for DpdkTx {
             sent += n;
             if !self.staged.is_empty() {
                 // The ring is full: what was not sent goes back to the front, in order.
-                let rest: Vec<PktBuf> = self.staged.drain(..).map(PktBuf::from_mbuf).collect();
-                pkts.splice(0..0, rest);
+                // (An exact-size iterator: no allocation, `pkts` has the room it was drained of.)
+                pkts.splice(0..0, self.staged.drain(..).map(PktBuf::from_mbuf));
                 break;
             }
             if taken == 0 {
@@ -491,7 +494,8 @@ mod tests {
         {
             assert!(!is_pci(d), "{d}");
         }
-        assert_eq!(pci_name("00:04.0"), "0000:00:04.0");
+        assert_eq!(dpdk_name("00:04.0"), "0000:00:04.0");
+        assert_eq!(dpdk_name("net_memif0,role=server"), "net_memif0");
     }
 
     #[test]
