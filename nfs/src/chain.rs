@@ -11,6 +11,7 @@
 //! direction of a bump-in-the-wire firewall) can share an NF and its state.
 
 use crate::drop::{DropCounters, DropReason};
+use crate::frame::Frame;
 use crate::functions::AnyNf;
 use crate::ids::{CoreId, Label, PortId};
 use crate::nf::{Burst, Ctx, Report, Verdict};
@@ -145,7 +146,7 @@ impl Pipeline {
 
     /// Runs chain `chain` over the packets listed in `active` (indices into the burst arrays).
     /// Afterwards every listed packet's verdict is final: `Out(port)` or `Drop(reason)`.
-    pub fn run<F: AsMut<[u8]>>(
+    pub fn run<F: Frame>(
         &mut self,
         chain: usize,
         ctx: &Ctx,
@@ -234,7 +235,7 @@ struct Exec<'a, 'b, F> {
     left_early: u64,
 }
 
-impl<F: AsMut<[u8]>> Exec<'_, '_, F> {
+impl<F: Frame> Exec<'_, '_, F> {
     fn steps(&mut self, steps: &[Step], active: &mut Vec<u16>) {
         for step in steps {
             if active.is_empty() {

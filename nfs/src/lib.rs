@@ -10,6 +10,7 @@ pub mod addr;
 pub mod chain;
 pub mod drop;
 pub mod flow;
+pub mod frame;
 pub mod functions;
 pub mod ids;
 pub mod nf;

@@ -8,6 +8,7 @@
 //! returns a [`Verdict`]. NFs see bytes and parsed metadata, never a NIC buffer type, so each
 //! one is tested with plain `Vec<u8>` frames and a virtual clock.
 
+use crate::frame::Frame;
 use std::any::Any;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -49,7 +50,7 @@ pub struct Burst<'a, F> {
     pub active: &'a [u16],
 }
 
-impl<F: AsMut<[u8]>> Burst<'_, F> {
+impl<F: Frame> Burst<'_, F> {
     /// Calls `f` on every active packet and records its verdict.
     #[inline]
     pub fn for_each(&mut self, mut f: impl FnMut(&mut [u8], &mut Meta) -> Verdict) {
@@ -114,7 +115,7 @@ pub trait NetworkFunction: Send + Sized + 'static {
 
     /// Processes the active packets of a burst.
     #[inline]
-    fn process<F: AsMut<[u8]>>(&mut self, ctx: &Ctx, burst: &mut Burst<'_, F>) {
+    fn process<F: Frame>(&mut self, ctx: &Ctx, burst: &mut Burst<'_, F>) {
         burst.for_each(|frame, meta| self.process_packet(ctx, frame, meta));
     }
 

@@ -192,6 +192,23 @@ impl AsMut<[u8]> for PktBuf {
     }
 }
 
+impl nflet_nfs::frame::Frame for PktBuf {
+    #[inline]
+    fn room(&self) -> usize {
+        self.capacity()
+    }
+
+    #[inline]
+    fn set_frame_len(&mut self, len: usize) -> Result<(), nflet_nfs::frame::NoRoom> {
+        let room = self.capacity();
+        if len > room {
+            return Err(nflet_nfs::frame::NoRoom { wanted: len, room });
+        }
+        self.set_len(len);
+        Ok(())
+    }
+}
+
 impl AsRef<[u8]> for PktBuf {
     #[inline]
     fn as_ref(&self) -> &[u8] {

@@ -15,6 +15,7 @@ pub mod nat;
 pub mod policer;
 pub mod whitelist;
 
+use crate::frame::Frame;
 use crate::ids::CoreId;
 use crate::nf::{Burst, Ctx, InitCtx, NetworkFunction, NfError, Report};
 use crate::packet::Meta;
@@ -72,7 +73,7 @@ macro_rules! registry {
             }
 
             #[inline]
-            pub fn process<F: AsMut<[u8]>>(&mut self, ctx: &Ctx, burst: &mut Burst<'_, F>) {
+            pub fn process<F: Frame>(&mut self, ctx: &Ctx, burst: &mut Burst<'_, F>) {
                 match self {
                     $(AnyNf::$variant(nf) => nf.process(ctx, burst),)*
                 }

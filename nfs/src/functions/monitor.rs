@@ -5,6 +5,7 @@
 //! with eventual consistency (Serpens §III-C): each core counts into a small local delta table
 //! and merges it into the appliance-wide host map on a timer, so the packet path never locks.
 
+use crate::frame::Frame;
 use std::sync::Arc;
 
 use bytemuck::{Pod, Zeroable};
@@ -268,7 +269,7 @@ impl NetworkFunction for Monitor {
     }
 
     #[inline]
-    fn process<F: AsMut<[u8]>>(&mut self, ctx: &Ctx, burst: &mut Burst<'_, F>) {
+    fn process<F: Frame>(&mut self, ctx: &Ctx, burst: &mut Burst<'_, F>) {
         // Hashes first, then tight loops of loads, so many cache misses are in flight at once.
         self.scratch.clear();
         for &i in burst.active {

@@ -30,6 +30,7 @@ pub mod sketch;
 #[cfg(test)]
 mod tests;
 
+use crate::frame::Frame;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::Deserialize;
@@ -265,7 +266,7 @@ impl NetworkFunction for Ddos {
     }
 
     #[inline]
-    fn process<F: AsMut<[u8]>>(&mut self, ctx: &Ctx, burst: &mut Burst<'_, F>) {
+    fn process<F: Frame>(&mut self, ctx: &Ctx, burst: &mut Burst<'_, F>) {
         self.tick(ctx.now);
         burst.for_each(|_, meta| self.packet(ctx.now, meta));
     }

@@ -14,6 +14,7 @@ mod rules;
 #[cfg(test)]
 mod tests;
 
+use crate::frame::Frame;
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -157,7 +158,7 @@ impl NetworkFunction for Firewall {
     }
 
     #[inline]
-    fn process<F: AsMut<[u8]>>(&mut self, ctx: &Ctx, burst: &mut Burst<'_, F>) {
+    fn process<F: Frame>(&mut self, ctx: &Ctx, burst: &mut Burst<'_, F>) {
         let Firewall { policy, conns, stats } = self;
         let mut conns = conns.view();
         let mut touched = 0u32;

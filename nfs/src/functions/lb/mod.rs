@@ -48,6 +48,7 @@ mod translate;
 #[cfg(test)]
 mod tests;
 
+use crate::frame::Frame;
 use std::net::SocketAddrV4;
 use std::sync::Arc;
 
@@ -219,7 +220,7 @@ impl NetworkFunction for Lb {
     }
 
     #[inline]
-    fn process<F: AsMut<[u8]>>(&mut self, ctx: &Ctx, burst: &mut Burst<'_, F>) {
+    fn process<F: Frame>(&mut self, ctx: &Ctx, burst: &mut Burst<'_, F>) {
         let Lb { s, flows, bal } = self;
         let mut flows = flows.view();
         let mut touched = 0u32;

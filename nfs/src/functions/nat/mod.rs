@@ -64,6 +64,7 @@ mod translate;
 #[cfg(test)]
 mod tests;
 
+use crate::frame::Frame;
 use std::sync::Arc;
 
 pub use config::{Filtering, ForwardConfig, Hairpin, NatConfig, Settings, Timeouts};
@@ -190,7 +191,7 @@ impl NetworkFunction for Nat {
     }
 
     #[inline]
-    fn process<F: AsMut<[u8]>>(&mut self, ctx: &Ctx, burst: &mut Burst<'_, F>) {
+    fn process<F: Frame>(&mut self, ctx: &Ctx, burst: &mut Burst<'_, F>) {
         // Touch every packet's mapping slot first so the cache misses overlap (outbound:
         // by inside endpoint; inbound: by public endpoint). Hashes first, then a tight loop
         // of loads: a long loop body would let only a few misses be in flight at once.

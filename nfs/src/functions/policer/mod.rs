@@ -29,6 +29,7 @@ mod tests;
 #[cfg(test)]
 mod tests_flows;
 
+use crate::frame::Frame;
 use serde::Deserialize;
 
 use self::classify::{Rule, RuleConfig};
@@ -288,7 +289,7 @@ impl NetworkFunction for Policer {
     }
 
     #[inline]
-    fn process<F: AsMut<[u8]>>(&mut self, ctx: &Ctx, burst: &mut Burst<'_, F>) {
+    fn process<F: Frame>(&mut self, ctx: &Ctx, burst: &mut Burst<'_, F>) {
         // Touch every active packet's bucket slot in each per-flow table before metering any
         // of them, so their cache misses overlap (see `TableView::prefetch`). A packet of
         // another class costs one wasted load per table.

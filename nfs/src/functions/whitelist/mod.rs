@@ -28,6 +28,7 @@ mod classes;
 #[cfg(test)]
 mod tests;
 
+use crate::frame::Frame;
 use bytemuck::{Pod, Zeroable};
 use serde::Deserialize;
 
@@ -205,7 +206,7 @@ impl NetworkFunction for Whitelist {
     }
 
     #[inline]
-    fn process<F: AsMut<[u8]>>(&mut self, ctx: &Ctx, burst: &mut Burst<'_, F>) {
+    fn process<F: Frame>(&mut self, ctx: &Ctx, burst: &mut Burst<'_, F>) {
         let Whitelist { policy, requests, counters } = self;
         let mut table = requests.view();
         let mut touched = 0u32;
