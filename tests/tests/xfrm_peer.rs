@@ -90,12 +90,13 @@ impl Pair {
         spec
     }
 
-    /// tcpdump on the bridge, every frame, written as it arrives.
+    /// tcpdump on the bridge, every frame, written as it arrives (immediate mode: no frames wait
+    /// in the capture ring's block timeout when tcpdump is stopped).
     fn capture(&self, file: &Path) -> Child {
         let mut child = self
             .ns
             .command("tcpdump")
-            .args(["-i", BRIDGE, "-n", "-s", "0", "-U", "-w"])
+            .args(["-i", BRIDGE, "-n", "-s", "0", "--immediate-mode", "-U", "-w"])
             .arg(file)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
