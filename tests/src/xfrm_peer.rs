@@ -43,21 +43,43 @@ pub enum PeerError {
     NotRoot,
     QemuMissing,
     /// The kernel or the initramfs is not there.
-    ImageMissing { what: &'static str, path: PathBuf },
+    ImageMissing {
+        what: &'static str,
+        path: PathBuf,
+    },
     /// A host command (`ip ...`) failed.
-    Host { cmd: String, output: String },
+    Host {
+        cmd: String,
+        output: String,
+    },
     /// QEMU could not be started, or its console could not be written.
-    Io { what: String, error: String },
+    Io {
+        what: String,
+        error: String,
+    },
     /// Nothing came back in time.
-    Timeout { what: String, waited: Duration, console: String },
+    Timeout {
+        what: String,
+        waited: Duration,
+        console: String,
+    },
     /// QEMU exited.
-    Exited { console: String },
+    Exited {
+        console: String,
+    },
     /// A guest command ran and returned a non-zero status.
-    Failed { cmd: String, status: i32, output: String },
+    Failed {
+        cmd: String,
+        status: i32,
+        output: String,
+    },
     /// A [`TunnelSpec`] that cannot be configured.
     BadSpec(String),
     /// Guest output that does not have the expected shape.
-    Parse { what: String, text: String },
+    Parse {
+        what: String,
+        text: String,
+    },
 }
 
 impl fmt::Display for PeerError {
@@ -102,7 +124,8 @@ fn host(args: &[&str]) -> Result<String, PeerError> {
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
-        let output = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let output =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         Err(PeerError::Host { cmd, output: output.trim().to_string() })
     }
 }
@@ -264,7 +287,11 @@ impl Console {
             if now >= deadline {
                 return Err(false);
             }
-            b = self.more.wait_timeout(b, deadline - now).map(|(g, _)| g).unwrap_or_else(|p| p.into_inner().0);
+            b = self
+                .more
+                .wait_timeout(b, deadline - now)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
         }
     }
 }
@@ -343,11 +370,15 @@ impl PeerVm {
             Ok(child) => child,
             Err(e) => {
                 cleanup(&created);
-                return Err(PeerError::Io { what: "starting qemu-system-x86_64".into(), error: e.to_string() });
+                return Err(PeerError::Io {
+                    what: "starting qemu-system-x86_64".into(),
+                    error: e.to_string(),
+                });
             }
         };
         let console = Arc::new(Console::default());
-        let (Some(stdin), Some(stdout), Some(stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        let (Some(stdin), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
             let _ = child.kill();
             let _ = child.wait();
@@ -399,9 +430,10 @@ impl PeerVm {
 
     fn write(&self, text: &str) -> Result<(), PeerError> {
         let mut w = self.stdin.lock().unwrap_or_else(|p| p.into_inner());
-        w.write_all(text.as_bytes())
-            .and_then(|()| w.flush())
-            .map_err(|e| PeerError::Io { what: format!("writing to {}'s console", self.name), error: e.to_string() })
+        w.write_all(text.as_bytes()).and_then(|()| w.flush()).map_err(|e| PeerError::Io {
+            what: format!("writing to {}'s console", self.name),
+            error: e.to_string(),
+        })
     }
 
     /// Runs `cmd` in the guest's shell and returns its output (stdout and stderr); a non-zero
@@ -424,7 +456,9 @@ impl PeerVm {
     /// Runs `cmd` and returns its exit status and output, whatever the status.
     pub fn exec_status(&self, cmd: &str, limit: Duration) -> Result<(i32, String), PeerError> {
         if cmd.contains('\n') || cmd.len() > 1000 {
-            return Err(PeerError::BadSpec(format!("guest command must be one line under 1000 bytes: {cmd:?}")));
+            return Err(PeerError::BadSpec(format!(
+                "guest command must be one line under 1000 bytes: {cmd:?}"
+            )));
         }
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
         // The markers are split by quotes in the command, so the terminal's echo of the
@@ -456,10 +490,10 @@ impl PeerVm {
         let output = b.bytes.get(body..after_end - end_tag.len()).unwrap_or_default();
         let status_text = b.bytes.get(after_end..status_end - 1).unwrap_or_default();
         let status_text = String::from_utf8_lossy(status_text);
-        let status = status_text.trim().parse::<i32>().map_err(|_| PeerError::Parse {
-            what: "an exit status".into(),
-            text: status_text.to_string(),
-        })?;
+        let status = status_text
+            .trim()
+            .parse::<i32>()
+            .map_err(|_| PeerError::Parse { what: "an exit status".into(), text: status_text.to_string() })?;
         Ok((status, String::from_utf8_lossy(output).into_owned()))
     }
 

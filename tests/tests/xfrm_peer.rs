@@ -205,7 +205,9 @@ fn check_tunnel(p: &Pair, key_len: usize) -> Vec<Vec<u8>> {
     let tcpdump = p.capture(&pcap);
 
     // Ping across the tunnel, inner address to inner address.
-    let out = p.a.exec_timeout(&format!("ping -c 3 -W 10 -I {INNER_A} {INNER_B}"), Duration::from_secs(40)).unwrap();
+    let out =
+        p.a.exec_timeout(&format!("ping -c 3 -W 10 -I {INNER_A} {INNER_B}"), Duration::from_secs(40))
+            .unwrap();
     assert!(out.contains("3 packets transmitted, 3 packets received"), "ping: {out}");
 
     // TCP, 256 KiB of random bytes, a -> b.
@@ -277,7 +279,9 @@ fn write_esp_vectors() {
     for key_len in [16usize, 32] {
         let spec = p.tunnel(key_len);
         let tcpdump = p.capture(&tmp);
-        let out = p.a.exec_timeout(&format!("ping -c 2 -s 56 -W 10 -I {INNER_A} {INNER_B}"), Duration::from_secs(40));
+        let out = p
+            .a
+            .exec_timeout(&format!("ping -c 2 -s 56 -W 10 -I {INNER_A} {INNER_B}"), Duration::from_secs(40));
         assert!(out.unwrap().contains("2 packets received"));
         std::thread::sleep(Duration::from_millis(300));
         stop(tcpdump);
