@@ -22,7 +22,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use nflet_tests::xfrm_peer::{PeerConfig, PeerNetns, PeerVm, Prefix, Sa, TunnelSpec};
+use nflet_tests::xfrm_peer::{
+    PeerConfig, PeerError, PeerNetns, PeerVm, Prefix, Sa, TunnelSpec, BUILD_COMMAND,
+};
 
 const BRIDGE: &str = "br0";
 const OUTER_A: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
@@ -115,6 +117,15 @@ impl Pair {
                 "nc -l -p {port} >{file} & for i in $(seq 50); do netstat -ltn | grep -q ':{port} ' && break; usleep 100000; done"
             ))
             .unwrap();
+    }
+}
+
+/// Deletes a root-namespace link on drop.
+struct VethGuard(String);
+
+impl Drop for VethGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip").args(["link", "del", &self.0]).output();
     }
 }
 
@@ -252,11 +263,49 @@ fn check_tunnel(p: &Pair, key_len: usize) -> Vec<Vec<u8>> {
 #[test]
 fn esp_tunnel_between_two_linux_peers_gcm128_and_gcm256() {
     let p = pair("t");
+    // The console protocol: output, a failing status, a timeout that shows the console.
+    assert_eq!(p.a.exec("echo hello; echo world >&2").unwrap(), "hello\nworld\n");
+    match p.a.exec("false") {
+        Err(PeerError::Failed { status: 1, .. }) => {}
+        other => panic!("`false` gave {other:?}"),
+    }
+    match p.b.exec_timeout("sleep 2", Duration::from_millis(300)) {
+        Err(e @ PeerError::Timeout { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("`sleep 2` on peer-b") && text.contains("console so far"), "{text}");
+        }
+        other => panic!("a timeout was expected: {other:?}"),
+    }
+    assert_eq!(p.b.exec("echo after").unwrap(), "after\n", "the console resynchronises");
+    // Where a later test plugs an nflet port: a veth into the same bridge.
+    let outside = format!("nxp{}", std::process::id() % 100_000);
+    p.ns.plug_veth(BRIDGE, &outside, "nfport0").unwrap();
+    let veth = VethGuard(outside.clone());
+    let link = String::from_utf8(
+        std::process::Command::new("ip")
+            .args(["-n", &p.ns.name, "link", "show", "nfport0"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(link.contains("master br0") && link.contains("UP"), "{link}");
+    drop(veth);
     for key_len in [16, 32] {
         let start = Instant::now();
         check_tunnel(&p, key_len);
         eprintln!("AES-GCM-{}: checked in {:.1?}", key_len * 8, start.elapsed());
     }
+}
+
+#[test]
+fn missing_peer_images_name_the_build_command() {
+    let ns = PeerNetns::new(&format!("nflxpm{}", std::process::id() % 100_000)).unwrap();
+    let mut cfg = PeerConfig::new("peer-m");
+    cfg.initrd = "/nonexistent/peer-initramfs.cpio.gz".into();
+    let e = PeerVm::boot(&ns, &cfg).unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains("/nonexistent/peer-initramfs.cpio.gz") && text.contains(BUILD_COMMAND), "{text}");
 }
 
 fn hex(b: &[u8]) -> String {
