@@ -3,7 +3,9 @@
 //! `rfc4106(gcm(aes))`, 128- and 256-bit keys. A ping and a TCP transfer (byte-exact) cross
 //! the tunnel; the frames captured on the bridge are ESP with the configured SPIs and never
 //! carry the inner addresses in clear; each SA's `ip -s xfrm state` packet counter equals the
-//! number of ESP frames captured with its SPI, on both ends.
+//! number of ESP frames captured with its SPI, on both ends. Before that, the console
+//! protocol itself: output, a non-zero status, a timeout whose error carries the console log,
+//! and a veth plugged into the peers' bridge (where an nflet port goes).
 //!
 //! Needs root and the peer guest (`./images/peer/build.sh`, run by ./tests/run.sh), and
 //! tcpdump on the host.
