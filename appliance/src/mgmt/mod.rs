@@ -3,8 +3,12 @@
 //!
 //! - `GET /status`: JSON — version, uptime, cores, per-port rx/tx/lost, per-chain packets and
 //!   drops, drops by reason;
-//! - `GET /metrics`: the same counters in the Prometheus text format (`nflet_port_rx_packets_total
-//!   {port="..."}`, `nflet_drops_total{reason="..."}`, ...).
+//! - `GET /metrics`: the counters in the Prometheus text format, per port, chain (with its
+//!   tenant and CPU time), core (busy time and ratio, a histogram of burst processing times),
+//!   NF instance (packets, drops by reason, its own counters) and state table (occupancy,
+//!   refusals, evictions, expiries);
+//! - `GET /`: a status page (HTML and a little JavaScript, nothing loaded from elsewhere) with
+//!   live charts of throughput and drops per chain, drawn from `/status` once a second.
 //!
 //! Every response closes its connection (`Connection: close`); one thread serves one request
 //! at a time, with short socket timeouts so a stalled client cannot hold it. The counters come
@@ -34,6 +38,9 @@ use crate::config::{Config, Management};
 use crate::dataplane::stats::BurstHistogram;
 use crate::dataplane::Summary;
 use nflet_nfs::state::TableStats;
+
+/// The status page served at `/`.
+pub const STATUS_PAGE: &str = include_str!("status.html");
 
 /// The latest counters, shared between the run loop (writer) and the endpoint (reader).
 #[derive(Debug)]
@@ -352,7 +359,10 @@ pub fn route(path: &str, live: &Live) -> Response {
             content_type: "text/plain; version=0.0.4; charset=utf-8",
             body: metrics(&live.view()),
         },
-        _ => Response::text(404, "not found; try /status or /metrics"),
+        "/" => {
+            Response { status: 200, content_type: "text/html; charset=utf-8", body: STATUS_PAGE.to_string() }
+        }
+        _ => Response::text(404, "not found; try /, /status or /metrics"),
     }
 }
 
