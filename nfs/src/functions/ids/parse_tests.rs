@@ -117,7 +117,10 @@ fn errors_have_line_and_column() {
         ("alert tcp any any -> any any (sid:0;)", "t.rules:2:31: `sid` must be from 1"),
         ("alert tcp any any -> any any (flow:stateless; sid:1;)", "t.rules:2:31: unsupported flow keyword"),
         ("alert tcp any any -> any any (sid:1; within:4;)", "t.rules:2:38: `within` must follow"),
-        ("alert tcp any any -> any any (content:\"a\"; nocase:1; sid:1;)", "t.rules:2:44: takes no value"),
+        (
+            "alert tcp any any -> any any (content:\"a\"; nocase:1; sid:1;)",
+            "t.rules:2:44: option `nocase` takes no value",
+        ),
         ("alert tcp any any -> any any (sid:1) ", "t.rules:2:31: expected `;` after the last option"),
     ];
     for (line, want) in cases {
