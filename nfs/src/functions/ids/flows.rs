@@ -104,7 +104,8 @@ mod tests {
         let tcp = IpProtocol::Tcp;
         let udp = IpProtocol::Udp;
         // (protocol, packets after the first, established after each)
-        let cases: &[(&str, IpProtocol, (Dir, TcpFlags), &[(Dir, TcpFlags, bool)])] = &[
+        type Case<'a> = (&'a str, IpProtocol, (Dir, TcpFlags), &'a [(Dir, TcpFlags, bool)]);
+        let cases: &[Case<'_>] = &[
             ("handshake", tcp, (c, SYN), &[(s, SYNACK, false), (c, ACK, true), (s, ACK, true)]),
             ("ack from server does not complete", tcp, (c, SYN), &[(s, SYNACK, false), (s, ACK, false)]),
             ("mid-stream pickup", tcp, (c, ACK), &[(s, ACK, false), (c, ACK, false)]),

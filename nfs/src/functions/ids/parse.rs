@@ -435,7 +435,7 @@ fn decode_content(v: &str) -> Result<Vec<u8>, String> {
         n += 1;
         if hex {
             let digits: String = part.chars().filter(|c| !c.is_whitespace()).collect();
-            if digits.len() % 2 != 0 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+            if !digits.len().is_multiple_of(2) || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(format!("bad hex `|{part}|` in content (expected pairs of hex digits)"));
             }
             for pair in digits.as_bytes().chunks(2) {
@@ -447,7 +447,7 @@ fn decode_content(v: &str) -> Result<Vec<u8>, String> {
         }
         hex = !hex;
     }
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         return Err(format!("unbalanced `|` in content {v}"));
     }
     if out.is_empty() {

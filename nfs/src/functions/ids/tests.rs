@@ -4,6 +4,10 @@ use super::*;
 use crate::testutil::{build, run, try_build, udp4, MAC_A, MAC_B};
 
 const IN: u16 = 0;
+
+/// Expected per-sid counters.
+type Counts = &'static [(&'static str, u64)];
+type Packets = Vec<Vec<u8>>;
 const CLIENT: [u8; 4] = [10, 0, 0, 2];
 const SERVER: [u8; 4] = [192, 0, 2, 10];
 const SYN: u8 = 0x02;
@@ -111,7 +115,7 @@ fn addresses_ports_and_direction() {
     ];
     let cfg = config("[vars]\nHOME_NET = \"10.0.0.0/8\"\nEXTERNAL_NET = \"!$HOME_NET\"", &rules);
     let mut ids: Ids = build(&cfg);
-    let cases: &[(Vec<u8>, &[(&str, u64)])] = &[
+    let cases: &[(Vec<u8>, Counts)] = &[
         (udp4(CLIENT, 4000, SERVER, 53, b"q"), &[("sid_1_alerts", 1), ("sid_2_alerts", 1)]),
         (udp4(SERVER, 53, CLIENT, 4000, b"q"), &[("sid_1_alerts", 1), ("sid_2_alerts", 2)]),
         (udp4(SERVER, 4000, CLIENT, 53, b"q"), &[("sid_1_alerts", 1), ("sid_2_alerts", 2)]),
@@ -143,7 +147,7 @@ fn flow_established_and_to_server() {
     ];
     let mut ids: Ids = build(&config("", &rules));
     let (c, s) = (CLIENT, SERVER);
-    let steps: &[(Vec<u8>, &[(&str, u64)])] = &[
+    let steps: &[(Vec<u8>, Counts)] = &[
         // Data on the SYN: not established yet.
         (tcp(c, 40000, s, 21, SYN, b"cmd"), &[("sid_3_alerts", 1)]),
         (tcp(s, 21, c, 40000, SYNACK, b"cmd"), &[("sid_2_alerts", 1), ("sid_3_alerts", 2)]),
@@ -170,7 +174,7 @@ fn pattern_split_across_packets_of_one_flow_direction() {
     let a = |sport: u16, p: &[u8]| udp4(CLIENT, sport, SERVER, 9000, p);
     let back = |sport: u16, p: &[u8]| udp4(SERVER, 9000, CLIENT, sport, p);
     // (packets in order, alerts of sid 1, 2, 3 after them)
-    let cases: Vec<(&str, Vec<Vec<u8>>, [u64; 3])> = vec![
+    let cases: Vec<(&str, Packets, [u64; 3])> = vec![
         ("one packet", vec![a(1, b"xxEVILPAYLOADxx")], [1, 0, 0]),
         ("split in one flow", vec![a(1, b"xxEVIL"), a(1, b"PAYLOADxx")], [1, 0, 0]),
         ("split in three", vec![a(1, b"EV"), a(1, b"ILPAY"), a(1, b"LOAD")], [1, 0, 0]),
