@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 need_pkgs=()
 # qemu-system-x86/ovmf: the boot tests (images/build.sh installs what the images need).
 for p in iproute2 ethtool gcc libc6-dev pkg-config libdpdk-dev libclang-dev libnuma-dev libbsd-dev libmd-dev \
-    qemu-system-x86 ovmf python3; do
+    qemu-system-x86 ovmf python3 python3-dpkt; do
     dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
 done
 if [ "${#need_pkgs[@]}" -gt 0 ]; then

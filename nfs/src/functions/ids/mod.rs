@@ -258,7 +258,7 @@ impl NetworkFunction for Ids {
 
     fn report(&self, out: &mut Report) {
         let c = &self.counters;
-        out.counter("packets", c.packets);
+        out.counter("inspected", c.packets);
         out.counter("bytes", c.bytes);
         out.counter("candidates", c.candidates);
         out.counter("alerts", c.alerts);

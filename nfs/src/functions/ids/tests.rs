@@ -101,7 +101,7 @@ fn contents_match_per_packet_with_exact_counts() {
         }
         assert_eq!(fired, *want, "case {i}: {:?}", String::from_utf8_lossy(payload));
     }
-    assert_eq!(counter(&ids, "packets"), cases.len() as u64);
+    assert_eq!(counter(&ids, "inspected"), cases.len() as u64);
     assert_eq!(counter(&ids, "alerts"), 10);
     assert_eq!(counter(&ids, "dropped"), 0);
 }
@@ -199,7 +199,7 @@ fn pattern_split_across_packets_of_one_flow_direction() {
         let got =
             [counter(&ids, "sid_1_alerts"), counter(&ids, "sid_2_alerts"), counter(&ids, "sid_3_alerts")];
         assert_eq!(got, want, "{name}");
-        assert_eq!(counter(&ids, "packets"), packets.len() as u64, "{name}");
+        assert_eq!(counter(&ids, "inspected"), packets.len() as u64, "{name}");
     }
 }
 
@@ -353,5 +353,5 @@ fn full_flow_table_refuses_new_flows() {
 fn non_ip_frames_pass_uninspected() {
     let mut ids: Ids = build(&config("", &[r#"alert ip any any -> any any (msg:"all"; sid:1;)"#]));
     assert_eq!(run(&mut ids, Nanos(1), IN, &crate::testutil::arp()), Verdict::Continue);
-    assert_eq!((counter(&ids, "non_ip"), counter(&ids, "packets"), counter(&ids, "alerts")), (1, 0, 0));
+    assert_eq!((counter(&ids, "non_ip"), counter(&ids, "inspected"), counter(&ids, "alerts")), (1, 0, 0));
 }
