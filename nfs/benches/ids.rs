@@ -34,12 +34,55 @@ impl Rng {
 }
 
 const WORDS: &[&str] = &[
-    "the", "network", "function", "packet", "server", "client", "download", "mirror", "release",
-    "version", "ethernet", "protocol", "analysis", "capture", "window", "support", "document",
-    "available", "security", "href=\"http://www.example.org/pub/", "<a", "</a>", "<td>", "</td>",
-    "<div class=\"menu\">", "\r\n", "Content-Type: text/html", "Accept-Encoding: gzip", "of", "and",
-    "to", "in", "is", "for", "with", "on", "User-Agent: Mozilla/5.0", "GET", "HTTP/1.1", "200",
-    "OK", "Host:", "index.html", "images", "style", "script", "function()", "return", "var",
+    "the",
+    "network",
+    "function",
+    "packet",
+    "server",
+    "client",
+    "download",
+    "mirror",
+    "release",
+    "version",
+    "ethernet",
+    "protocol",
+    "analysis",
+    "capture",
+    "window",
+    "support",
+    "document",
+    "available",
+    "security",
+    "href=\"http://www.example.org/pub/",
+    "<a",
+    "</a>",
+    "<td>",
+    "</td>",
+    "<div class=\"menu\">",
+    "\r\n",
+    "Content-Type: text/html",
+    "Accept-Encoding: gzip",
+    "of",
+    "and",
+    "to",
+    "in",
+    "is",
+    "for",
+    "with",
+    "on",
+    "User-Agent: Mozilla/5.0",
+    "GET",
+    "HTTP/1.1",
+    "200",
+    "OK",
+    "Host:",
+    "index.html",
+    "images",
+    "style",
+    "script",
+    "function()",
+    "return",
+    "var",
 ];
 
 /// Text that reads like HTTP and HTML: words from [`WORDS`] separated by spaces.
@@ -61,7 +104,10 @@ fn rules(n: usize) -> String {
     for i in 0..n {
         let len = 8 + rng.below(13);
         let pat: String = (0..len).map(|_| alphabet[rng.below(alphabet.len())] as char).collect();
-        out.push_str(&format!("alert tcp any any -> any any (msg:\"generated {i}\"; content:\"{pat}\"; sid:{};)\n", 1_000_000 + i));
+        out.push_str(&format!(
+            "alert tcp any any -> any any (msg:\"generated {i}\"; content:\"{pat}\"; sid:{};)\n",
+            1_000_000 + i
+        ));
     }
     out
 }
@@ -88,8 +134,9 @@ fn main() {
     let mut frames = frames();
     println!("ids bench: {FRAME}-byte TCP frames, text payload, {FLOWS} flows, {packets} packets, one core");
     for (n, kind) in [(100, "auto"), (1_000, "auto"), (1_000, "nfa"), (10_000, "auto"), (10_000, "dfa")] {
-        let mut cfg: IdsConfig = toml::from_str(&format!("automaton = \"{kind}\"\nrules_file = \"generated\"\nflows = 4096"))
-            .expect("config");
+        let mut cfg: IdsConfig =
+            toml::from_str(&format!("automaton = \"{kind}\"\nrules_file = \"generated\"\nflows = 4096"))
+                .expect("config");
         cfg.rules_file_text = Some(rules(n));
         let t = Instant::now();
         let set = cfg.build().expect("rule set");
@@ -99,8 +146,14 @@ fn main() {
         let mut arena = Arena::new(CoreId(0), 64 << 20, Backing::Normal);
         let mut shared = SharedRegistry::default();
         let ports = ["in".to_string()];
-        let mut rt =
-            InitCtx { name: "ids", core: CoreId(0), cores: 1, ports: &ports, arena: &mut arena, shared: &mut shared };
+        let mut rt = InitCtx {
+            name: "ids",
+            core: CoreId(0),
+            cores: 1,
+            ports: &ports,
+            arena: &mut arena,
+            shared: &mut shared,
+        };
         let mut ids = Ids::init(&cfg, &mut rt).expect("init");
         let ctx = Ctx { now: Nanos(1), core: CoreId(0) };
         let mut alerts = 0u64;
