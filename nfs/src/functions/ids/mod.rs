@@ -39,9 +39,11 @@
 
 mod content;
 pub mod flows;
+mod inspect;
 pub mod parse;
 pub mod rule;
 pub mod ruleset;
+mod scan;
 pub mod spec;
 
 #[cfg(test)]
@@ -50,11 +52,8 @@ mod parse_tests;
 mod tests;
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
-use aho_corasick::automaton::{Automaton, StateID};
-use aho_corasick::Anchored;
 use serde::Deserialize;
 
 pub use content::{Content, Pinned};
@@ -63,13 +62,11 @@ pub use parse::UnknownOptions;
 pub use rule::{Action, Rule};
 pub use ruleset::{AutomatonKind, BuildError, Hit, Matcher, RuleSet, RuleSource};
 
-use crate::drop::DropReason;
-use crate::flow::FAMILY_V4;
-use crate::nf::{Ctx, InitCtx, NetworkFunction, NfError, Report, Verdict};
+use crate::nf::{Burst, Ctx, InitCtx, NetworkFunction, NfError, Report, Verdict};
 use crate::packet::Meta;
-use crate::state::{FlowTable, FullPolicy, StateDecl, TableSpec, TableView};
+use crate::state::{FlowTable, FullPolicy, StateDecl, TableSpec};
 use crate::time::Nanos;
-use rule::FlowFacts;
+use inspect::{Core, Scratch};
 
 /// Expired flows reclaimed per housekeeping call.
 const SWEEP_PER_BURST: usize = 64;
@@ -171,14 +168,6 @@ struct RuleCount {
     passes: u64,
 }
 
-/// Per-packet working lists, kept between packets so they do not allocate once warm.
-#[derive(Debug, Default)]
-struct Scratch {
-    candidates: Vec<u32>,
-    spanning: Vec<Hit>,
-    matched: Vec<u32>,
-}
-
 /// The IDS on one core.
 #[derive(Debug)]
 pub struct Ids {
@@ -220,11 +209,7 @@ impl NetworkFunction for Ids {
         let spec = TableSpec { capacity: config.flows, idle_timeout: idle, full_policy: config.full_policy };
         let flows = FlowTable::new(rt.arena, &format!("{}.flows", rt.name), spec)?;
         let n = set.rules.len();
-        let scratch = Scratch {
-            candidates: Vec::with_capacity(64),
-            spanning: Vec::with_capacity(16),
-            matched: Vec::with_capacity(16),
-        };
+        let scratch = Scratch::default();
         Ok(Ids {
             start: set.start(),
             set,
@@ -239,17 +224,15 @@ impl NetworkFunction for Ids {
 
     #[inline]
     fn process_packet(&mut self, ctx: &Ctx, frame: &mut [u8], meta: &mut Meta) -> Verdict {
-        let mut flows = self.flows.view();
-        let mut core = Core {
-            set: &self.set,
-            ips: self.ips,
-            start: self.start,
-            idle: self.idle,
-            counters: &mut self.counters,
-            per_rule: &mut self.per_rule,
-            scratch: &mut self.scratch,
-        };
-        core.inspect(&mut flows, ctx.now, frame, meta)
+        let (mut core, mut flows) = self.parts();
+        core.one(&mut flows, ctx.now, frame, meta)
+    }
+
+    /// Packets of different flow directions are scanned four at a time (see `scan`).
+    #[inline]
+    fn process<F: AsMut<[u8]>>(&mut self, ctx: &Ctx, burst: &mut Burst<'_, F>) {
+        let (mut core, mut flows) = self.parts();
+        core.burst(&mut flows, ctx.now, burst);
     }
 
     fn housekeeping(&mut self, ctx: &Ctx) {
@@ -279,189 +262,21 @@ impl NetworkFunction for Ids {
 }
 
 impl Ids {
+    fn parts(&mut self) -> (Core<'_>, crate::state::TableView<'_, IdsFlowEntry>) {
+        let core = Core {
+            set: &self.set,
+            ips: self.ips,
+            start: self.start,
+            idle: self.idle,
+            counters: &mut self.counters,
+            per_rule: &mut self.per_rule,
+            scratch: &mut self.scratch,
+        };
+        (core, self.flows.view())
+    }
+
     /// The compiled rule set.
     pub fn rule_set(&self) -> &RuleSet {
         &self.set
-    }
-}
-
-/// The packet path, borrowing the NF's parts separately from its flow table.
-struct Core<'a> {
-    set: &'a RuleSet,
-    ips: bool,
-    start: u32,
-    idle: Nanos,
-    counters: &'a mut IdsCounters,
-    per_rule: &'a mut [RuleCount],
-    scratch: &'a mut Scratch,
-}
-
-impl Core<'_> {
-    #[inline]
-    fn inspect(
-        &mut self,
-        flows: &mut TableView<'_, IdsFlowEntry>,
-        now: Nanos,
-        frame: &[u8],
-        meta: &Meta,
-    ) -> Verdict {
-        if !meta.is_ip() {
-            self.counters.non_ip += 1;
-            return Verdict::Continue;
-        }
-        self.counters.packets += 1;
-        let payload = frame.get(usize::from(meta.payload)..usize::from(meta.l3_end)).unwrap_or(&[]);
-        self.counters.bytes += payload.len() as u64;
-        let flow = match flows.find_touch(meta.hash, &meta.key, now, self.idle) {
-            Some(e) => {
-                e.value.track(meta.dir, meta.proto, meta.tcp_flags);
-                &mut e.value
-            }
-            None => {
-                let v = IdsFlow::new(meta.dir, meta.proto, meta.tcp_flags, self.start);
-                let Ok(idx) = flows.insert(meta.hash, meta.key, v, now) else {
-                    self.counters.table_full += 1;
-                    return Verdict::Drop(DropReason::TableFull);
-                };
-                match flows.get_mut(idx) {
-                    Some(f) => f,
-                    None => return Verdict::Continue,
-                }
-            }
-        };
-        let facts = FlowFacts { established: flow.established(), to_server: flow.to_server(meta.dir) };
-        let side = flows::side(meta.dir);
-        let Some(state) = flow.ac.get_mut(side) else { return Verdict::Continue };
-        let s = &mut *self.scratch;
-        s.candidates.clear();
-        s.spanning.clear();
-        s.matched.clear();
-        *state = match &self.set.matcher {
-            Matcher::Empty => *state,
-            Matcher::Dfa(a) => scan_flow(a, *state, payload, &self.set.pattern_rules, s),
-            Matcher::Nfa(a) => scan_flow(a, *state, payload, &self.set.pattern_rules, s),
-        };
-        s.candidates.sort_unstable();
-        s.candidates.dedup();
-        let set = self.set;
-        let header_ok = |r: &Rule| r.header_matches(meta) && r.flow_matches(facts);
-        for &i in s.candidates.iter().chain(&set.always) {
-            self.counters.candidates += 1;
-            if set
-                .rules
-                .get(i as usize)
-                .is_some_and(|r| header_ok(r) && content::matches(&r.contents, payload, None))
-            {
-                s.matched.push(i);
-            }
-        }
-        for h in &s.spanning {
-            if s.matched.contains(&h.rule) {
-                continue;
-            }
-            self.counters.candidates += 1;
-            let hit = set.rules.get(h.rule as usize).is_some_and(|r| {
-                let pin = r.fast.map(|content| Pinned { content, start: h.start });
-                pin.is_some() && header_ok(r) && content::matches(&r.contents, payload, pin)
-            });
-            if hit {
-                s.matched.push(h.rule);
-            }
-        }
-        if s.matched.is_empty() {
-            return Verdict::Continue;
-        }
-        self.decide(now, meta)
-    }
-
-    /// Actions of the matched rules (Snort order: pass, then drop and alert).
-    fn decide(&mut self, now: Nanos, meta: &Meta) -> Verdict {
-        let set = self.set;
-        let matched = &self.scratch.matched;
-        let is_pass = |i: &u32| set.rules.get(*i as usize).is_some_and(|r| r.action == Action::Pass);
-        if matched.iter().any(is_pass) {
-            for i in matched.iter().filter(|i| is_pass(i)) {
-                if let Some(c) = self.per_rule.get_mut(*i as usize) {
-                    c.passes += 1;
-                }
-            }
-            self.counters.passed += 1;
-            return Verdict::Continue;
-        }
-        let mut verdict = Verdict::Continue;
-        for &i in matched {
-            let (Some(r), Some(c)) = (set.rules.get(i as usize), self.per_rule.get_mut(i as usize)) else {
-                continue;
-            };
-            c.alerts += 1;
-            self.counters.alerts += 1;
-            let dropping = r.action == Action::Drop && self.ips;
-            if dropping {
-                c.drops += 1;
-                verdict = Verdict::Drop(DropReason::IdsRule);
-            }
-            log::warn!(
-                "ids {}.{:09} [1:{}:{}] \"{}\" {} {}:{} -> {}:{} {}",
-                now.0 / 1_000_000_000,
-                now.0 % 1_000_000_000,
-                r.sid,
-                r.rev,
-                r.msg,
-                r.proto.name(),
-                Addr(meta.key.family, meta.src),
-                meta.sport,
-                Addr(meta.key.family, meta.dst),
-                meta.dport,
-                if dropping { "dropped" } else { "alert" }
-            );
-        }
-        if verdict != Verdict::Continue {
-            self.counters.dropped += 1;
-        }
-        verdict
-    }
-}
-
-/// Scans `payload` from the stored state and sorts the fast-pattern hits into candidates
-/// (wholly in this payload) and spanning hits (begun in an earlier packet).
-#[inline]
-fn scan_flow<A: Automaton>(
-    a: &A,
-    state: u32,
-    payload: &[u8],
-    pattern_rules: &[Vec<u32>],
-    s: &mut Scratch,
-) -> u32 {
-    let from = match StateID::new(state as usize) {
-        Ok(id) => id,
-        Err(_) => match a.start_state(Anchored::No) {
-            Ok(id) => id,
-            Err(_) => return state,
-        },
-    };
-    let Scratch { candidates, spanning, .. } = s;
-    let end = ruleset::scan(a, from, payload, |pid, start| {
-        for &rule in pattern_rules.get(pid).map_or(&[][..], Vec::as_slice) {
-            if start >= 0 {
-                candidates.push(rule);
-            } else {
-                spanning.push(Hit { rule, start });
-            }
-        }
-    });
-    end.as_u32()
-}
-
-/// An address for log lines.
-struct Addr(u8, [u8; 16]);
-
-impl std::fmt::Display for Addr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.0 == FAMILY_V4 {
-            let [a, b, c, d, ..] = self.1;
-            write!(f, "{}", Ipv4Addr::new(a, b, c, d))
-        } else {
-            write!(f, "[{}]", Ipv6Addr::from(self.1))
-        }
     }
 }

@@ -263,39 +263,43 @@ fn many_rules(n: usize) -> String {
 
 #[test]
 fn ten_thousand_rules_load_and_match() {
-    for kind in ["auto", "dfa", "nfa"] {
-        let n = if kind == "dfa" { 2_000 } else { 10_000 };
+    // (automaton, rules, what it is): `auto` sends a big enough pattern set to the NFA.
+    let cases =
+        [("auto", 10_000, "dfa"), ("nfa", 10_000, "contiguous_nfa"), ("auto", 40_000, "contiguous_nfa")];
+    for (kind, n, want_name) in cases {
         let mut cfg: IdsConfig =
             toml::from_str(&format!("automaton = \"{kind}\"\nrules_file = \"gen.rules\"")).unwrap();
         cfg.rules_file_text = Some(many_rules(n));
         let set = cfg.build().unwrap();
         assert_eq!((set.rules.len(), set.pattern_rules.len()), (n, n), "{kind}");
-        let want_name = if kind == "dfa" { "dfa" } else { "contiguous_nfa" };
-        assert_eq!(set.automaton_name(), want_name, "{kind}");
+        assert_eq!(set.automaton_name(), want_name, "{kind} {n}");
     }
-    let mut cfg: IdsConfig = toml::from_str("rules_file = \"gen.rules\"").unwrap();
-    cfg.rules_file_text = Some(many_rules(10_000));
-    let mut arena = crate::state::Arena::new(crate::ids::CoreId(0), 64 << 20, crate::state::Backing::Normal);
-    let mut shared = crate::nf::SharedRegistry::default();
-    let ports = ["inside".to_string()];
-    let mut rt = InitCtx {
-        name: "t",
-        core: crate::ids::CoreId(0),
-        cores: 1,
-        ports: &ports,
-        arena: &mut arena,
-        shared: &mut shared,
-    };
-    let mut ids = Ids::init(&cfg, &mut rt).unwrap();
-    let text = b"GET /index.html HTTP/1.1 zq09999xj zq00000xj zq05000 xj zq0500";
-    let split_a = b"... zq0123";
-    let split_b = b"4xj ...";
-    run(&mut ids, Nanos(1), IN, &tcp(CLIENT, 1, SERVER, 80, ACK, text));
-    run(&mut ids, Nanos(1), IN, &tcp(CLIENT, 2, SERVER, 80, ACK, split_a));
-    run(&mut ids, Nanos(1), IN, &tcp(CLIENT, 2, SERVER, 80, ACK, split_b));
-    run(&mut ids, Nanos(1), IN, &tcp(CLIENT, 3, SERVER, 80, ACK, b"0500xj"));
-    assert_eq!(per_sid(&ids), [("sid_100000_alerts", 1), ("sid_101234_alerts", 1), ("sid_109999_alerts", 1)]);
-    assert_eq!(counter(&ids, "alerts"), 3);
+    for kind in ["auto", "nfa"] {
+        let mut cfg: IdsConfig =
+            toml::from_str(&format!("automaton = \"{kind}\"\nrules_file = \"gen.rules\"")).unwrap();
+        cfg.rules_file_text = Some(many_rules(10_000));
+        let mut arena =
+            crate::state::Arena::new(crate::ids::CoreId(0), 64 << 20, crate::state::Backing::Normal);
+        let mut shared = crate::nf::SharedRegistry::default();
+        let ports = ["inside".to_string()];
+        let mut rt = InitCtx {
+            name: "t",
+            core: crate::ids::CoreId(0),
+            cores: 1,
+            ports: &ports,
+            arena: &mut arena,
+            shared: &mut shared,
+        };
+        let mut ids = Ids::init(&cfg, &mut rt).unwrap();
+        let text = b"GET /index.html HTTP/1.1 zq09999xj zq00000xj zq05000 xj zq0500";
+        run(&mut ids, Nanos(1), IN, &tcp(CLIENT, 1, SERVER, 80, ACK, text));
+        run(&mut ids, Nanos(1), IN, &tcp(CLIENT, 2, SERVER, 80, ACK, b"... zq0123"));
+        run(&mut ids, Nanos(1), IN, &tcp(CLIENT, 2, SERVER, 80, ACK, b"4xj ..."));
+        run(&mut ids, Nanos(1), IN, &tcp(CLIENT, 3, SERVER, 80, ACK, b"0500xj"));
+        let want = [("sid_100000_alerts", 1), ("sid_101234_alerts", 1), ("sid_109999_alerts", 1)];
+        assert_eq!(per_sid(&ids), want, "{kind}");
+        assert_eq!(counter(&ids, "alerts"), 3, "{kind}");
+    }
 }
 
 #[test]
@@ -354,4 +358,67 @@ fn non_ip_frames_pass_uninspected() {
     let mut ids: Ids = build(&config("", &[r#"alert ip any any -> any any (msg:"all"; sid:1;)"#]));
     assert_eq!(run(&mut ids, Nanos(1), IN, &crate::testutil::arp()), Verdict::Continue);
     assert_eq!((counter(&ids, "non_ip"), counter(&ids, "inspected"), counter(&ids, "alerts")), (1, 0, 0));
+}
+
+/// Bursts (four flow directions scanned at once) decide exactly as packets one at a time:
+/// same verdicts, same counters, including patterns split across packets of one direction
+/// that sit in the same burst.
+#[test]
+fn bursts_equal_single_packets() {
+    let rules = [
+        r#"drop udp any any -> any any (msg:"split"; content:"EVILPAYLOAD"; sid:1;)"#,
+        r#"alert udp any any -> any any (msg:"two"; content:"Host|3a| "; content:"bad"; distance:0; within:4; sid:2;)"#,
+        r#"alert udp any any -> any any (msg:"short"; content:"zz"; sid:3;)"#,
+    ];
+    let mut packets: Vec<Vec<u8>> = Vec::new();
+    let pieces: &[&[u8]] = &[
+        b"xxEVIL",
+        b"PAYLOAD",
+        b"Host: bad",
+        b"zz",
+        b"EVILPAYLOADzz",
+        b"",
+        b"EV",
+        b"ILPAYLOAD and more text",
+    ];
+    for i in 0..40u16 {
+        let flow = i % 5;
+        let piece = pieces[usize::from(i) % pieces.len()];
+        let f = if i % 3 == 0 {
+            udp4(SERVER, 80, CLIENT, 7000 + flow, piece)
+        } else {
+            udp4(CLIENT, 7000 + flow, SERVER, 80, piece)
+        };
+        packets.push(f);
+    }
+    let cfg = config("mode = \"ips\"", &rules);
+    let mut single: Ids = build(&cfg);
+    let want: Vec<Verdict> = packets.iter().map(|p| run(&mut single, Nanos(1), IN, p)).collect();
+    for burst_len in [1usize, 3, 4, 7, 32] {
+        let mut ids: Ids = build(&cfg);
+        let mut got = Vec::new();
+        for chunk in packets.chunks(burst_len) {
+            let mut frames: Vec<Vec<u8>> = chunk.to_vec();
+            let mut metas: Vec<Meta> = frames
+                .iter()
+                .map(|f| {
+                    crate::packet::parse(f, crate::ids::PortId(IN), &crate::packet::ParsePolicy::default())
+                        .unwrap()
+                })
+                .collect();
+            let mut verdicts = vec![Verdict::Continue; frames.len()];
+            let active: Vec<u16> = (0..frames.len() as u16).collect();
+            let mut b = crate::nf::Burst {
+                frames: &mut frames,
+                metas: &mut metas,
+                verdicts: &mut verdicts,
+                active: &active,
+            };
+            ids.process(&Ctx { now: Nanos(1), core: crate::ids::CoreId(0) }, &mut b);
+            got.extend(verdicts);
+        }
+        assert_eq!(got, want, "burst of {burst_len}");
+        assert_eq!(counters(&ids), counters(&single), "burst of {burst_len}");
+    }
+    assert!(counter(&single, "sid_1_drops") >= 4 && counter(&single, "sid_2_alerts") >= 4);
 }
