@@ -17,7 +17,7 @@ HTTP_PORTS = (80, 8080)
 HOME = b"\x91\xfe"  # HOME_NET = 145.254.0.0/16 (the capture's client)
 
 
-def per_packet(p, sport, dport, to_server, established):
+def per_packet(p, sport, dport, to_server):
     return {
         1001: to_server and p.startswith(b"GET ") and dport in HTTP_PORTS,
         1002: dport == 80 and b"Host: www.ethereal.com\r\n" in p,
@@ -38,8 +38,8 @@ STREAM_RULES = {1008: b"mirrors.wiretapped.net", 1009: b"packet-capture"}
 def main(path):
     counts = collections.Counter()
     streams = collections.defaultdict(bytes)
-    # Per connection: client side (first sender), handshake progress.
-    conns = {}
+    # Per connection: the client (the first sender, or the receiver of a first SYN-ACK).
+    clients = {}
     packets = dropped = 0
     with open(path, "rb") as f:
         for _, buf in dpkt.pcap.Reader(f):
@@ -51,23 +51,13 @@ def main(path):
             a, b = (ip.src, t.sport), (ip.dst, t.dport)
             key = tuple(sorted([a, b]))
             syn, ack = bool(t.flags & dpkt.tcp.TH_SYN), bool(t.flags & dpkt.tcp.TH_ACK)
-            c = conns.get(key)
-            if c is None:
-                c = conns[key] = {"client": b if (syn and ack) else a, "state": "syn" if syn else "mid"}
-                if syn and ack:
-                    c["state"] = "synack"
-            else:
-                from_client = a == c["client"]
-                if c["state"] == "syn" and not from_client and syn and ack:
-                    c["state"] = "synack"
-                elif c["state"] == "synack" and from_client and ack and not syn:
-                    c["state"] = "est"
-            to_server = a == c["client"]
+            client = clients.setdefault(key, b if (syn and ack) else a)
+            to_server = a == client
             p = bytes(t.data)
             before = len(streams[(a, b)])
             streams[(a, b)] += p
             stream = streams[(a, b)]
-            hits = {sid for sid, ok in per_packet(p, t.sport, t.dport, to_server, c["state"] == "est").items() if ok}
+            hits = {sid for sid, ok in per_packet(p, t.sport, t.dport, to_server).items() if ok}
             for sid, pat in STREAM_RULES.items():
                 # An occurrence ending inside this packet: ends after `before`.
                 lo = max(0, before - len(pat) + 1)
@@ -83,7 +73,7 @@ def main(path):
                 counts[sid] += 1
             if 1011 in hits:
                 dropped += 1
-    for sid in sorted(set(per_packet(b"", 0, 0, False, False)) | set(STREAM_RULES)):
+    for sid in sorted(set(per_packet(b"", 0, 0, False)) | set(STREAM_RULES)):
         if sid != 1010:
             print(f"sid {sid} {counts[sid]}")
     print(f"packets {packets}")

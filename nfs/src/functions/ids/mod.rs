@@ -33,6 +33,9 @@
 //!    `ips` mode a matching `drop` rule drops the packet ([`DropReason::IdsRule`]); in `ids`
 //!    mode it only alerts. A rule alerts at most once per packet.
 //!
+//! In a burst, packets of up to four different flow directions are scanned in lockstep (see
+//! `scan`): the verdicts and counters are exactly those of one packet at a time.
+//!
 //! Counters per sid (`sid_N_alerts`, `sid_N_drops`, `sid_N_passes`, reported when non-zero)
 //! and totals are in the NF report. A full flow table refuses the new flow (the packet is
 //! dropped as `table_full`) or evicts, per `full_policy`, as the firewall does.
