@@ -63,9 +63,7 @@ def main(path):
                 lo = max(0, before - len(pat) + 1)
                 if pat in stream[lo:]:
                     hits.add(sid)
-            if 1011 in hits and ip.src[:2] != HOME:
-                hits.discard(1011)
-            if 1001 in hits and ip.src[:2] != HOME:
+            if ip.src[:2] != HOME or ip.dst[:2] == HOME:  # sid 1001: $HOME_NET -> $EXTERNAL_NET
                 hits.discard(1001)
             if 1010 in hits:
                 continue
