@@ -143,3 +143,30 @@ fn unknown_options_reject_or_skip() {
     assert_eq!(skipped, vec![at(1, 31, "pcre"), at(2, 38, "http_uri"), at(2, 48, "threshold")]);
     assert_eq!(skipped[0].to_string(), "r:1:31: skipped unknown option `pcre`");
 }
+
+/// Every one-character edit of a full-featured rule either parses or is a located error;
+/// rules that parse then match a payload without panicking.
+#[test]
+fn edited_rules_never_panic() {
+    let base = r#"alert tcp [10.0.0.0/8,!10.1.1.1] 1024: <> $HOME_NET !80 (msg:"a\"b"; content:"GET |0d 0a|"; nocase; depth:20; content:"x"; distance:-2; within:9; flow:established,to_server; sid:7; rev:2;)"#;
+    let specials = ['"', '|', ';', '\\', '(', ')', '[', ']', '!', ':', ',', ' ', '-', '0', '$'];
+    let payload = b"GET \r\n x GET \r\nxx";
+    let mut parsed = 0;
+    for (i, _) in base.char_indices() {
+        let mut edits = vec![format!("{}{}", &base[..i], &base[i + 1..])];
+        edits.extend(specials.iter().map(|c| format!("{}{c}{}", &base[..i], &base[i..])));
+        for text in edits {
+            let mut skipped = Vec::new();
+            match parse_rules("e", &text, &vars(), UnknownOptions::Skip, &mut skipped) {
+                Ok(rules) => {
+                    parsed += 1;
+                    for r in &rules {
+                        let _ = super::content::matches(&r.contents, payload, None);
+                    }
+                }
+                Err(e) => assert!(e.to_string().starts_with("e:1:"), "{e}"),
+            }
+        }
+    }
+    assert!(parsed > 100, "{parsed}");
+}
