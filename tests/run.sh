@@ -12,7 +12,7 @@ need_pkgs=()
 # tcpdump: the IPsec test captures ESP on the host bridge; chromium: the status page test
 # renders the management endpoint's page headless.
 for p in iproute2 ethtool gcc libc6-dev pkg-config libdpdk-dev libclang-dev libnuma-dev libbsd-dev libmd-dev \
-    qemu-system-x86 ovmf python3 busybox-static linux-image-cloud-amd64 tcpdump chromium; do
+    qemu-system-x86 ovmf python3 python3-dpkt busybox-static linux-image-cloud-amd64 tcpdump chromium; do
     dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
 done
 if [ "${#need_pkgs[@]}" -gt 0 ]; then

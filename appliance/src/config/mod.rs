@@ -293,12 +293,26 @@ fn validate(map: &SourceMap<'_>, raw: raw::RawConfig) -> Result<Config, ConfigEr
                 "an NF with this name is already defined",
             ));
         }
-        let parsed = AnyConfig::parse(&n.kind, toml::Value::Table(n.params)).map_err(|e| {
+        let mut parsed = AnyConfig::parse(&n.kind, toml::Value::Table(n.params)).map_err(|e| {
             let msg = e.to_string();
             // Point at the offending key when the message names one.
             let at = quoted_name(&msg).map_or_else(|| map.at(span.start), |k| map.key_in(span.clone(), k));
             ConfigError { at, key: format!("nf[{}]", n.name), message: msg }
         })?;
+        // The NF crate does no I/O: an IDS rules file is read here, relative to this file.
+        if let AnyConfig::Ids(ids) = &mut parsed {
+            if let Some(path) = ids.rules_file.clone() {
+                let base = Path::new(map.file).parent().unwrap_or(Path::new(""));
+                let full = base.join(&path);
+                let text = std::fs::read_to_string(&full).map_err(|e| ConfigError {
+                    at: map.key_in(span.clone(), "rules_file"),
+                    key: format!("nf[{}].rules_file", n.name),
+                    message: format!("cannot read rules file `{}`: {e}", full.display()),
+                })?;
+                ids.rules_file = Some(full.display().to_string());
+                ids.rules_file_text = Some(text);
+            }
+        }
         nfs.push((n.name, parsed));
     }
 
