@@ -113,6 +113,8 @@ pub struct Management {
     pub listen: Option<u16>,
     /// Bearer token for state-changing requests; `None`: they are refused.
     pub token: Option<String>,
+    /// Where packet captures are written.
+    pub capture_dir: std::path::PathBuf,
 }
 
 impl Config {
@@ -503,6 +505,13 @@ fn management(m: raw::RawManagement) -> Result<Management, (&'static str, String
         gateway,
         listen: (m.listen != 0).then_some(m.listen),
         token: m.token,
+        capture_dir: match m.capture_dir {
+            Some(d) if d.trim().is_empty() => {
+                return Err(("capture_dir", "expected a directory path, got an empty string".into()))
+            }
+            Some(d) => d.into(),
+            None => crate::capture::DEFAULT_DIR.into(),
+        },
     })
 }
 

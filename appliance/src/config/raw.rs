@@ -56,8 +56,11 @@ pub struct RawManagement {
     /// TCP port of the HTTP endpoint (`/status`, `/metrics`); 0: no endpoint.
     #[serde(default = "default_mgmt_listen")]
     pub listen: u16,
-    /// Bearer token for requests that change state (`POST /shutdown`); absent: none allowed.
+    /// Bearer token for requests that change state (`POST /shutdown`, `POST /capture`) and
+    /// capture downloads; absent: none allowed.
     pub token: Option<String>,
+    /// Directory for packet captures (created when missing); absent: /tmp/nflet-captures.
+    pub capture_dir: Option<String>,
 }
 
 fn default_mgmt_iface() -> String {

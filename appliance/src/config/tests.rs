@@ -180,12 +180,20 @@ fn management_section_is_validated() {
             gateway: Some(Ipv4Addr::new(10, 0, 2, 2)),
             listen: Some(8080),
             token: None,
+            capture_dir: crate::capture::DEFAULT_DIR.into(),
         })
     );
     let c = Config::parse("t.toml", "[management]\niface = \"ens3\"\nlisten = 0\n").unwrap();
     assert_eq!(
         c.management,
-        Some(Management { iface: "ens3".into(), address: None, gateway: None, listen: None, token: None })
+        Some(Management {
+            iface: "ens3".into(),
+            address: None,
+            gateway: None,
+            listen: None,
+            token: None,
+            capture_dir: crate::capture::DEFAULT_DIR.into()
+        })
     );
 
     let cases: &[(&str, &str, usize, &str)] = &[

@@ -181,6 +181,7 @@ output = "lan"
                 control: Arc::clone(&control),
                 publish: Arc::clone(&publish[c]),
                 warmup: 0,
+                tap: crate::capture::Tap::off(),
             }
         })
         .collect();
