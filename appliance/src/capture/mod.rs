@@ -403,3 +403,6 @@ impl Tap {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
