@@ -54,8 +54,10 @@ struct Record {
     data: Vec<u8>,
 }
 
-/// A core's queues: records to the writer, empty buffers back.
+/// A core's queues: records to the writer, empty buffers back. Aligned so that no two
+/// cores' slots share a cache line.
 #[derive(Debug)]
+#[repr(align(128))]
 struct Slot {
     full: ArrayQueue<Record>,
     free: ArrayQueue<Vec<u8>>,
@@ -269,6 +271,14 @@ fn drain(hub: &Hub, s: &Session, mut out: crate::port::pcap::PcapWriter) {
             }
         }
         s.written.store(written, Ordering::Relaxed);
+        // Flushed as it goes: the file is readable while the capture runs, and complete up to
+        // the last batch if the appliance stops before the capture ends.
+        if !failed && written > 0 {
+            if let Err(e) = out.flush_file() {
+                log::error!("capture {}: {}: write failed: {e}", s.id, s.path.display());
+                failed = true;
+            }
+        }
         if failed {
             break End::WriteError;
         }
@@ -346,35 +356,35 @@ impl Tap {
     /// Frames received on `port`.
     #[inline]
     pub fn rx(&mut self, port: PortId, frames: &[PktBuf]) {
-        if let Some(s) = &self.session {
+        if let Some(s) = self.session.take() {
             if s.spec.points.rx.get(usize::from(port.0)).copied().unwrap_or(false) {
-                let s = Arc::clone(s);
                 frames.iter().for_each(|f| self.take(&s, f.data()));
             }
+            self.session = Some(s);
         }
     }
 
     /// Frames about to be transmitted on port `port`.
     #[inline]
     pub fn tx(&mut self, port: usize, frames: &[PktBuf]) {
-        if let Some(s) = &self.session {
+        if let Some(s) = self.session.take() {
             if s.spec.points.tx.get(port).copied().unwrap_or(false) {
-                let s = Arc::clone(s);
                 frames.iter().for_each(|f| self.take(&s, f.data()));
             }
+            self.session = Some(s);
         }
     }
 
     /// The frames at `active` of `frames`, about to enter chain `chain`.
     #[inline]
     pub fn chain(&mut self, chain: usize, frames: &[PktBuf], active: &[u16]) {
-        if let Some(s) = &self.session {
+        if let Some(s) = self.session.take() {
             if s.spec.points.chains.get(chain).copied().unwrap_or(false) {
-                let s = Arc::clone(s);
                 for f in active.iter().filter_map(|&i| frames.get(usize::from(i))) {
                     self.take(&s, f.data());
                 }
             }
+            self.session = Some(s);
         }
     }
 
