@@ -8,7 +8,8 @@
 //! - **The dataplane never waits for it.** Each core owns a [`Tap`]. With no capture running,
 //!   a tap costs one relaxed atomic load per loop iteration. While one runs, a core copies the
 //!   first `snaplen` bytes of each matching frame into a buffer taken from its own free list
-//!   and pushes it onto its own bounded lock-free queue; no lock and no allocation on the
+//!   and pushes it onto its own bounded lock-free queue (1024 frames, fewer when `snaplen`
+//!   times cores would preallocate over 32 MiB); no lock and no allocation on the
 //!   packet path. An empty free list, a full queue or the rate limit make the frame a counted
 //!   skip (`capture_skipped`), never a stall.
 //! - **The rate limit is per core**: each core's [`TokenBucket`](rate::TokenBucket) passes
@@ -37,8 +38,12 @@ use crate::config::Config;
 use crate::port::pcap::open_writer;
 use crate::port::PktBuf;
 
-/// Frames a core can have in flight to the writer.
+/// Frames a core can have in flight to the writer, at most and at least.
 const QUEUE_DEPTH: usize = 1024;
+const MIN_QUEUE_DEPTH: usize = 64;
+/// Buffer memory a capture may preallocate over all cores (large snaplens on many cores get
+/// shallower queues).
+const BUFFER_BUDGET: usize = 32 << 20;
 /// How often the writer drains the queues.
 const DRAIN_EVERY: Duration = Duration::from_millis(10);
 /// Where captures go without `[management] capture_dir`.
@@ -190,13 +195,14 @@ impl Hub {
         let file = format!("capture-{secs}-{id}.pcap");
         let path = self.dir.join(&file);
         let out = open_writer("capture", &path).map_err(|e| StartError::Io(e.to_string()))?;
+        let depth = queue_depth(spec.snaplen, self.cores);
         let slots = (0..self.cores)
             .map(|_| {
-                let free = ArrayQueue::new(QUEUE_DEPTH);
-                for _ in 0..QUEUE_DEPTH {
+                let free = ArrayQueue::new(depth);
+                for _ in 0..depth {
                     let _ = free.push(Vec::with_capacity(spec.snaplen));
                 }
-                Slot { full: ArrayQueue::new(QUEUE_DEPTH), free, skipped: AtomicU64::new(0) }
+                Slot { full: ArrayQueue::new(depth), free, skipped: AtomicU64::new(0) }
             })
             .collect();
         let session = Arc::new(Session {
@@ -238,6 +244,12 @@ impl Hub {
             _ => false,
         }
     }
+}
+
+/// Frames per core queue: [`QUEUE_DEPTH`], less when the buffers would exceed
+/// [`BUFFER_BUDGET`], never under [`MIN_QUEUE_DEPTH`].
+fn queue_depth(snaplen: usize, cores: usize) -> usize {
+    (BUFFER_BUDGET / snaplen.max(1) / cores.max(1)).clamp(MIN_QUEUE_DEPTH, QUEUE_DEPTH)
 }
 
 /// The writer thread of one capture (module doc).

@@ -188,6 +188,16 @@ fn a_full_queue_is_a_counted_skip_not_a_wait() {
 }
 
 #[test]
+fn queues_shrink_with_large_snaplens_on_many_cores() {
+    use super::queue_depth;
+    assert_eq!(queue_depth(256, 1), QUEUE_DEPTH);
+    assert_eq!(queue_depth(256, 64), QUEUE_DEPTH);
+    assert_eq!(queue_depth(9216, 1), QUEUE_DEPTH);
+    assert_eq!(queue_depth(9216, 8), 455);
+    assert_eq!(queue_depth(9216, 64), 64);
+}
+
+#[test]
 fn an_unwritable_directory_is_reported_with_the_setting_to_change() {
     let (mut h, _) = hub("dir", 1);
     Arc::get_mut(&mut h).unwrap().dir = "/proc/nflet-cannot-be-here".into();
