@@ -195,6 +195,7 @@ fn run_booted(boot: &nflet_boot::Boot) -> Result<(), String> {
         warmup: 0,
         offline: None,
         progress: observers.any().then_some(&feed as &(dyn Fn(&Summary) + Sync)),
+        reload: Some(&observers.reload),
     };
     let summary = run(&cfg, &opts, boot.stop_flag()).map_err(|e| e.to_string())?;
     observers.finish(&summary);
@@ -225,6 +226,7 @@ fn dispatch(command: Command) -> Result<(), String> {
                 warmup: 0,
                 offline: None,
                 progress: observers.any().then_some(&feed as &(dyn Fn(&Summary) + Sync)),
+                reload: Some(&observers.reload),
             };
             let summary = run(&cfg, &opts, stop).map_err(|e| e.to_string())?;
             observers.finish(&summary);
@@ -261,6 +263,7 @@ fn dispatch(command: Command) -> Result<(), String> {
                 warmup: 0,
                 offline: Some(Offline { input: &input, ingress, output: &output }),
                 progress: Some(&progress),
+                reload: None,
             };
             let summary = run(&cfg, &opts, stop_on_signals()).map_err(|e| e.to_string())?;
             bar.finish_and_clear();

@@ -3,8 +3,11 @@
 
 pub mod core;
 pub mod open;
+pub mod reload;
 pub mod select;
 
+#[cfg(test)]
+mod reload_tests;
 pub mod stats;
 #[cfg(test)]
 mod steer_tests;
@@ -98,6 +101,8 @@ pub struct RunOptions<'a> {
     pub warmup: u64,
     /// Called about ten times a second with the latest merged counters (progress bars).
     pub progress: Option<&'a (dyn Fn(&Summary) + Sync)>,
+    /// Where live reload requests come from (SIGHUP, the management endpoint).
+    pub reload: Option<&'a reload::ReloadRequests>,
 }
 
 impl std::fmt::Debug for RunOptions<'_> {
@@ -108,6 +113,7 @@ impl std::fmt::Debug for RunOptions<'_> {
             .field("warmup", &self.warmup)
             .field("offline", &self.offline)
             .field("progress", &self.progress.is_some())
+            .field("reload", &self.reload.is_some())
             .finish()
     }
 }
@@ -125,6 +131,8 @@ pub struct Summary {
     pub chains_by_core: Vec<Vec<nflet_nfs::chain::ChainStats>>,
     pub sinks: Vec<(String, u64, u64)>,
     pub chain_names: Vec<String>,
+    /// Who is billed for each chain.
+    pub chain_tenants: Vec<String>,
     pub port_names: Vec<String>,
     /// Analyzer ports by name, with their stats merged over cores (filled at the end of a run).
     pub analyzers: Vec<(String, ProbeStats)>,
@@ -159,6 +167,7 @@ pub fn run_in_session(
     let chains = select::ChainSelector::new(config);
     let publish: Vec<Arc<spin::Mutex<Snapshot>>> =
         (0..cores).map(|_| Arc::new(spin::Mutex::new(Snapshot::default()))).collect();
+    let mailboxes: Vec<Arc<reload::Mailbox>> = (0..cores).map(|_| Arc::default()).collect();
     let loops: Vec<CoreLoop> = pipelines
         .into_iter()
         .zip(rx)
@@ -183,8 +192,11 @@ pub fn run_in_session(
             control: Arc::clone(&control),
             publish: Arc::clone(publish.get(c).unwrap_or(&publish[0])),
             warmup: opts.warmup,
+            mailbox: Arc::clone(mailboxes.get(c).unwrap_or(&mailboxes[0])),
         })
         .collect();
+    // The configuration running now: `config` until a live reload replaces it.
+    let mut reloaded: Option<Config> = None;
     let clock = MonotonicClock::new();
     let started = Instant::now();
     let per_core: Vec<CoreStats> = std::thread::scope(|s| {
@@ -222,11 +234,30 @@ pub fn run_in_session(
             if stop.load(Ordering::Relaxed) || timed_out {
                 control.stop.store(true, Ordering::Relaxed);
             }
+            let current = reloaded.as_ref().unwrap_or(config);
+            if let Some(replies) = opts.reload.and_then(|r| r.take()) {
+                let alive = || handles.iter().all(|h| h.as_ref().is_ok_and(|h| !h.is_finished()));
+                let result = match reload::reload(current, &mailboxes, &alive) {
+                    Ok((new, note)) => {
+                        log::info!("{note}");
+                        reloaded = Some(new);
+                        Ok(note)
+                    }
+                    Err(e) => {
+                        log::error!("reload refused: {e}");
+                        Err(e)
+                    }
+                };
+                for r in replies {
+                    let _ = r.send(result.clone());
+                }
+                continue;
+            }
             if let Some(cb) = opts.progress {
-                cb(&merge(&snaps, started.elapsed(), config, &sinks));
+                cb(&merge(&snaps, started.elapsed(), current, &sinks));
             }
             if opts.live && last_line.elapsed() >= Duration::from_secs(1) {
-                let now = merge(&snaps, started.elapsed(), config, &sinks);
+                let now = merge(&snaps, started.elapsed(), current, &sinks);
                 eprintln!("{}", live_line(&now.total, &prev, last_line.elapsed()));
                 prev = now.total;
                 last_line = Instant::now();
@@ -235,7 +266,7 @@ pub fn run_in_session(
         handles.into_iter().filter_map(|h| h.ok()).filter_map(|h| h.join().ok()).collect()
     });
     let snaps: Vec<Snapshot> = publish.iter().map(|p| p.lock().clone()).collect();
-    let mut summary = merge(&snaps, started.elapsed(), config, &sinks);
+    let mut summary = merge(&snaps, started.elapsed(), reloaded.as_ref().unwrap_or(config), &sinks);
     summary.cores = per_core;
     // The cores have ended and their analyzer queues handed over their stats.
     summary.analyzers = analyzers
@@ -280,6 +311,7 @@ fn merge(
             .map(|(n, t)| (n.clone(), t.packets.load(Ordering::Relaxed), t.bytes.load(Ordering::Relaxed)))
             .collect(),
         chain_names: config.chains.iter().map(|c| c.name.clone()).collect(),
+        chain_tenants: config.chains.iter().map(|c| c.tenant.clone()).collect(),
         port_names: config.port_names(),
         analyzers: Vec::new(),
     }

@@ -28,6 +28,7 @@ impl Response {
             404 => "Not Found",
             405 => "Method Not Allowed",
             431 => "Request Header Fields Too Large",
+            504 => "Gateway Timeout",
             _ => "Error",
         };
         let allow = if self.status == 405 { "Allow: GET, POST\r\n" } else { "" };

@@ -140,8 +140,14 @@ pub fn run_gen(
             }
         }
     };
-    let run_opts =
-        RunOptions { duration: None, live: opts.live, warmup: 0, offline: None, progress: Some(&watch) };
+    let run_opts = RunOptions {
+        duration: None,
+        live: opts.live,
+        warmup: 0,
+        offline: None,
+        progress: Some(&watch),
+        reload: None,
+    };
     let summary = run_in_session(&config, &run_opts, Arc::clone(&stop), &session).map_err(GenError::Start)?;
     let mut merged = ProbeStats::default();
     for (_, s) in &summary.analyzers {
