@@ -7,6 +7,7 @@ pub mod counter;
 pub mod ddos;
 pub mod firewall;
 pub mod gateway;
+pub mod ipsec;
 pub mod lb;
 pub mod monitor;
 #[cfg(test)]
@@ -113,6 +114,7 @@ registry! {
     Ddos => ddos::Ddos,
     Firewall => firewall::Firewall,
     Gateway => gateway::Gateway,
+    Ipsec => ipsec::Ipsec,
     Monitor => monitor::Monitor,
     Lb => lb::Lb,
     Nat => nat::Nat,
