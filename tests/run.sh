@@ -8,8 +8,10 @@ cd "$(dirname "$0")/.."
 # ports (DPDK 22.11 static libraries, bindgen's libclang, EAL's system libraries).
 need_pkgs=()
 # qemu-system-x86/ovmf: the boot tests (images/build.sh installs what the images need).
+# python3-scapy: the ESP interop peer (Debian's scapy 2.5 has AES-GCM ESP through
+# python3-cryptography; tests/tests/esp_scapy.rs runs it with /usr/bin/python3).
 for p in iproute2 ethtool gcc libc6-dev pkg-config libdpdk-dev libclang-dev libnuma-dev libbsd-dev libmd-dev \
-    qemu-system-x86 ovmf python3; do
+    qemu-system-x86 ovmf python3 python3-scapy; do
     dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
 done
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
