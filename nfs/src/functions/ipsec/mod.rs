@@ -51,7 +51,7 @@ use std::sync::Arc;
 
 use hashbrown::HashMap;
 
-pub use config::{Action, DfMode, IpsecConfig, Policy, SaConfig, Settings};
+pub use config::{Action, DfMode, IpsecConfig, KeyLen, Policy, SaConfig, Settings};
 pub use esp::{Cipher, InSa, OutSa};
 pub use replay::{Refused, Window};
 
