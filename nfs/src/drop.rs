@@ -137,6 +137,8 @@ drop_reasons! {
     IpsecNoRoom => "ipsec_no_room",
     /// IPsec: a decrypted payload that is not an IPv4 or IPv6 packet (or a dummy packet).
     IpsecBadInner => "ipsec_bad_inner",
+    /// IPsec: cleartext that a `protect` policy says must arrive inside ESP (RFC 4301 §5.2).
+    IpsecUnprotected => "ipsec_unprotected",
     /// IPsec: a packet selected by a `discard` policy.
     IpsecDiscard => "ipsec_discard",
     /// IPsec: a packet of an SA reached a core that does not own the SA (no steering).

@@ -1,10 +1,12 @@
 //! `ipsec`: an IPsec VPN gateway, ESP in tunnel mode with AES-GCM (RFC 4303, RFC 4106),
-//! interoperating with Linux xfrm, strongSwan-managed peers and scapy.
+//! configured like a pair of Linux xfrm states and tested against scapy's ESP.
 //!
 //! Cleartext packets (from the `inside` ports, default all) are matched against the policies
 //! in order (`config.rs`): `protect` encapsulates them in ESP on the policy's SA (`esp.rs`: a
 //! new outer IPv4 header from `local` to `remote`, protocol 50), `bypass` passes them on,
-//! `discard` drops them (`ipsec_discard`); `unmatched` says what happens to the rest. ESP
+//! `discard` drops them (`ipsec_discard`); `unmatched` says what happens to the rest, except
+//! cleartext in the reverse direction of a `protect` policy, which had to arrive in ESP
+//! (`ipsec_unprotected`, RFC 4301 §5.2). ESP
 //! packets addressed to the `local` endpoint of an SA are inbound: the SA is found by SPI, the
 //! sequence number checked against the anti-replay window (`replay.rs`), the ICV verified,
 //! the payload decrypted and its padding checked, the outer headers stripped (the Ethernet
@@ -218,16 +220,28 @@ impl Ipsec {
         if !self.s.inside.is_empty() && !self.s.inside.contains(&meta.ingress) {
             return Class::Bypass;
         }
-        let action = self
-            .s
-            .policies
-            .iter()
-            .find_map(|p| match selects(p, meta, false) {
-                Sel::No => None,
-                Sel::Yes => Some((p.action, p.sa)),
-                Sel::UnknownPorts => Some((Action::Discard, None)),
-            })
-            .unwrap_or((self.s.unmatched, None));
+        let matched = self.s.policies.iter().find_map(|p| match selects(p, meta, false) {
+            Sel::No => None,
+            Sel::Yes => Some((p.action, p.sa)),
+            Sel::UnknownPorts => Some((Action::Discard, None)),
+        });
+        let Some(action) = matched else {
+            // RFC 4301 §5.2: cleartext that a `protect` policy would have carried inside ESP
+            // (the reverse direction of a protected pair) is not let in. An explicit `bypass`
+            // policy for that direction takes precedence.
+            let protected = self
+                .s
+                .policies
+                .iter()
+                .any(|p| p.action == Action::Protect && selects(p, meta, true) != Sel::No);
+            if protected {
+                return Class::Drop(DropReason::IpsecUnprotected);
+            }
+            return match self.s.unmatched {
+                Action::Bypass => Class::Bypass,
+                Action::Protect | Action::Discard => Class::Drop(DropReason::IpsecDiscard),
+            };
+        };
         match action {
             (Action::Protect, Some(sa)) => Class::Protect(sa),
             (Action::Protect, None) | (Action::Discard, _) => Class::Drop(DropReason::IpsecDiscard),

@@ -149,12 +149,17 @@ fn malformed_and_refused_packets_each_have_their_reason() {
             Verdict::Drop(DropReason::IpsecDiscard),
         ),
         ("bypass", udp4([10, 5, 0, 5], 1, [10, 6, 0, 1], 2, b""), Verdict::Continue),
+        (
+            "unprotected",
+            udp4([10, 2, 0, 9], 2, [10, 1, 0, 5], 1, b""),
+            Verdict::Drop(DropReason::IpsecUnprotected),
+        ),
     ];
     for (name, frame, want) in cases {
         // A is the receiver of SPI 0x1001 here: gateway B's view.
         let mut b = build(&gw_config(false, K128_A, K128_B, ""));
         let mut a = build(&gw_config(true, K128_A, K128_B, ""));
-        let to_a = name == "no room" || name == "discard policy" || name == "bypass";
+        let to_a = matches!(name, "no room" | "discard policy" | "bypass" | "unprotected");
         let nf = if to_a { &mut a } else { &mut b };
         let (v, _) = run(nf, &frame);
         assert_eq!(v, want, "{name}");
@@ -280,4 +285,33 @@ fn random_and_truncated_input_never_panics() {
         }
     }
     assert!(tried > 10_000, "{tried}");
+}
+
+#[test]
+fn reverse_cleartext_needs_an_explicit_bypass_and_unmatched_applies_to_the_rest() {
+    let extra =
+        "\n[[policy]]\naction = \"bypass\"\nsrc = \"10.2.0.0/16\"\ndst = \"10.1.0.0/16\"\nproto = \"icmp\"";
+    let cfg = format!("unmatched = \"discard\"\n{}", gw_config(true, K128_A, K128_B, extra));
+    let mut a = build(&cfg);
+    let cases = [
+        (
+            "reverse icmp, bypassed",
+            crate::testutil::icmp_echo4([10, 2, 0, 9], [10, 1, 0, 5], 1, 1),
+            Verdict::Continue,
+        ),
+        (
+            "reverse udp",
+            udp4([10, 2, 0, 9], 2, [10, 1, 0, 5], 1, b""),
+            Verdict::Drop(DropReason::IpsecUnprotected),
+        ),
+        ("unmatched", udp4([10, 5, 0, 5], 1, [10, 6, 0, 1], 2, b""), Verdict::Drop(DropReason::IpsecDiscard)),
+        ("protected", udp4([10, 1, 0, 5], 1, [10, 2, 0, 9], 2, b""), Verdict::Continue),
+    ];
+    for (name, frame, want) in cases {
+        assert_eq!(run(&mut a, &frame).0, want, "{name}");
+    }
+    let c = a.counters();
+    assert_eq!((c.bypassed, c.encrypted), (1, 1));
+    let d = a.drops();
+    assert_eq!((d.get(DropReason::IpsecUnprotected), d.get(DropReason::IpsecDiscard), d.total()), (1, 1, 2));
 }
