@@ -130,10 +130,10 @@ impl NetworkFunction for Ipsec {
         })
     }
 
-    fn process_packet(&mut self, _ctx: &Ctx, _frame: &mut [u8], meta: &mut Meta) -> Verdict {
+    fn process_packet(&mut self, _ctx: &Ctx, frame: &mut [u8], meta: &mut Meta) -> Verdict {
         // A bare slice cannot change length: only the burst path ([`Ipsec::process`])
         // encapsulates and decapsulates. Classify so cleartext policies still apply.
-        match self.classify(meta, _frame) {
+        match self.classify(meta, frame) {
             Class::Bypass => Verdict::Continue,
             Class::Drop(r) => Verdict::Drop(r),
             Class::Inbound(_) | Class::Protect(_) => Verdict::Drop(DropReason::IpsecNoRoom),

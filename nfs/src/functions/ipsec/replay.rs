@@ -100,17 +100,20 @@ impl Window {
                 let mut s = self.top + 1;
                 while s <= seq {
                     let (word, mask) = self.bit(s);
-                    if s.is_multiple_of(64) && seq - s >= 63 {
+                    let step = if s.is_multiple_of(64) && seq - s >= 63 {
                         if let Some(b) = self.bits.get_mut(word) {
                             *b = 0;
                         }
-                        s += 64;
+                        64
                     } else {
                         if let Some(b) = self.bits.get_mut(word) {
                             *b &= !mask;
                         }
-                        s += 1;
-                    }
+                        1
+                    };
+                    // At the very top of the 64-bit space there is nothing left to clear.
+                    let Some(next) = s.checked_add(step) else { break };
+                    s = next;
                 }
             }
             self.top = seq;
@@ -207,6 +210,18 @@ mod tests {
         }
         // Without ESN the number is what the wire says.
         assert_eq!(Window::new(64, false).infer(7), Some(7));
+    }
+
+    #[test]
+    fn the_top_of_the_64_bit_space_is_reachable() {
+        let mut w = Window::new(128, true);
+        ok(&mut w, u64::MAX - 200);
+        ok(&mut w, u64::MAX - 100);
+        ok(&mut w, u64::MAX);
+        assert_eq!(w.check(u64::MAX), Err(Refused::Replayed));
+        assert_eq!(w.check(u64::MAX - 100), Err(Refused::Replayed));
+        assert_eq!(w.check(u64::MAX - 1), Ok(()));
+        assert_eq!(w.check(u64::MAX - 200), Err(Refused::TooOld));
     }
 
     #[test]

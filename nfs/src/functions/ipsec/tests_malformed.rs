@@ -315,3 +315,18 @@ fn reverse_cleartext_needs_an_explicit_bypass_and_unmatched_applies_to_the_rest(
     let d = a.drops();
     assert_eq!((d.get(DropReason::IpsecUnprotected), d.get(DropReason::IpsecDiscard), d.total()), (1, 1, 2));
 }
+
+/// The single-packet entry point sees a fixed-length slice: it applies the policies but
+/// cannot encapsulate or decapsulate (the dataplane always calls the burst path).
+#[test]
+fn fixed_length_frames_cannot_be_encapsulated() {
+    let mut a = build(&gw_config(true, K128_A, K128_B, ""));
+    let cases = [
+        (udp4([10, 1, 0, 5], 1, [10, 2, 0, 9], 2, b""), Verdict::Drop(DropReason::IpsecNoRoom)),
+        (udp4([10, 5, 0, 5], 1, [10, 6, 0, 9], 2, b""), Verdict::Continue),
+        (udp4([10, 1, 0, 5], 1, [10, 99, 0, 9], 2, b""), Verdict::Drop(DropReason::IpsecDiscard)),
+    ];
+    for (frame, want) in cases {
+        assert_eq!(crate::testutil::run(&mut a, crate::time::Nanos(0), 0, &frame), want);
+    }
+}
