@@ -35,6 +35,8 @@
 //! - Outer header: TTL `ttl` (64), DSCP and ECN copied from the inner packet, DF copied from
 //!   an IPv4 inner packet and set for IPv6 (`df`), identification = low 16 bits of the
 //!   sequence number. The inner packet is not modified (a `gateway` step decrements its TTL).
+//! - No fragmentation or path-MTU handling: the ESP packet is 54–57 bytes longer than the
+//!   inner one, whatever the egress MTU.
 //! - Fragmented outer ESP is dropped (`fragment`): there is no reassembly. A non-initial
 //!   inner fragment matches only policies without port selectors.
 //! - The receiver checks the padding to be 1, 2, 3, ... (RFC 4303 §2.4), as Linux and scapy
