@@ -7,6 +7,8 @@ pub mod select;
 
 pub mod stats;
 #[cfg(test)]
+mod steer_esp_tests;
+#[cfg(test)]
 mod steer_tests;
 #[cfg(test)]
 mod tests;
