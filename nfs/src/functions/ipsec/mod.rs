@@ -1,5 +1,6 @@
 //! `ipsec`: an IPsec VPN gateway, ESP in tunnel mode with AES-GCM (RFC 4303, RFC 4106),
-//! configured like a pair of Linux xfrm states and tested against scapy's ESP.
+//! configured like a pair of Linux xfrm states; tested against scapy's ESP (both directions)
+//! and frames sent by Linux xfrm (`tests/tests/esp_scapy.rs`, `esp_linux_vectors.rs`).
 //!
 //! Cleartext packets (from the `inside` ports, default all) are matched against the policies
 //! in order (`config.rs`): `protect` encapsulates them in ESP on the policy's SA (`esp.rs`: a
