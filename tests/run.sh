@@ -8,10 +8,14 @@ cd "$(dirname "$0")/.."
 # ports (DPDK 22.11 static libraries, bindgen's libclang, EAL's system libraries).
 need_pkgs=()
 # qemu-system-x86/ovmf: the boot tests (images/build.sh installs what the images need).
+# busybox-static/linux-image-cloud-amd64: the Linux IPsec peer guest (images/peer/build.sh);
+# tcpdump: the IPsec test captures ESP on the host bridge; chromium: the status page test
+# renders the management endpoint's page headless.
 # python3-scapy: the ESP interop peer (Debian's scapy 2.5 has AES-GCM ESP through
 # python3-cryptography; tests/tests/esp_scapy.rs runs it with /usr/bin/python3).
 for p in iproute2 ethtool gcc libc6-dev pkg-config libdpdk-dev libclang-dev libnuma-dev libbsd-dev libmd-dev \
-    qemu-system-x86 ovmf python3 python3-scapy; do
+    qemu-system-x86 ovmf python3 python3-dpkt busybox-static linux-image-cloud-amd64 tcpdump chromium \
+    python3-scapy; do
     dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
 done
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
@@ -50,6 +54,8 @@ echo "== cargo static (the release appliance: one statically linked executable)"
 cargo static
 echo "== images/build.sh (initramfs, UKI, GPT disk; the boot tests boot them in QEMU)"
 ./images/build.sh
+echo "== images/peer/build.sh (the Linux IPsec peer guest the xfrm_peer tests boot)"
+./images/peer/build.sh
 echo "== cargo build (the end-to-end tests run the nflet and peer binaries)"
 cargo build --workspace --bins --all-features
 echo "== cargo test"

@@ -3,9 +3,11 @@
 //! the command-line front end. Network functions themselves live in `nflet-nfs`.
 
 pub mod bench;
+pub mod billing;
 pub mod config;
 pub mod dataplane;
 pub mod mgmt;
+pub mod observe;
 pub mod port;
 pub mod report;
 pub mod traffic;

@@ -13,6 +13,7 @@ use nflet::bench::{bench, BenchSpec};
 use nflet::config::Config;
 use nflet::dataplane::open::Offline;
 use nflet::dataplane::{build_pipelines, run, RunOptions, Summary};
+use nflet::observe::Observers;
 use nflet::report;
 use nflet::traffic::gen::{run_gen, GenOptions};
 
@@ -180,8 +181,8 @@ fn run_booted(boot: &nflet_boot::Boot) -> Result<(), String> {
             gateway: m.gateway,
         });
     }
-    let endpoint = nflet::mgmt::serve(&cfg, true, boot.stop_flag());
-    let feed = |s: &Summary| endpoint.iter().for_each(|(live, _)| live.update(s));
+    let observers = Observers::start(&cfg, true, boot.stop_flag())?;
+    let feed = |s: &Summary| observers.feed(s);
     log::info!(
         "boot: running {} on {} core(s), {} ms after PID 1 started",
         cfg.source,
@@ -193,9 +194,10 @@ fn run_booted(boot: &nflet_boot::Boot) -> Result<(), String> {
         live: false,
         warmup: 0,
         offline: None,
-        progress: endpoint.as_ref().map(|_| &feed as &(dyn Fn(&Summary) + Sync)),
+        progress: observers.any().then_some(&feed as &(dyn Fn(&Summary) + Sync)),
     };
     let summary = run(&cfg, &opts, boot.stop_flag()).map_err(|e| e.to_string())?;
+    observers.finish(&summary);
     println!("{}", report::summary(&summary));
     Ok(())
 }
@@ -215,16 +217,17 @@ fn dispatch(command: Command) -> Result<(), String> {
             // The host's network configuration is not touched: the endpoint binds to the
             // management address if the host has it, else to 127.0.0.1.
             let stop = stop_on_signals();
-            let endpoint = nflet::mgmt::serve(&cfg, false, Arc::clone(&stop));
-            let feed = |s: &Summary| endpoint.iter().for_each(|(live, _)| live.update(s));
+            let observers = Observers::start(&cfg, false, Arc::clone(&stop))?;
+            let feed = |s: &Summary| observers.feed(s);
             let opts = RunOptions {
                 duration: duration.map(Duration::from_secs_f64),
                 live: !quiet,
                 warmup: 0,
                 offline: None,
-                progress: endpoint.as_ref().map(|_| &feed as &(dyn Fn(&Summary) + Sync)),
+                progress: observers.any().then_some(&feed as &(dyn Fn(&Summary) + Sync)),
             };
             let summary = run(&cfg, &opts, stop).map_err(|e| e.to_string())?;
+            observers.finish(&summary);
             println!("{}", report::summary(&summary));
             Ok(())
         }

@@ -117,6 +117,8 @@ drop_reasons! {
     Ipv6NotRouted => "ipv6_not_routed",
     /// Load balancer: every backend of the VIP is draining or removed.
     LbNoBackend => "lb_no_backend",
+    /// IDS/IPS: a `drop` rule matched (in `ips` mode).
+    IdsRule => "ids_rule",
     /// IPsec: ESP addressed to a local tunnel endpoint with an SPI no inbound SA has.
     IpsecUnknownSpi => "ipsec_unknown_spi",
     /// IPsec: an ESP packet shorter than its headers, ICV and trailer.

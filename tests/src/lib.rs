@@ -4,6 +4,8 @@
 //! Everything created here is named after the test process id and removed on drop, so tests
 //! can run side by side and leave nothing behind.
 
+pub mod xfrm_peer;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 

@@ -70,6 +70,15 @@ pub struct ChainConfig {
     pub output: Option<PortId>,
     /// Which frames of the ingress ports this chain takes (empty: all the others).
     pub classifier: crate::dataplane::select::Classifier,
+    /// Who is billed for the chain's work.
+    pub tenant: String,
+}
+
+/// The validated `[billing]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Billing {
+    pub dir: std::path::PathBuf,
+    pub interval: std::time::Duration,
 }
 
 /// A validated configuration.
@@ -87,6 +96,8 @@ pub struct Config {
     pub chains: Vec<ChainConfig>,
     /// `[management]`, when present.
     pub management: Option<Management>,
+    /// `[billing]`, when present.
+    pub billing: Option<Billing>,
 }
 
 /// The validated `[management]` section.
@@ -282,12 +293,26 @@ fn validate(map: &SourceMap<'_>, raw: raw::RawConfig) -> Result<Config, ConfigEr
                 "an NF with this name is already defined",
             ));
         }
-        let parsed = AnyConfig::parse(&n.kind, toml::Value::Table(n.params)).map_err(|e| {
+        let mut parsed = AnyConfig::parse(&n.kind, toml::Value::Table(n.params)).map_err(|e| {
             let msg = e.to_string();
             // Point at the offending key when the message names one.
             let at = quoted_name(&msg).map_or_else(|| map.at(span.start), |k| map.key_in(span.clone(), k));
             ConfigError { at, key: format!("nf[{}]", n.name), message: msg }
         })?;
+        // The NF crate does no I/O: an IDS rules file is read here, relative to this file.
+        if let AnyConfig::Ids(ids) = &mut parsed {
+            if let Some(path) = ids.rules_file.clone() {
+                let base = Path::new(map.file).parent().unwrap_or(Path::new(""));
+                let full = base.join(&path);
+                let text = std::fs::read_to_string(&full).map_err(|e| ConfigError {
+                    at: map.key_in(span.clone(), "rules_file"),
+                    key: format!("nf[{}].rules_file", n.name),
+                    message: format!("cannot read rules file `{}`: {e}", full.display()),
+                })?;
+                ids.rules_file = Some(full.display().to_string());
+                ids.rules_file_text = Some(text);
+            }
+        }
         nfs.push((n.name, parsed));
     }
 
@@ -347,7 +372,20 @@ fn validate(map: &SourceMap<'_>, raw: raw::RawConfig) -> Result<Config, ConfigEr
                 message: "expected VLAN ids from 0 to 4095".into(),
             });
         }
-        chains.push(ChainConfig { name: c.name, ingress, steps, output, classifier });
+        let tenant = match c.tenant {
+            None => c.name.clone(),
+            Some(t) if is_label_text(&t) => t,
+            Some(t) => {
+                return Err(ConfigError {
+                    at: map.key_in(span.clone(), "tenant"),
+                    key: format!("{key}.tenant"),
+                    message: format!(
+                        "expected a tenant name of 1 to 64 letters, digits, `-`, `_` or `.`, got `{t}`"
+                    ),
+                })
+            }
+        };
+        chains.push(ChainConfig { name: c.name, ingress, steps, output, classifier, tenant });
     }
     let dpdk = raw.dpdk;
     if !(1023..=(1 << 24)).contains(&dpdk.mbufs) {
@@ -368,7 +406,46 @@ fn validate(map: &SourceMap<'_>, raw: raw::RawConfig) -> Result<Config, ConfigEr
         })?),
         None => None,
     };
-    Ok(Config { source: map.file.to_string(), settings, parse, ports, dpdk, nfs, chains, management })
+    let billing = match raw.billing {
+        Some(b) => Some(billing(b).map_err(|(key, message)| {
+            let from = map.text.find("[billing]").unwrap_or(0);
+            ConfigError { at: map.key_in(from..map.text.len(), key), key: format!("billing.{key}"), message }
+        })?),
+        None => None,
+    };
+    Ok(Config {
+        source: map.file.to_string(),
+        settings,
+        parse,
+        ports,
+        dpdk,
+        nfs,
+        chains,
+        management,
+        billing,
+    })
+}
+
+/// A name that is safe in a metric label, a JSON string and a file listing.
+fn is_label_text(t: &str) -> bool {
+    (1..=64).contains(&t.len()) && t.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+/// Validates `[billing]`; errors are `(key, message)`.
+fn billing(b: raw::RawBilling) -> Result<Billing, (&'static str, String)> {
+    if b.dir.trim().is_empty() {
+        return Err((
+            "dir",
+            "expected a directory for the usage records, e.g. \"/var/lib/nflet/usage\"".into(),
+        ));
+    }
+    if !(1..=86_400).contains(&b.interval_s) {
+        return Err((
+            "interval_s",
+            format!("expected 1 to 86400 seconds per usage interval, got {}", b.interval_s),
+        ));
+    }
+    Ok(Billing { dir: b.dir.into(), interval: std::time::Duration::from_secs(b.interval_s) })
 }
 
 /// Validates `[management]`; errors are `(key, message)`.

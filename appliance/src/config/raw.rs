@@ -23,6 +23,23 @@ pub struct RawConfig {
     pub chains: Vec<Spanned<RawChain>>,
     /// `[management]`: the management NIC and endpoint (absent: neither).
     pub management: Option<RawManagement>,
+    /// `[billing]`: periodic usage records (absent: none written; usage still in /metrics).
+    pub billing: Option<RawBilling>,
+}
+
+/// `[billing]`: where and how often usage records are written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBilling {
+    /// Directory for the usage files (created when missing).
+    pub dir: String,
+    /// Seconds per usage interval (one file each).
+    #[serde(default = "default_billing_interval")]
+    pub interval_s: u64,
+}
+
+fn default_billing_interval() -> u64 {
+    60
 }
 
 /// `[management]`: a NIC left on the kernel stack, and the HTTP endpoint on it.
@@ -350,6 +367,8 @@ pub struct RawChain {
     pub src: OneOrMany<Prefix>,
     #[serde(default)]
     pub dst: OneOrMany<Prefix>,
+    /// Who is billed for the chain's work (default: the chain's name).
+    pub tenant: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

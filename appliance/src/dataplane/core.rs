@@ -104,6 +104,7 @@ impl CoreLoop {
     pub fn run(mut self, clock: &MonotonicClock) -> CoreStats {
         let ports = self.tx.len();
         let mut stats = CoreStats::new(ports);
+        stats.chain_cpu_ns = vec![0; self.pipeline.chains.len()];
         let cap = self.burst * 2;
         let mut w = Work {
             frames: Vec::with_capacity(cap),
@@ -303,11 +304,16 @@ impl CoreLoop {
                 }
             }
             if let Some(c) = chain {
+                let before = Instant::now();
                 self.pipeline.run(c, ctx, &mut w.frames, &mut w.metas, &mut w.verdicts, &w.active);
+                let spent = before.elapsed().as_nanos() as u64;
+                stats.chain_ns += spent;
+                if let Some(b) = stats.chain_cpu_ns.get_mut(c) {
+                    *b += spent;
+                }
             }
             start = first + 1;
         }
-        stats.chain_ns += t0.elapsed().as_nanos() as u64;
         stats.chained += n as u64;
         for (buf, v) in w.frames.drain(..).zip(w.verdicts.iter()) {
             match v {
@@ -330,6 +336,7 @@ impl CoreLoop {
         }
         w.metas.clear();
         self.transmit(w, stats);
+        stats.bursts.record(t0.elapsed().as_nanos() as u64);
     }
 
     fn transmit(&mut self, w: &mut Work, stats: &mut CoreStats) {

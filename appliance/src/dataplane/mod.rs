@@ -123,6 +123,8 @@ pub struct Summary {
     /// NF reports of every core, by core.
     pub nfs: Vec<Vec<(String, &'static str, NfStats, nflet_nfs::nf::Report)>>,
     pub chains: Vec<nflet_nfs::chain::ChainStats>,
+    /// Chain counters of each core (outer index: core).
+    pub chains_by_core: Vec<Vec<nflet_nfs::chain::ChainStats>>,
     pub sinks: Vec<(String, u64, u64)>,
     pub chain_names: Vec<String>,
     pub port_names: Vec<String>,
@@ -274,6 +276,7 @@ fn merge(
         total,
         nfs: snaps.iter().map(|s| s.nfs.clone()).collect(),
         chains,
+        chains_by_core: snaps.iter().map(|s| s.chains.clone()).collect(),
         sinks: sinks
             .iter()
             .map(|(n, t)| (n.clone(), t.packets.load(Ordering::Relaxed), t.bytes.load(Ordering::Relaxed)))

@@ -7,6 +7,7 @@ pub mod counter;
 pub mod ddos;
 pub mod firewall;
 pub mod gateway;
+pub mod ids;
 pub mod ipsec;
 pub mod lb;
 pub mod monitor;
@@ -114,6 +115,7 @@ registry! {
     Ddos => ddos::Ddos,
     Firewall => firewall::Firewall,
     Gateway => gateway::Gateway,
+    Ids => ids::Ids,
     Ipsec => ipsec::Ipsec,
     Monitor => monitor::Monitor,
     Lb => lb::Lb,
