@@ -10,6 +10,8 @@ pub mod select;
 mod reload_tests;
 pub mod stats;
 #[cfg(test)]
+mod steer_esp_tests;
+#[cfg(test)]
 mod steer_tests;
 #[cfg(test)]
 mod tests;
