@@ -61,7 +61,7 @@ pub enum NextNf {
     /// The running instance of this name carries on.
     Keep(String),
     /// A new instance (new NF, or changed parameters).
-    Fresh(NfSlot),
+    Fresh(Box<NfSlot>),
 }
 
 /// What a core switches to.
@@ -124,7 +124,7 @@ pub fn apply(pipeline: &mut Pipeline, plan: Plan, chain_cpu_ns: &mut Vec<u64>) -
                 // the main thread checks every core kept what it was told to.
                 None => log::error!("reload: NF `{name}` to keep is not running on this core"),
             },
-            NextNf::Fresh(slot) => nfs.push(slot),
+            NextNf::Fresh(slot) => nfs.push(*slot),
         }
     }
     let old_stats: HashMap<&str, (ChainStats, u64)> = pipeline
@@ -197,7 +197,7 @@ pub fn plan(new: &Config, keep: &[String]) -> Result<Vec<Plan>, String> {
             }
             let mut rt = InitCtx { name, core, cores, ports: &ports, arena: &mut arena, shared: &mut shared };
             let nf = AnyNf::init(cfg, &mut rt).map_err(|e| format!("NF `{name}` on {core}: {e}"))?;
-            nfs.push(NextNf::Fresh(NfSlot { name: name.clone(), nf, stats: NfStats::default() }));
+            nfs.push(NextNf::Fresh(Box::new(NfSlot { name: name.clone(), nf, stats: NfStats::default() })));
         }
         plans.push(Plan { nfs, chains: chains.clone(), selector: selector.clone() });
     }

@@ -158,6 +158,7 @@ output = "lan"
             let lan = Script { frames, load: None };
             let wan = Script { frames: VecDeque::new(), load: None };
             CoreLoop {
+                mailbox: Arc::default(),
                 id: CoreId(c as u16),
                 cores: 2,
                 rx: vec![(PortId(0), Box::new(lan) as Box<dyn RxQueue>), (PortId(1), Box::new(wan))],
