@@ -22,7 +22,9 @@ pub struct BenchSpec {
     pub packets: u64,
     pub size: u16,
     pub rules: usize,
-    /// NF kinds in order: `fw`, `mon`, `nat`, `lb`, `policer`, `policer_flow`, `counter`.
+    /// NF kinds in order: `fw`, `mon`, `nat`, `lb`, `policer`, `policer_flow`, `counter`,
+    /// `esp_enc`/`esp_enc256` (IPsec ESP encryption, AES-GCM-128/256) and, after one of
+    /// them, `esp_dec`/`esp_dec256` (the peer gateway decrypting it).
     pub chain: Vec<String>,
     pub burst: usize,
 }
@@ -133,6 +135,26 @@ pub fn bench_config(spec: &BenchSpec) -> String {
                 let _ = writeln!(
                     t,
                     "[[nf]]\nname = \"{name}\"\nkind = \"policer\"\n\n[[nf.class]]\nname = \"all\"\nper = \"flow\"\nflows = {capacity}\ncir = 100000000000\ncbs = 1000000000\nebs = 1000000000\ngreen = {{ kind = \"pass\" }}\nyellow = {{ kind = \"remark\", dscp = 10 }}\nred = {{ kind = \"drop\" }}\n\n[[nf.rule]]\nclass = \"all\"\n"
+                );
+            }
+            "esp_enc" | "esp_enc256" | "esp_dec" | "esp_dec256" => {
+                // One SA pair between two tunnel endpoints; the generator's traffic
+                // (10.0.0.0/20 → 198.18.0.0/24) is protected. `esp_dec*` is the far gateway:
+                // it decrypts what `esp_enc*` sent (same key), so `esp_enc,esp_dec` costs
+                // both and `esp_enc` alone the encryption.
+                let key = if nf.ends_with("256") {
+                    "0x000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1fc0ffee03"
+                } else {
+                    "0x000102030405060708090a0b0c0d0e0fc0ffee01"
+                };
+                let (local, remote, src, dst) = if nf.starts_with("esp_enc") {
+                    ("192.0.2.1", "198.51.100.2", "10.0.0.0/8", "198.18.0.0/15")
+                } else {
+                    ("198.51.100.2", "192.0.2.1", "198.18.0.0/15", "10.0.0.0/8")
+                };
+                let _ = writeln!(
+                    t,
+                    "[[nf]]\nname = \"{name}\"\nkind = \"ipsec\"\n\n[[nf.sa]]\nname = \"bench\"\nlocal = \"{local}\"\nremote = \"{remote}\"\noutbound = {{ spi = 0x1001, key = \"{key}\" }}\ninbound = {{ spi = 0x1001, key = \"{key}\" }}\n\n[[nf.policy]]\nsrc = \"{src}\"\ndst = \"{dst}\"\nsa = \"bench\"\n"
                 );
             }
             other => {

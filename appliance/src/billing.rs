@@ -17,11 +17,12 @@
 //! A file appears whole or not at all: it is written under a temporary name, synced, then
 //! renamed. The last, shorter interval is written when the run ends.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::config::{Billing, Config};
+use crate::config::Billing;
 use crate::dataplane::Summary;
 
 /// What one core did for one chain, cumulative since the start of the run.
@@ -67,10 +68,8 @@ pub fn usage(s: &Summary) -> Vec<Vec<Usage>> {
 pub struct Ledger {
     dir: PathBuf,
     interval: Duration,
-    /// Per chain: name and tenant.
-    chains: Vec<(String, String)>,
-    /// Cumulative usage when the current interval started.
-    base: Vec<Vec<Usage>>,
+    /// Cumulative usage per chain (by name) and core when the current interval started.
+    base: HashMap<String, Vec<Usage>>,
     started_at: SystemTime,
     started: Instant,
     written: u64,
@@ -78,14 +77,13 @@ pub struct Ledger {
 
 impl Ledger {
     /// A ledger for `config`'s chains; creates the directory.
-    pub fn new(billing: &Billing, config: &Config) -> Result<Ledger, String> {
+    pub fn new(billing: &Billing) -> Result<Ledger, String> {
         std::fs::create_dir_all(&billing.dir)
             .map_err(|e| format!("billing: cannot create {}: {e}", billing.dir.display()))?;
         Ok(Ledger {
             dir: billing.dir.clone(),
             interval: billing.interval,
-            chains: config.chains.iter().map(|c| (c.name.clone(), c.tenant.clone())).collect(),
-            base: Vec::new(),
+            base: HashMap::new(),
             started_at: SystemTime::now(),
             started: Instant::now(),
             written: 0,
@@ -112,7 +110,7 @@ impl Ledger {
     fn close_interval(&mut self, s: &Summary) {
         let now = usage(s);
         let end_at = SystemTime::now();
-        let lines = self.lines(&now, end_at);
+        let lines = self.lines(s, &now, end_at);
         match write_atomically(&self.dir, &file_name(self.started_at, self.written), lines.as_bytes()) {
             Ok(()) => self.written += 1,
             // The interval stays open: the next attempt bills it together with the next one.
@@ -121,16 +119,19 @@ impl Ledger {
                 return;
             }
         }
-        self.base = now;
+        self.base = s.chain_names.iter().cloned().zip(now).collect();
         self.started_at = end_at;
         self.started = Instant::now();
     }
 
-    fn lines(&self, now: &[Vec<Usage>], end_at: SystemTime) -> String {
+    /// One line per chain and core. Chains are matched by name, so a live reload that adds,
+    /// removes or reorders chains bills each for its own work.
+    fn lines(&self, s: &Summary, now: &[Vec<Usage>], end_at: SystemTime) -> String {
         let mut out = String::new();
-        for (c, ((chain, tenant), cores)) in self.chains.iter().zip(now).enumerate() {
+        for (c, (chain, cores)) in s.chain_names.iter().zip(now).enumerate() {
+            let tenant = s.chain_tenants.get(c).unwrap_or(chain);
             for (core, u) in cores.iter().enumerate() {
-                let base = self.base.get(c).and_then(|b| b.get(core)).copied().unwrap_or_default();
+                let base = self.base.get(chain).and_then(|b| b.get(core)).copied().unwrap_or_default();
                 let d = u.since(&base);
                 let line = serde_json::json!({
                     "start": unix_seconds(self.started_at),
@@ -186,20 +187,21 @@ mod tests {
             .iter()
             .map(|&(p, b, _)| vec![ChainStats { packets: p, bytes: b, ..ChainStats::default() }])
             .collect();
-        Summary { cores, chains_by_core, chain_names: vec!["edge".into()], ..Summary::default() }
+        Summary {
+            cores,
+            chains_by_core,
+            chain_names: vec!["edge".into()],
+            chain_tenants: vec!["acme".into()],
+            ..Summary::default()
+        }
     }
 
     #[test]
     fn records_hold_each_cores_work_during_the_interval() {
         let dir = std::env::temp_dir().join(format!("nflet-billing-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let cfg = Config::parse(
-            "t.toml",
-            "[[chain]]\nname = \"edge\"\ntenant = \"acme\"\ningress = []\nsteps = []\n",
-        )
-        .unwrap();
         let billing = Billing { dir: dir.clone(), interval: Duration::from_secs(3600) };
-        let mut l = Ledger::new(&billing, &cfg).unwrap();
+        let mut l = Ledger::new(&billing).unwrap();
         l.observe(&summary(&[(10, 1000, 500), (4, 400, 200)]));
         assert_eq!(l.written(), 0, "the interval is not over");
         l.finish(&summary(&[(10, 1000, 500), (4, 400, 200)]));

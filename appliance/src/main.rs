@@ -247,6 +247,7 @@ fn run_booted(boot: &nflet_boot::Boot) -> Result<(), String> {
         offline: None,
         progress: observers.any().then_some(&feed as &(dyn Fn(&Summary) + Sync)),
         capture: observers.capture(),
+        reload: Some(&observers.reload),
     };
     let summary = run(&cfg, &opts, boot.stop_flag()).map_err(|e| e.to_string())?;
     observers.finish(&summary);
@@ -278,6 +279,7 @@ fn dispatch(command: Command) -> Result<(), String> {
                 offline: None,
                 progress: observers.any().then_some(&feed as &(dyn Fn(&Summary) + Sync)),
                 capture: observers.capture(),
+                reload: Some(&observers.reload),
             };
             let summary = run(&cfg, &opts, stop).map_err(|e| e.to_string())?;
             observers.finish(&summary);
@@ -315,6 +317,7 @@ fn dispatch(command: Command) -> Result<(), String> {
                 offline: Some(Offline { input: &input, ingress, output: &output }),
                 progress: Some(&progress),
                 capture: None,
+                reload: None,
             };
             let summary = run(&cfg, &opts, stop_on_signals()).map_err(|e| e.to_string())?;
             bar.finish_and_clear();

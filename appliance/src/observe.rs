@@ -1,6 +1,7 @@
-//! What watches a running appliance from outside the fast path: the management endpoint's
-//! live counters and the usage ledger. Both are fed the merged counters the run loop's main
-//! thread gathers about ten times a second.
+//! What watches and steers a running appliance from outside the fast path: the management
+//! endpoint's live counters, the usage ledger, and live reload requests (SIGHUP and
+//! `POST /reload`). The first two are fed the merged counters the run loop's main thread
+//! gathers about ten times a second; the run loop polls the third.
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
@@ -8,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::billing::Ledger;
 use crate::config::Config;
+use crate::dataplane::reload::ReloadRequests;
 use crate::dataplane::Summary;
 use crate::mgmt::Live;
 
@@ -16,6 +18,8 @@ pub struct Observers {
     /// The endpoint's counters and where it listens, when it runs.
     pub endpoint: Option<(Arc<Live>, SocketAddr)>,
     ledger: Option<Mutex<Ledger>>,
+    /// Live reload requests, for [`RunOptions::reload`](crate::dataplane::RunOptions).
+    pub reload: Arc<ReloadRequests>,
 }
 
 impl Observers {
@@ -23,10 +27,15 @@ impl Observers {
     /// [`bind_address`](crate::mgmt::bind_address); `stop` is raised by `POST /shutdown`.
     pub fn start(config: &Config, pid1: bool, stop: Arc<AtomicBool>) -> Result<Observers, String> {
         let ledger = match &config.billing {
-            Some(b) => Some(Mutex::new(Ledger::new(b, config)?)),
+            Some(b) => Some(Mutex::new(Ledger::new(b)?)),
             None => None,
         };
-        Ok(Observers { endpoint: crate::mgmt::serve(config, pid1, stop), ledger })
+        let reload = Arc::new(ReloadRequests::default());
+        if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload.signal)) {
+            log::warn!("cannot install a SIGHUP handler ({e}); reload through the endpoint only");
+        }
+        let endpoint = crate::mgmt::serve(config, pid1, stop, Arc::clone(&reload));
+        Ok(Observers { endpoint, ledger, reload })
     }
 
     /// Packet capture for the dataplane's taps, when the endpoint runs.

@@ -119,6 +119,32 @@ drop_reasons! {
     LbNoBackend => "lb_no_backend",
     /// IDS/IPS: a `drop` rule matched (in `ips` mode).
     IdsRule => "ids_rule",
+    /// IPsec: ESP addressed to a local tunnel endpoint with an SPI no inbound SA has.
+    IpsecUnknownSpi => "ipsec_unknown_spi",
+    /// IPsec: an ESP packet shorter than its headers, ICV and trailer.
+    IpsecTruncated => "ipsec_truncated",
+    /// IPsec: the ICV did not verify (forged, corrupted, or the wrong key).
+    IpsecBadIcv => "ipsec_bad_icv",
+    /// IPsec: the padding is not 1, 2, 3, ... or longer than the payload (RFC 4303 §2.4).
+    IpsecBadPadding => "ipsec_bad_padding",
+    /// IPsec: a sequence number already received (RFC 4303 §3.4.3).
+    IpsecReplayed => "ipsec_replayed",
+    /// IPsec: a sequence number below the anti-replay window.
+    IpsecTooOld => "ipsec_too_old",
+    /// IPsec: the outbound SA has sent its last sequence number and must be rekeyed.
+    IpsecSeqOverflow => "ipsec_seq_overflow",
+    /// IPsec: a decrypted packet its SA's policy selectors do not admit.
+    IpsecSelectorMismatch => "ipsec_selector_mismatch",
+    /// IPsec: the frame buffer cannot grow by the ESP headers and trailer.
+    IpsecNoRoom => "ipsec_no_room",
+    /// IPsec: a decrypted payload that is not an IPv4 or IPv6 packet (or a dummy packet).
+    IpsecBadInner => "ipsec_bad_inner",
+    /// IPsec: cleartext that a `protect` policy says must arrive inside ESP (RFC 4301 §5.2).
+    IpsecUnprotected => "ipsec_unprotected",
+    /// IPsec: a packet selected by a `discard` policy.
+    IpsecDiscard => "ipsec_discard",
+    /// IPsec: a packet of an SA reached a core that does not own the SA (no steering).
+    IpsecWrongCore => "ipsec_wrong_core",
 }
 
 impl std::fmt::Display for DropReason {

@@ -39,7 +39,7 @@ fn report_json(r: Option<&Report>) -> serde_json::Value {
 
 /// `POST /capture?...`.
 pub fn start(hub: &Arc<Hub>, query: &str) -> Response {
-    let spec = match Spec::parse(query, &hub.ports, &hub.chains) {
+    let spec = match Spec::parse(query, &hub.ports, &hub.chains()) {
         Ok(s) => s,
         Err(e) => return Response::text(400, &e),
     };

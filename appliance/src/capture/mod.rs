@@ -151,7 +151,8 @@ pub struct Hub {
     generation: AtomicU64,
     current: Mutex<Option<Arc<Session>>>,
     pub ports: Vec<String>,
-    pub chains: Vec<String>,
+    /// The running chains' names; a live reload may change them.
+    chains: Mutex<Vec<String>>,
     cores: usize,
     pub dir: PathBuf,
 }
@@ -165,9 +166,31 @@ impl Hub {
             generation: AtomicU64::new(0),
             current: Mutex::new(None),
             ports: config.port_names(),
-            chains: config.chains.iter().map(|c| c.name.clone()).collect(),
+            chains: Mutex::new(config.chains.iter().map(|c| c.name.clone()).collect()),
             cores: config.settings.cores.max(1),
             dir,
+        }
+    }
+
+    /// The running chains' names (a capture's `chain:NAME` points are resolved against them).
+    pub fn chains(&self) -> Vec<String> {
+        self.chains.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// The run loop's chain names, about ten times a second. After a live reload changed
+    /// them, a running capture with chain points is stopped: its chain numbers would now
+    /// name other chains.
+    pub fn follow_chains(&self, names: &[String]) {
+        let mut chains = self.chains.lock().unwrap_or_else(PoisonError::into_inner);
+        if chains.as_slice() == names {
+            return;
+        }
+        *chains = names.to_vec();
+        drop(chains);
+        if let Some(s) = self.session().filter(|s| s.spec.points.chains.iter().any(|c| *c)) {
+            if self.stop() {
+                log::warn!("capture {}: stopped, the chains changed (live reload); start it again", s.id);
+            }
         }
     }
 

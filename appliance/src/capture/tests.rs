@@ -39,7 +39,7 @@ fn hub(tag: &str, cores: usize) -> (Arc<Hub>, std::path::PathBuf) {
 }
 
 fn spec(h: &Hub, q: &str) -> Spec {
-    Spec::parse(q, &h.ports, &h.chains).unwrap()
+    Spec::parse(q, &h.ports, &h.chains()).unwrap()
 }
 
 fn wait_end(h: &Hub) -> super::Report {
@@ -185,6 +185,26 @@ fn a_full_queue_is_a_counted_skip_not_a_wait() {
     tap.poll(Nanos(2));
     tap.rx(PortId(0), &frames);
     assert_eq!(s.report().skipped, 100);
+}
+
+#[test]
+fn a_reload_that_changes_the_chains_stops_a_chain_capture_only() {
+    let (h, dir) = hub("reload", 1);
+    let main = vec!["main".to_string()];
+    let s = h.start(spec(&h, "point=rx:gen")).unwrap();
+    h.follow_chains(&["other".to_string()]);
+    assert_eq!(s.report().ended, None, "a port capture runs on");
+    assert!(h.stop());
+    wait_end(&h);
+    h.follow_chains(&main);
+    let s = h.start(spec(&h, "point=chain:main")).unwrap();
+    h.follow_chains(&main);
+    assert_eq!(s.report().ended, None, "same chains: nothing to do");
+    h.follow_chains(&["main".to_string(), "new".to_string()]);
+    assert_eq!(wait_end(&h).ended, Some(End::Stopped));
+    assert_eq!(h.chains(), ["main", "new"]);
+    assert!(Spec::parse("point=chain:new", &h.ports, &h.chains()).is_ok());
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

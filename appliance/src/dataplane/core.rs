@@ -82,6 +82,8 @@ pub struct CoreLoop {
     pub warmup: u64,
     /// Packet capture: this core's copy of matching frames (`crate::capture`).
     pub tap: crate::capture::Tap,
+    /// Where a new configuration arrives (live reload).
+    pub mailbox: Arc<super::reload::Mailbox>,
 }
 
 impl std::fmt::Debug for CoreLoop {
@@ -117,10 +119,7 @@ impl CoreLoop {
             rx: Vec::with_capacity(cap),
             pending: (0..ports).map(|_| Vec::with_capacity(cap)).collect(),
         };
-        // Per port: does a chain entered from it hold an NF that steers at ingress?
-        let nf_steer: Vec<bool> = (0..ports)
-            .map(|p| self.cores > 1 && self.chains.chains_of(p).any(|c| self.pipeline.steers(c)))
-            .collect();
+        let mut nf_steer = self.nf_steering(ports);
         let mut exhausted = vec![false; self.rx.len()];
         let mut inputs_done = self.rx.is_empty();
         if inputs_done {
@@ -132,6 +131,10 @@ impl CoreLoop {
         loop {
             if self.control.stop.load(Ordering::Relaxed) {
                 break;
+            }
+            if self.mailbox.pending() {
+                self.switch(&mut stats);
+                nf_steer = self.nf_steering(ports);
             }
             let start = clock.now();
             self.tap.poll(start);
@@ -204,6 +207,23 @@ impl CoreLoop {
         self.pipeline.housekeeping(&Ctx { now: clock.now(), core: self.id });
         self.publish(&stats, true);
         stats
+    }
+
+    /// Per port: does a chain entered from it hold an NF that steers at ingress?
+    fn nf_steering(&self, ports: usize) -> Vec<bool> {
+        (0..ports)
+            .map(|p| self.cores > 1 && self.chains.chains_of(p).any(|c| self.pipeline.steers(c)))
+            .collect()
+    }
+
+    /// Live reload: switches to the plan in the mailbox, between two bursts.
+    fn switch(&mut self, stats: &mut CoreStats) {
+        let started = Instant::now();
+        let Some(mut plan) = self.mailbox.take_plan() else { return };
+        self.chains = std::mem::take(&mut plan.selector);
+        let retired = super::reload::apply(&mut self.pipeline, plan, &mut stats.chain_cpu_ns);
+        let pause = started.elapsed();
+        self.mailbox.done(super::reload::Applied { pause, retired });
     }
 
     /// Parses the received frames into the work arrays; hands frames that belong to other

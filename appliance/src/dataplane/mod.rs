@@ -3,9 +3,14 @@
 
 pub mod core;
 pub mod open;
+pub mod reload;
 pub mod select;
 
+#[cfg(test)]
+mod reload_tests;
 pub mod stats;
+#[cfg(test)]
+mod steer_esp_tests;
 #[cfg(test)]
 mod steer_tests;
 #[cfg(test)]
@@ -101,6 +106,8 @@ pub struct RunOptions<'a> {
     pub progress: Option<&'a (dyn Fn(&Summary) + Sync)>,
     /// Packet capture driven by the management endpoint; `None`: the cores never capture.
     pub capture: Option<Arc<crate::capture::Hub>>,
+    /// Where live reload requests come from (SIGHUP, the management endpoint).
+    pub reload: Option<&'a reload::ReloadRequests>,
 }
 
 impl std::fmt::Debug for RunOptions<'_> {
@@ -112,6 +119,7 @@ impl std::fmt::Debug for RunOptions<'_> {
             .field("offline", &self.offline)
             .field("progress", &self.progress.is_some())
             .field("capture", &self.capture.is_some())
+            .field("reload", &self.reload.is_some())
             .finish()
     }
 }
@@ -129,6 +137,8 @@ pub struct Summary {
     pub chains_by_core: Vec<Vec<nflet_nfs::chain::ChainStats>>,
     pub sinks: Vec<(String, u64, u64)>,
     pub chain_names: Vec<String>,
+    /// Who is billed for each chain.
+    pub chain_tenants: Vec<String>,
     pub port_names: Vec<String>,
     /// Analyzer ports by name, with their stats merged over cores (filled at the end of a run).
     pub analyzers: Vec<(String, ProbeStats)>,
@@ -163,6 +173,7 @@ pub fn run_in_session(
     let chains = select::ChainSelector::new(config);
     let publish: Vec<Arc<spin::Mutex<Snapshot>>> =
         (0..cores).map(|_| Arc::new(spin::Mutex::new(Snapshot::default()))).collect();
+    let mailboxes: Vec<Arc<reload::Mailbox>> = (0..cores).map(|_| Arc::default()).collect();
     let loops: Vec<CoreLoop> = pipelines
         .into_iter()
         .zip(rx)
@@ -188,8 +199,11 @@ pub fn run_in_session(
             publish: Arc::clone(publish.get(c).unwrap_or(&publish[0])),
             warmup: opts.warmup,
             tap: opts.capture.as_ref().map_or_else(Tap::off, |h| Tap::new(Arc::clone(h), c)),
+            mailbox: Arc::clone(mailboxes.get(c).unwrap_or(&mailboxes[0])),
         })
         .collect();
+    // The configuration running now: `config` until a live reload replaces it.
+    let mut reloaded: Option<Config> = None;
     let clock = MonotonicClock::new();
     let started = Instant::now();
     let per_core: Vec<CoreStats> = std::thread::scope(|s| {
@@ -227,11 +241,30 @@ pub fn run_in_session(
             if stop.load(Ordering::Relaxed) || timed_out {
                 control.stop.store(true, Ordering::Relaxed);
             }
+            let current = reloaded.as_ref().unwrap_or(config);
+            if let Some(replies) = opts.reload.and_then(|r| r.take()) {
+                let alive = || handles.iter().all(|h| h.as_ref().is_ok_and(|h| !h.is_finished()));
+                let result = match reload::reload(current, &mailboxes, &alive) {
+                    Ok((new, note)) => {
+                        log::info!("{note}");
+                        reloaded = Some(new);
+                        Ok(note)
+                    }
+                    Err(e) => {
+                        log::error!("reload refused: {e}");
+                        Err(e)
+                    }
+                };
+                for r in replies {
+                    let _ = r.send(result.clone());
+                }
+                continue;
+            }
             if let Some(cb) = opts.progress {
-                cb(&merge(&snaps, started.elapsed(), config, &sinks));
+                cb(&merge(&snaps, started.elapsed(), current, &sinks));
             }
             if opts.live && last_line.elapsed() >= Duration::from_secs(1) {
-                let now = merge(&snaps, started.elapsed(), config, &sinks);
+                let now = merge(&snaps, started.elapsed(), current, &sinks);
                 eprintln!("{}", live_line(&now.total, &prev, last_line.elapsed()));
                 prev = now.total;
                 last_line = Instant::now();
@@ -240,7 +273,7 @@ pub fn run_in_session(
         handles.into_iter().filter_map(|h| h.ok()).filter_map(|h| h.join().ok()).collect()
     });
     let snaps: Vec<Snapshot> = publish.iter().map(|p| p.lock().clone()).collect();
-    let mut summary = merge(&snaps, started.elapsed(), config, &sinks);
+    let mut summary = merge(&snaps, started.elapsed(), reloaded.as_ref().unwrap_or(config), &sinks);
     summary.cores = per_core;
     // The cores have ended and their analyzer queues handed over their stats.
     summary.analyzers = analyzers
@@ -285,6 +318,7 @@ fn merge(
             .map(|(n, t)| (n.clone(), t.packets.load(Ordering::Relaxed), t.bytes.load(Ordering::Relaxed)))
             .collect(),
         chain_names: config.chains.iter().map(|c| c.name.clone()).collect(),
+        chain_tenants: config.chains.iter().map(|c| c.tenant.clone()).collect(),
         port_names: config.port_names(),
         analyzers: Vec::new(),
     }

@@ -164,6 +164,7 @@ output = "lan"
             };
             let wan = Script { frames: VecDeque::new(), load: Some(Box::new(load)) };
             CoreLoop {
+                mailbox: Arc::default(),
                 id: CoreId(c as u16),
                 cores: 2,
                 rx: vec![(PortId(0), Box::new(lan) as Box<dyn RxQueue>), (PortId(1), Box::new(wan))],

@@ -31,6 +31,7 @@ impl Response {
             409 => "Conflict",
             431 => "Request Header Fields Too Large",
             500 => "Internal Server Error",
+            504 => "Gateway Timeout",
             _ => "Error",
         };
         let allow = if self.status == 405 { "Allow: GET, POST\r\n" } else { "" };

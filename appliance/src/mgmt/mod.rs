@@ -39,6 +39,7 @@ pub use self::render::{metrics, status_json};
 
 use crate::capture::Hub;
 use crate::config::{Config, Management};
+use crate::dataplane::reload::ReloadRequests;
 use crate::dataplane::stats::BurstHistogram;
 use crate::dataplane::Summary;
 use nflet_nfs::state::TableStats;
@@ -51,8 +52,6 @@ pub const STATUS_PAGE: &str = include_str!("status.html");
 pub struct Live {
     started: Instant,
     cores: usize,
-    /// The tenant billed for each chain.
-    tenants: Vec<String>,
     view: Mutex<View>,
     /// Per core, the busy time at the start of the current busy-ratio window.
     window: Mutex<(Instant, Vec<u64>)>,
@@ -127,7 +126,6 @@ pub struct NfView {
 impl Live {
     /// Zero counters for the ports and chains of `config`.
     pub fn new(config: &Config) -> Live {
-        let tenants: Vec<String> = config.chains.iter().map(|c| c.tenant.clone()).collect();
         let view = View {
             uptime_s: 0.0,
             cores: config.settings.cores,
@@ -146,7 +144,6 @@ impl Live {
         Live {
             started: Instant::now(),
             cores: config.settings.cores,
-            tenants,
             view: Mutex::new(view),
             window: Mutex::new((Instant::now(), Vec::new())),
             capture: Arc::new(Hub::new(config)),
@@ -155,6 +152,7 @@ impl Live {
 
     /// Takes the run loop's latest merged counters.
     pub fn update(&self, s: &Summary) {
+        self.capture.follow_chains(&s.chain_names);
         let t = &s.total;
         let ports = s
             .port_names
@@ -180,7 +178,7 @@ impl Live {
             .enumerate()
             .map(|(i, (name, c))| ChainView {
                 name: name.clone(),
-                tenant: self.tenants.get(i).cloned().unwrap_or_else(|| name.clone()),
+                tenant: s.chain_tenants.get(i).cloned().unwrap_or_else(|| name.clone()),
                 packets: c.packets,
                 bytes: c.bytes,
                 forwarded: c.forwarded,
@@ -274,7 +272,12 @@ pub fn bind_address(m: &Management, pid1: bool) -> IpAddr {
 /// Starts the endpoint when `[management] listen` asks for one; returns the counters to feed
 /// and the address it listens on. A port that cannot be bound is logged and the appliance runs
 /// without the endpoint.
-pub fn serve(config: &Config, pid1: bool, stop: Arc<AtomicBool>) -> Option<(Arc<Live>, SocketAddr)> {
+pub fn serve(
+    config: &Config,
+    pid1: bool,
+    stop: Arc<AtomicBool>,
+    reload: Arc<ReloadRequests>,
+) -> Option<(Arc<Live>, SocketAddr)> {
     let m = config.management.as_ref()?;
     let port = m.listen?;
     let addr = SocketAddr::new(bind_address(m, pid1), port);
@@ -291,7 +294,7 @@ pub fn serve(config: &Config, pid1: bool, stop: Arc<AtomicBool>) -> Option<(Arc<
     let bound = listener.local_addr().unwrap_or(addr);
     let live = Arc::new(Live::new(config));
     let shared = Arc::clone(&live);
-    let control = Control { token: m.token.clone(), stop };
+    let control = Control { token: m.token.clone(), stop, reload };
     let spawned = std::thread::Builder::new().name("nflet-mgmt".into()).spawn(move || {
         for conn in listener.incoming() {
             match conn {
@@ -316,6 +319,7 @@ pub fn serve(config: &Config, pid1: bool, stop: Arc<AtomicBool>) -> Option<(Arc<
 struct Control {
     token: Option<String>,
     stop: Arc<AtomicBool>,
+    reload: Arc<ReloadRequests>,
 }
 
 /// Reads one request from `stream` and writes the answer.
@@ -332,7 +336,7 @@ fn answer(mut stream: TcpStream, live: &Live, control: &Control) -> std::io::Res
         head.extend_from_slice(buf.get(..n).unwrap_or_default());
     }
     let response = match parse_request(&head) {
-        Ok(("GET", "/capture/file")) => match authorize(&head, control) {
+        Ok(("GET", "/capture/file")) => match authorized(&head, control) {
             Err(r) => r,
             Ok(()) => match crate::capture::http::file(&live.capture) {
                 Ok((file, name)) => return send_file(stream, file, &name),
@@ -342,15 +346,16 @@ fn answer(mut stream: TcpStream, live: &Live, control: &Control) -> std::io::Res
         Ok(("GET", "/capture")) => crate::capture::http::state(&live.capture),
         Ok(("GET", path)) => route(path, live),
         Ok((_, "/shutdown")) => shutdown(&head, control),
-        Ok((_, "/capture")) => match authorize(&head, control) {
+        Ok((_, "/capture")) => match authorized(&head, control) {
             Err(r) => r,
             Ok(()) => crate::capture::http::start(&live.capture, query(&head)),
         },
-        Ok((_, "/capture/stop")) => match authorize(&head, control) {
+        Ok((_, "/capture/stop")) => match authorized(&head, control) {
             Err(r) => r,
             Ok(()) => crate::capture::http::stop(&live.capture),
         },
-        Ok(_) => Response::text(405, "POST is for /shutdown, /capture and /capture/stop"),
+        Ok((_, "/reload")) => reload(&head, control),
+        Ok(_) => Response::text(405, "POST is for /shutdown, /reload, /capture and /capture/stop"),
         Err(r) => r,
     };
     stream.write_all(&response.to_bytes())?;
@@ -370,8 +375,33 @@ fn send_file(mut stream: TcpStream, mut file: std::fs::File, name: &str) -> std:
     stream.flush()
 }
 
-/// Checks the bearer token of a state-changing request (or of a capture download).
-fn authorize(head: &[u8], control: &Control) -> Result<(), Response> {
+/// `POST /shutdown` with `Authorization: Bearer <token>`: stops the appliance cleanly (as
+/// SIGTERM does; as PID 1 it then powers off).
+fn shutdown(head: &[u8], control: &Control) -> Response {
+    if let Err(refused) = authorized(head, control) {
+        return refused;
+    }
+    log::info!("management endpoint: shutdown requested");
+    control.stop.store(true, Ordering::Relaxed);
+    Response::text(202, "stopping")
+}
+
+/// `POST /reload` with the token: loads the configuration file again and applies it live
+/// (see [`reload`](crate::dataplane::reload)); answers with what changed, or why nothing did.
+fn reload(head: &[u8], control: &Control) -> Response {
+    if let Err(refused) = authorized(head, control) {
+        return refused;
+    }
+    log::info!("management endpoint: reload requested");
+    match control.reload.request().recv_timeout(Duration::from_secs(30)) {
+        Ok(Ok(note)) => Response::text(200, &note),
+        Ok(Err(e)) => Response::text(400, &format!("reload refused, the running configuration is kept: {e}")),
+        Err(_) => Response::text(504, "the dataplane did not answer the reload request"),
+    }
+}
+
+/// State changes need `Authorization: Bearer <[management] token>`.
+fn authorized(head: &[u8], control: &Control) -> Result<(), Response> {
     let Some(token) = &control.token else {
         return Err(Response::text(403, "no `[management] token` is configured: state changes are disabled"));
     };
@@ -379,17 +409,6 @@ fn authorize(head: &[u8], control: &Control) -> Result<(), Response> {
         return Err(Response::text(401, "expected `Authorization: Bearer <[management] token>`"));
     }
     Ok(())
-}
-
-/// `POST /shutdown` with `Authorization: Bearer <token>`: stops the appliance cleanly (as
-/// SIGTERM does; as PID 1 it then powers off).
-fn shutdown(head: &[u8], control: &Control) -> Response {
-    if let Err(r) = authorize(head, control) {
-        return r;
-    }
-    log::info!("management endpoint: shutdown requested");
-    control.stop.store(true, Ordering::Relaxed);
-    Response::text(202, "stopping")
 }
 
 /// The response for `path`.
@@ -419,9 +438,13 @@ mod tests {
     fn shutdown_needs_the_token() {
         let stop = Arc::new(AtomicBool::new(false));
         let head = |auth: &str| format!("POST /shutdown HTTP/1.1\r\nHost: x\r\n{auth}\r\n\r\n");
-        let none = Control { token: None, stop: Arc::clone(&stop) };
+        let none = Control { token: None, stop: Arc::clone(&stop), reload: Arc::default() };
         assert_eq!(shutdown(head("Authorization: Bearer anything-at-all").as_bytes(), &none).status, 403);
-        let c = Control { token: Some("0123456789abcdef".into()), stop: Arc::clone(&stop) };
+        let c = Control {
+            token: Some("0123456789abcdef".into()),
+            stop: Arc::clone(&stop),
+            reload: Arc::default(),
+        };
         for wrong in ["", "Authorization: Bearer 0123456789abcdeX", "Authorization: Basic 0123456789abcdef"] {
             assert_eq!(shutdown(head(wrong).as_bytes(), &c).status, 401, "{wrong}");
         }
@@ -467,7 +490,7 @@ mod tests {
         );
         let cfg = Config::parse("t.toml", &text).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
-        let (live, addr) = serve(&cfg, false, Arc::clone(&stop)).unwrap();
+        let (live, addr) = serve(&cfg, false, Arc::clone(&stop), Arc::default()).unwrap();
         assert_eq!(addr, SocketAddr::from(([127, 0, 0, 1], port)));
         let feed = |s: &Summary| live.update(s);
         /// Stops the run however the test ends, so a failed assertion fails instead of hanging.

@@ -8,6 +8,7 @@ pub mod ddos;
 pub mod firewall;
 pub mod gateway;
 pub mod ids;
+pub mod ipsec;
 pub mod lb;
 pub mod monitor;
 #[cfg(test)]
@@ -115,6 +116,7 @@ registry! {
     Firewall => firewall::Firewall,
     Gateway => gateway::Gateway,
     Ids => ids::Ids,
+    Ipsec => ipsec::Ipsec,
     Monitor => monitor::Monitor,
     Lb => lb::Lb,
     Nat => nat::Nat,

@@ -145,6 +145,42 @@ fn main() {
             let ms: u64 = arg(&args, 5, "MS");
             udp_many(SocketAddr::new(addr, port), n, ms);
         }
+        // Sends COUNT datagrams at PPS (paced in 1 ms steps), each carrying its number.
+        "udp-blast" => {
+            let addr: std::net::IpAddr = arg(&args, 2, "ADDR");
+            let port: u16 = arg(&args, 3, "PORT");
+            let count: u64 = arg(&args, 4, "COUNT");
+            let pps: u64 = arg(&args, 5, "PPS");
+            let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
+            let start = std::time::Instant::now();
+            for i in 0..count {
+                let due = Duration::from_nanos(i * 1_000_000_000 / pps.max(1));
+                if let Some(wait) = due.checked_sub(start.elapsed()) {
+                    if wait > Duration::from_millis(1) {
+                        std::thread::sleep(wait);
+                    }
+                }
+                let _ = s.send_to(&i.to_be_bytes(), (addr, port));
+            }
+            println!("sent={count} seconds={:.3}", start.elapsed().as_secs_f64());
+        }
+        // Counts datagrams on PORT until none arrived for IDLE_MS.
+        "udp-count" => {
+            let port: u16 = arg(&args, 2, "PORT");
+            let idle: u64 = arg(&args, 3, "IDLE_MS");
+            let s = UdpSocket::bind(("0.0.0.0", port)).expect("bind");
+            s.set_read_timeout(Some(Duration::from_millis(idle))).expect("timeout");
+            println!("listening");
+            let mut n = 0u64;
+            let mut buf = [0u8; 2048];
+            // The first datagram may take long to come; after it, silence ends the count.
+            s.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+            while s.recv_from(&mut buf).is_ok() {
+                n += 1;
+                s.set_read_timeout(Some(Duration::from_millis(idle))).expect("timeout");
+            }
+            println!("received={n}");
+        }
         "udp-refused" => {
             let addr: std::net::IpAddr = arg(&args, 2, "ADDR");
             let port: u16 = arg(&args, 3, "PORT");
@@ -166,7 +202,7 @@ fn main() {
             println!("{result}");
         }
         _ => {
-            eprintln!("usage: peer tcp-serve|tcp-send|tcp-probe|udp-echo|udp-ping|udp-reflect|udp-query|udp-many|udp-refused ...");
+            eprintln!("usage: peer tcp-serve|tcp-send|tcp-probe|udp-echo|udp-ping|udp-reflect|udp-query|udp-many|udp-blast|udp-count|udp-refused ...");
             std::process::exit(2);
         }
     }
