@@ -424,6 +424,7 @@ mod tests {
             gateway: None,
             listen: Some(8080),
             token: None,
+            dhcp: false,
         };
         assert_eq!(bind_address(&m, false), IpAddr::V4(Ipv4Addr::LOCALHOST));
         assert_eq!(bind_address(&m, true), IpAddr::V4(Ipv4Addr::UNSPECIFIED));
