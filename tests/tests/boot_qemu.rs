@@ -459,3 +459,20 @@ fn the_disk_image_boots_under_uefi() {
     // "ports up" and QEMU is killed.
     drop(guest);
 }
+
+/// The same disk image on a legacy-BIOS machine: SeaBIOS runs the GPT MBR code, which starts
+/// SYSLINUX from the EFI system partition, which boots the kernel and initramfs stored beside
+/// the UKI.
+#[test]
+fn the_disk_image_boots_under_bios() {
+    let dir = images();
+    let nics = vec![
+        Wire::Udp { local: free_port(), remote: free_port() },
+        Wire::Udp { local: free_port(), remote: free_port() },
+    ];
+    let mut guest = Guest::boot("bios", Image::BiosDisk(dir.join("nflet.img")), &nat_config(), nics);
+    let log = guest.wait_for("ports up: inside, outside", Duration::from_secs(180));
+    assert!(log.contains("boot: configuration from fw_cfg:opt/nflet/config"), "{log}");
+    assert!(log.contains("0000:00:04.0 bound to uio_pci_generic"), "{log}");
+    drop(guest);
+}
