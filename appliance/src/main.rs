@@ -230,6 +230,7 @@ fn run_booted(boot: &nflet_boot::Boot) -> Result<(), String> {
             name: m.iface.clone(),
             address: m.address,
             gateway: m.gateway,
+            dhcp: m.dhcp,
         });
     }
     let observers = Observers::start(&cfg, true, boot.stop_flag())?;

@@ -49,7 +49,7 @@ pub struct RawManagement {
     /// The kernel's name for the management NIC.
     #[serde(default = "default_mgmt_iface")]
     pub iface: String,
-    /// `"10.0.2.15/24"` (or `"dhcp"`, refused for now); absent: the NIC is not configured.
+    /// `"10.0.2.15/24"` or `"dhcp"`; absent: the NIC is not configured.
     pub address: Option<String>,
     /// Default route via this IPv4 address.
     pub gateway: Option<String>,

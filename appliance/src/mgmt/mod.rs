@@ -462,6 +462,7 @@ mod tests {
             listen: Some(8080),
             token: None,
             capture_dir: crate::capture::DEFAULT_DIR.into(),
+            dhcp: false,
         };
         assert_eq!(bind_address(&m, false), IpAddr::V4(Ipv4Addr::LOCALHOST));
         assert_eq!(bind_address(&m, true), IpAddr::V4(Ipv4Addr::UNSPECIFIED));
