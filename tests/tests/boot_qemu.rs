@@ -390,7 +390,7 @@ fn appliance_boots_translates_and_powers_off_cleanly() {
         "nflet_port_rx_packets_total{port=\"inside\"} 20",
         "nflet_port_tx_packets_total{port=\"outside\"} 20",
         "nflet_port_tx_packets_total{port=\"inside\"} 2",
-        "nflet_chain_packets_total{chain=\"out\"} 20",
+        "nflet_chain_packets_total{chain=\"out\",tenant=\"out\"} 20",
     ] {
         assert!(metrics.lines().any(|l| l == line), "missing `{line}` in /metrics:\n{metrics}");
     }
