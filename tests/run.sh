@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 # ports (DPDK 22.11 static libraries, bindgen's libclang, EAL's system libraries).
 need_pkgs=()
 # qemu-system-x86/ovmf: the boot tests (images/build.sh installs what the images need).
-# busybox-static/linux-image-cloud-amd64: the Linux IPsec peer guest (images/peer/build.sh);
+# busybox-static/linux-image-cloud-amd64: the Linux IPsec peer guest (images/peer/build.sh;
+# the live ESP test also pings with the host's busybox);
 # tcpdump: the IPsec test captures ESP on the host bridge; chromium: the status page test
 # renders the management endpoint's page headless.
 # python3-scapy: the ESP interop peer (Debian's scapy 2.5 has AES-GCM ESP through
