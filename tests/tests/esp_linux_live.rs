@@ -267,6 +267,11 @@ fn kv<'a>(line: &'a str, key: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
 }
 
+/// The TTL of a ping's first reply (`... ttl=N ...`).
+fn reply_ttl(out: &str) -> Option<u8> {
+    out.split_whitespace().find_map(|w| w.strip_prefix("ttl=")?.parse().ok())
+}
+
 /// The average of a ping's `min/avg/max` line, in ms.
 fn rtt_avg(out: &str) -> f64 {
     out.lines()
@@ -460,10 +465,14 @@ fn traffic(site: &Site, nflet: &Appliance) -> Numbers {
         "LAN host → guest ping:\n{out}"
     );
     n.rtt_ms = rtt_avg(&out);
+    let lan_ttl = reply_ttl(&out);
     let out = vm
         .exec_timeout(&format!("ping -c 3 -W 5 -I {GUEST_INNER} {LAN_HOST}"), Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("guest → LAN host ping: {e}{}", diag(site, nflet)));
     ensure!(site, nflet, out.contains("3 packets received"), "guest → LAN host ping:\n{out}");
+    // For information (README, IPsec limits): the gateway decrements the inner TTL of what
+    // comes out of the tunnel, the outer TTL of what goes in.
+    eprintln!("echo reply TTL seen by the LAN host {lan_ttl:?}, by the guest {:?}", reply_ttl(&out));
 
     // TCP LAN host → guest: busybox nc listens in the guest, the LAN host sends.
     vm.exec(
