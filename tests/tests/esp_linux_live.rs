@@ -11,17 +11,23 @@
 //! with the mirrored SAs):
 //! 1. pings cross the tunnel both ways (LAN host → guest inner address and back);
 //! 2. 2 MiB of random bytes cross it by TCP in each direction, byte-exact (SHA-256);
-//! 3. every frame nflet sent on the WAN during 1–2 is ARP or ESP from its tunnel endpoint with
-//!    its outbound SPI and consecutive sequence numbers, every IPv4 packet on the peer's
-//!    bridge is ESP, and the counters agree with the capture: nflet's `encrypted` = the
-//!    guest's inbound SA packets = ESP frames nflet sent, nflet's `decrypted` = the guest's
-//!    outbound SA packets = ESP frames the guest sent, no `ipsec_*` drop;
-//! 4. replay: a captured ESP frame of the guest written again towards nflet is exactly one
-//!    `ipsec_replayed` drop and nothing reaches the LAN; an ESP frame of nflet written again
-//!    towards the guest raises Linux's replay counter and `XfrmInStateSeqError`;
-//! 5. the ping RTT and the TCP rates are printed (BENCHMARKS.md, "IPsec").
+//! 3. on the WAN wire (tcpdump on the bridge end of nflet's WAN veth, no frame lost) every
+//!    frame is ARP or ESP, nflet's ESP comes from its tunnel endpoint with its outbound SPI
+//!    and the guest's with its own, both with consecutive sequence numbers; the counters
+//!    agree with the capture: nflet's `encrypted` = the guest's inbound SA packets = ESP
+//!    frames nflet sent; the guest's outbound SA packets = ESP frames the guest sent = nflet's
+//!    `decrypted` plus what nflet's receive ring overran (`nflet_port_lost_total`, exact:
+//!    received + lost = frames from the guest); no `ipsec_*` drop; the gateway routed each;
+//! 4. replay, with the ESP frames of one more echo request and reply: the guest's written
+//!    again towards nflet is exactly one `ipsec_replayed` drop and nothing is decrypted,
+//!    routed or sent to the LAN; nflet's written again towards the guest raises Linux's
+//!    `replay` counter and `XfrmInStateSeqError` by one and not its SA counters;
+//! 5. the ping RTT and the TCP rates are printed (BENCHMARKS.md, "IPsec"), and the echo
+//!    reply TTL each end sees.
 //!
-//! Needs root, the peer guest (`./images/peer/build.sh`), tcpdump and python3 on the host.
+//! Failures carry the guest console, nflet's log and its non-zero counters. Needs root, the
+//! peer guest (`./images/peer/build.sh`), tcpdump, python3 (`tests/scripts/esp_live.py`) and
+//! busybox (ping) on the host; 35–45 s.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader, Read};
