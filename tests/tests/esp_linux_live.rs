@@ -314,11 +314,15 @@ fn warm_up(site: &Site, nflet: &Appliance) {
 /// WAN), written as it arrives; a large buffer, so nothing is dropped while the guest and
 /// nflet share two cores.
 fn capture(site: &Site, file: &Path) -> Child {
-    let mut child = site
-        .peer_ns
-        .command("tcpdump")
-        .args(["-i", WAN_WIRE, "-n", "-s", "0", "-B", "16384", "--immediate-mode", "-U", "-w"])
+    tcpdump(site.peer_ns.command("tcpdump"), WAN_WIRE, file, &[])
+}
+
+/// tcpdump (`cmd`, in some namespace) on `iface` into `file`, frames matching `filter`.
+fn tcpdump(mut cmd: Command, iface: &str, file: &Path, filter: &[&str]) -> Child {
+    let mut child = cmd
+        .args(["-i", iface, "-n", "-s", "0", "-B", "16384", "--immediate-mode", "-U", "-w"])
         .arg(file)
+        .args(filter)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -510,20 +514,28 @@ fn traffic(site: &Site, nflet: &Appliance) -> Numbers {
     n.lan_to_guest_mbit = mbit(TCP_BYTES, kv(&sent, "secs").parse().unwrap());
 
     // TCP guest → LAN host.
-    vm.exec(&format!("dd if=/dev/urandom of=/tmp/tx bs=65536 count={} 2>/dev/null", TCP_BYTES / 65536))
-        .unwrap();
+    let secs = guest_to_lan(site, nflet, TCP_BYTES, 5001);
+    n.guest_to_lan_mbit = mbit(TCP_BYTES, secs);
+    n
+}
+
+/// `bytes` random bytes by TCP from the guest (busybox nc) to the LAN host (esp_live.py
+/// listening on `port`), checked byte-exact; returns the receiver's seconds.
+fn guest_to_lan(site: &Site, nflet: &Appliance, bytes: usize, port: u16) -> f64 {
+    let vm = &site.vm;
+    vm.exec(&format!("dd if=/dev/urandom of=/tmp/tx bs=65536 count={} 2>/dev/null", bytes / 65536)).unwrap();
     let tx_sum = vm.exec("sha256sum /tmp/tx").unwrap();
     let mut recv = Command::new("ip")
         .args(["netns", "exec", &site.wiring.lan_ns, &python()])
         .arg(script())
-        .args(["recv", "5001", &TCP_BYTES.to_string()])
+        .args(["recv", &port.to_string(), &bytes.to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(recv.stdout.take().unwrap()).lines();
     assert_eq!(lines.next().unwrap().unwrap(), "listening");
-    let sent = vm.exec_timeout(&format!("nc {LAN_HOST} 5001 </tmp/tx"), Duration::from_secs(120));
+    let sent = vm.exec_timeout(&format!("nc {LAN_HOST} {port} </tmp/tx"), Duration::from_secs(120));
     let got = lines.next().map(Result::unwrap).unwrap_or_default();
     let status = recv.wait().unwrap();
     ensure!(
@@ -535,11 +547,10 @@ fn traffic(site: &Site, nflet: &Appliance) -> Numbers {
     ensure!(
         site,
         nflet,
-        kv(&got, "bytes") == TCP_BYTES.to_string() && tx_sum.starts_with(kv(&got, "sha256")),
+        kv(&got, "bytes") == bytes.to_string() && tx_sum.starts_with(kv(&got, "sha256")),
         "TCP guest → LAN host: the guest sent {tx_sum}, the LAN host got {got}"
     );
-    n.guest_to_lan_mbit = mbit(TCP_BYTES, kv(&got, "secs").parse().unwrap());
-    n
+    kv(&got, "secs").parse().unwrap()
 }
 
 /// Configures the guest's SAs and starts nflet with the mirrored ones, then runs steps 1-4.
@@ -555,6 +566,7 @@ fn run(site: &Site, key_len: usize) -> Numbers {
     let (request, reply) = echo_pair(site, &nflet);
     replay_to_nflet(site, &nflet, &reply);
     replay_to_guest(site, &nflet, &request);
+    ecn_across_the_tunnel(site, &nflet);
     let summary = nflet.stop();
     for l in summary.lines().filter(|l| l.contains("vpn") || l.contains("ipsec")) {
         eprintln!("  {l}");
@@ -728,6 +740,84 @@ fn replay_to_guest(site: &Site, nflet: &Appliance, frame: &[u8]) {
         "Linux's replay counters after one replayed frame: replay {r0} → {r1}, XfrmInStateSeqError {e0} → {e1}"
     );
     ensure!(site, nflet, vm.sa_counters(SPI_TO_GUEST).unwrap() == before, "Linux accepted a replayed frame");
+}
+
+/// Step 5 (RFC 6040): a router between the tunnel endpoints (an nftables rule on the peer's
+/// bridge) marks CE on the guest's ECN-capable ESP packets; nflet passes the mark on to the
+/// decrypted packets the LAN host receives. Then the same router marks Not-ECT ones too (as
+/// no RFC 3168 router does): nflet drops them (`ipsec_ce_not_ect`), as Linux would.
+fn ecn_across_the_tunnel(site: &Site, nflet: &Appliance) {
+    let vm = &site.vm;
+    let m = site.guest_mac;
+    let mac = format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5]);
+    let rules = |codepoint: &str| {
+        let file = nflet.dir.join("router.nft");
+        std::fs::write(
+            &file,
+            format!(
+                "flush ruleset\ntable bridge wanpath {{\n  chain marking {{\n    \
+                 type filter hook forward priority 0; policy accept;\n    \
+                 ether saddr {mac} ip protocol esp ip ecn {codepoint} counter ip ecn set ce\n  }}\n}}\n"
+            ),
+        )
+        .unwrap();
+        let o = site
+            .peer_ns
+            .command("nft")
+            .arg("-f")
+            .arg(&file)
+            .output()
+            .expect("nft (apt-get install nftables)");
+        assert!(o.status.success(), "nft -f {}: {}", file.display(), text(&o));
+    };
+    let marked = || {
+        let o = site.peer_ns.command("nft").args(["list", "ruleset"]).output().unwrap();
+        let t = text(&o);
+        t.split_whitespace()
+            .skip_while(|w| *w != "packets")
+            .nth(1)
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no counter in:\n{t}"))
+    };
+
+    rules("ect0");
+    vm.exec("echo 1 >/proc/sys/net/ipv4/tcp_ecn").unwrap();
+    let pcap = nflet.dir.join("lan-ce.pcap");
+    let mut lan_tcpdump = Command::new("ip");
+    lan_tcpdump.args(["netns", "exec", &site.wiring.lan_ns, "tcpdump"]);
+    let filter = format!("src host {GUEST_INNER} and ip[1] & 3 == 3");
+    let cap = tcpdump(lan_tcpdump, "eth0", &pcap, &[&filter]);
+    let m0 = settle(nflet);
+    guest_to_lan(site, nflet, 256 << 10, 5002);
+    let m1 = settle(nflet);
+    stop_capture(cap);
+    let (ce_on_path, ce_at_lan) = (marked(), read_pcap(&pcap).len() as u64);
+    let lost = m1.port("wan", "lost") - m0.port("wan", "lost");
+    let drops = m1.dropped_with_prefix("ipsec_") - m0.dropped_with_prefix("ipsec_");
+    eprintln!("ECN: {ce_on_path} ESP packets marked CE on the path, {ce_at_lan} CE packets at the LAN host");
+    ensure!(
+        site,
+        nflet,
+        ce_on_path > 0 && ce_at_lan <= ce_on_path && ce_at_lan + lost >= ce_on_path && drops == 0,
+        "CE marks: {ce_on_path} on the path, {ce_at_lan} reached the LAN host ({lost} frames lost to \
+         nflet's ring, {drops} ipsec drops)"
+    );
+
+    rules("not-ect");
+    let before = m1.dropped("ipsec_ce_not_ect");
+    let (status, out) = vm
+        .exec_status(&format!("ping -c 1 -W 2 -I {GUEST_INNER} {LAN_HOST}"), Duration::from_secs(20))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let after = nflet.metrics().dropped("ipsec_ce_not_ect");
+    ensure!(
+        site,
+        nflet,
+        status != 0 && after - before == 1 && marked() == 1,
+        "a CE-marked echo request (Not-ECT inside): ping status {status}, ipsec_ce_not_ect {before} → {after}:\n{out}"
+    );
+    site.peer_ns.command("nft").args(["flush", "ruleset"]).output().unwrap();
+    vm.exec("echo 2 >/proc/sys/net/ipv4/tcp_ecn").unwrap();
 }
 
 #[test]
