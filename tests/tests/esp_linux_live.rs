@@ -22,12 +22,16 @@
 //!    again towards nflet is exactly one `ipsec_replayed` drop and nothing is decrypted,
 //!    routed or sent to the LAN; nflet's written again towards the guest raises Linux's
 //!    `replay` counter and `XfrmInStateSeqError` by one and not its SA counters;
-//! 5. the ping RTT and the TCP rates are printed (BENCHMARKS.md, "IPsec"), and the echo
+//! 5. ECN (RFC 6040): an nftables rule on the peer's bridge plays a router marking CE on the
+//!    guest's ECT ESP packets during a TCP transfer with ECN; every mark reaches the LAN host
+//!    on the decrypted packet; marked over a Not-ECT packet, an echo request is dropped
+//!    (`ipsec_ce_not_ect`);
+//! 6. the ping RTT and the TCP rates are printed (BENCHMARKS.md, "IPsec"), and the echo
 //!    reply TTL each end sees.
 //!
 //! Failures carry the guest console, nflet's log and its non-zero counters. Needs root, the
-//! peer guest (`./images/peer/build.sh`), tcpdump, python3 (`tests/scripts/esp_live.py`) and
-//! busybox (ping) on the host; 35–45 s.
+//! peer guest (`./images/peer/build.sh`), tcpdump, nftables, python3
+//! (`tests/scripts/esp_live.py`) and busybox (ping) on the host; 45–60 s.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader, Read};
@@ -553,7 +557,7 @@ fn guest_to_lan(site: &Site, nflet: &Appliance, bytes: usize, port: u16) -> f64 
     kv(&got, "secs").parse().unwrap()
 }
 
-/// Configures the guest's SAs and starts nflet with the mirrored ones, then runs steps 1-4.
+/// Configures the guest's SAs and starts nflet with the mirrored ones, then runs steps 1-5.
 fn run(site: &Site, key_len: usize) -> Numbers {
     let spec = guest_spec(key_len);
     site.vm.flush_tunnels().unwrap();
