@@ -145,6 +145,9 @@ drop_reasons! {
     IpsecDiscard => "ipsec_discard",
     /// IPsec: a packet of an SA reached a core that does not own the SA (no steering).
     IpsecWrongCore => "ipsec_wrong_core",
+    /// IPsec: the outer header arrived marked CE (congestion experienced) over an inner packet
+    /// that is not ECN-capable, so the mark cannot be passed on (RFC 6040 §4.2: drop).
+    IpsecCeNotEct => "ipsec_ce_not_ect",
 }
 
 impl std::fmt::Display for DropReason {

@@ -4,6 +4,7 @@
 //! Everything created here is named after the test process id and removed on drop, so tests
 //! can run side by side and leave nothing behind.
 
+pub mod appliance;
 pub mod xfrm_peer;
 
 use std::path::{Path, PathBuf};

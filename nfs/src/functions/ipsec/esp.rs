@@ -18,6 +18,8 @@ use crate::drop::DropReason;
 use crate::frame::Frame;
 use crate::nf::NfError;
 use crate::packet::checksum;
+use crate::packet::ipv4::Ipv4Packet;
+use crate::packet::ipv6::Ipv6Packet;
 use crate::packet::Meta;
 
 /// Outer IPv4 header, ESP header (SPI, sequence number) and IV.
@@ -274,6 +276,9 @@ impl InSa {
         if esp.len() < ESP_HDR + IV_LEN + 2 + ICV_LEN || l3 < 2 {
             return Err(DropReason::IpsecTruncated);
         }
+        // The outer header's ECN field, for the inner packet (RFC 6040 §4.2). The outer header
+        // is not covered by the ICV: a router on the path may have marked it CE.
+        let outer_ecn = frame.as_ref().get(l3 + 1).map_or(0, |tos| tos & 3);
         let seql = u32::from_be_bytes([esp[4], esp[5], esp[6], esp[7]]);
         let mut iv = [0u8; 8];
         iv.copy_from_slice(&esp[8..16]);
@@ -315,7 +320,42 @@ impl InSa {
         if let Some(et) = frame.as_mut().get_mut(l3 - 2..l3) {
             et.copy_from_slice(&ethertype.to_be_bytes());
         }
+        // A malformed inner header is left as it is: re-parsing refuses it (`ipsec_bad_inner`).
+        let inner = frame.as_mut().get_mut(l3..).unwrap_or_default();
+        if ethertype == ETHERTYPE_IPV4 {
+            if let Ok(mut ip) = Ipv4Packet::new_checked(inner) {
+                let ecn = decap_ecn(ip.ecn(), outer_ecn)?;
+                if ecn != ip.ecn() {
+                    ip.set_ecn(ecn);
+                }
+            }
+        } else if let Ok(mut ip) = Ipv6Packet::new_checked(inner) {
+            let ecn = decap_ecn(ip.ecn(), outer_ecn)?;
+            if ecn != ip.ecn() {
+                ip.set_ecn(ecn);
+            }
+        }
         Ok(ethertype)
+    }
+}
+
+/// ECN codepoints (RFC 3168 §5).
+const NOT_ECT: u8 = 0;
+const ECT1: u8 = 1;
+const ECT0: u8 = 2;
+const CE: u8 = 3;
+
+/// The ECN field of a decapsulated packet from its inner and outer ones (RFC 6040 §4.2,
+/// Figure 4, as Linux's `INET_ECN_decapsulate` does): a CE mark on the outer header is passed
+/// on to an ECN-capable inner packet, and is a drop over a Not-ECT one (its sender would never
+/// learn of the congestion); outer ECT(1) over inner ECT(0) gives ECT(1).
+pub fn decap_ecn(inner: u8, outer: u8) -> Result<u8, DropReason> {
+    match (inner & 3, outer & 3) {
+        (NOT_ECT, CE) => Err(DropReason::IpsecCeNotEct),
+        (NOT_ECT, _) => Ok(NOT_ECT),
+        (CE, _) | (_, CE) => Ok(CE),
+        (ECT0, ECT1) => Ok(ECT1),
+        (i, _) => Ok(i),
     }
 }
 

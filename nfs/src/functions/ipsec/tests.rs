@@ -314,3 +314,82 @@ fn each_sa_is_owned_by_one_core_in_both_directions() {
     let other = udp4([10, 7, 0, 1], 1, [10, 8, 0, 1], 2, b"");
     assert_eq!(a[0].steer(&parse(&other, PortId(0), &ParsePolicy::default()).unwrap(), &other), None);
 }
+
+/// RFC 6040 §4.2 at the decapsulator: the outer header is not covered by the ICV, so a router
+/// on the path may mark it CE; the mark must reach the inner packet (Linux's xfrm passes it
+/// on; it used to be lost with the outer header). Over a Not-ECT inner packet it is a drop.
+#[test]
+fn outer_ecn_marks_reach_the_inner_packet() {
+    const NOT_ECT: u8 = 0;
+    const ECT1: u8 = 1;
+    const ECT0: u8 = 2;
+    const CE: u8 = 3;
+    let cases = [
+        (ECT0, CE, Ok(CE)),
+        (ECT1, CE, Ok(CE)),
+        (CE, CE, Ok(CE)),
+        (CE, ECT0, Ok(CE)),
+        (ECT0, ECT1, Ok(ECT1)),
+        (ECT0, ECT0, Ok(ECT0)),
+        (ECT1, NOT_ECT, Ok(ECT1)),
+        (NOT_ECT, NOT_ECT, Ok(NOT_ECT)),
+        (NOT_ECT, ECT0, Ok(NOT_ECT)),
+        (NOT_ECT, CE, Err(DropReason::IpsecCeNotEct)),
+    ];
+    let v4 = |ecn: u8| {
+        let mut f = udp4([10, 1, 0, 5], 1234, [10, 2, 0, 9], 5678, b"ecn");
+        f[15] = (10 << 2) | ecn; // DSCP AF11, kept as it is
+        f[24..26].copy_from_slice(&[0, 0]);
+        let c = checksum::checksum(&f[14..34]);
+        f[24..26].copy_from_slice(&c.to_be_bytes());
+        f
+    };
+    let v6 = |ecn: u8| {
+        let mut f = udp6("fd01::5", "fd02::9", b"ecn");
+        f[14] = 0x60 | (10 >> 2); // traffic class = DSCP AF11 << 2 | ECN
+        f[15] = ((10 & 3) << 6) | (ecn << 4) | (f[15] & 0x0f);
+        f
+    };
+    let inner_ecn = |f: &[u8]| if f[14] >> 4 == 4 { f[15] & 3 } else { (f[15] >> 4) & 3 };
+    let set_inner_ecn = |f: &mut Vec<u8>, ecn: u8| {
+        if f[14] >> 4 == 4 {
+            *f = {
+                let mut g = f.clone();
+                g[15] = (g[15] & !3) | ecn;
+                g[24..26].copy_from_slice(&[0, 0]);
+                let c = checksum::checksum(&g[14..34]);
+                g[24..26].copy_from_slice(&c.to_be_bytes());
+                g
+            };
+        } else {
+            f[15] = (f[15] & 0xcf) | (ecn << 4);
+        }
+    };
+    for make in [&v4 as &dyn Fn(u8) -> Vec<u8>, &v6] {
+        let mut a = build(&gw_config(true, K128_A, K128_B, ""));
+        let mut b = build(&gw_config(false, K128_A, K128_B, ""));
+        for (inner, outer, want) in cases {
+            let plain = make(inner);
+            let (v, mut enc) = run(&mut a, &plain);
+            assert_eq!(v, Verdict::Continue);
+            assert_eq!(enc[15] & 3, inner, "the encapsulator copies ECN to the outer header");
+            // A router on the path sets the outer ECN field (and the header checksum).
+            enc[15] = (enc[15] & !3) | outer;
+            enc[24..26].copy_from_slice(&[0, 0]);
+            let c = checksum::checksum(&enc[14..34]);
+            enc[24..26].copy_from_slice(&c.to_be_bytes());
+            let (v, dec) = run(&mut b, &enc);
+            match want {
+                Ok(ecn) => {
+                    assert_eq!(v, Verdict::Continue, "inner {inner} outer {outer}");
+                    assert_eq!(inner_ecn(&dec), ecn, "inner {inner} outer {outer}");
+                    let mut expected = plain.clone();
+                    set_inner_ecn(&mut expected, ecn);
+                    assert_eq!(dec, expected, "only the ECN field (and the IPv4 checksum) changes");
+                }
+                Err(r) => assert_eq!(v, Verdict::Drop(r), "inner {inner} outer {outer}"),
+            }
+        }
+        assert_eq!(b.drops().get(DropReason::IpsecCeNotEct), 1);
+    }
+}
