@@ -484,9 +484,15 @@ fn traffic(site: &Site, nflet: &Appliance) -> Numbers {
         .exec_timeout(&format!("ping -c 3 -W 5 -I {GUEST_INNER} {LAN_HOST}"), Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("guest → LAN host ping: {e}{}", diag(site, nflet)));
     ensure!(site, nflet, out.contains("3 packets received"), "guest → LAN host ping:\n{out}");
-    // For information (README, IPsec limits): the gateway decrements the inner TTL of what
-    // comes out of the tunnel, the outer TTL of what goes in.
-    eprintln!("echo reply TTL seen by the LAN host {lan_ttl:?}, by the guest {:?}", reply_ttl(&out));
+    // nflet is one router hop in both directions: `ipsec` decrements the inner TTL of what
+    // goes into the tunnel, `gateway` that of what comes out (both peers answer with 64).
+    let guest_ttl = reply_ttl(&out);
+    ensure!(
+        site,
+        nflet,
+        (lan_ttl, guest_ttl) == (Some(63), Some(63)),
+        "echo reply TTLs: LAN host saw {lan_ttl:?}, guest saw {guest_ttl:?}; expected 63 both ways"
+    );
 
     // TCP LAN host → guest: busybox nc listens in the guest, the LAN host sends.
     vm.exec(

@@ -134,6 +134,14 @@ pub struct IpsecConfig {
     pub sa: Vec<SaConfig>,
     #[serde(default)]
     pub policy: Vec<PolicyConfig>,
+    /// Decrement the inner packet's TTL (hop limit) before encapsulating it, as a router does
+    /// (RFC 4301 §5.1.2.1); `false` for a bump in the wire that must not touch it.
+    #[serde(default = "default_true")]
+    pub decrement_ttl: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_unmatched() -> Action {
@@ -195,6 +203,7 @@ pub struct Settings {
     pub unmatched: Action,
     pub sas: Vec<SaParams>,
     pub policies: Vec<Policy>,
+    pub decrement_ttl: bool,
 }
 
 fn param(key: impl Into<String>, detail: impl Into<String>) -> NfError {
@@ -330,6 +339,6 @@ impl Settings {
                 dport: p.dport,
             });
         }
-        Ok(Settings { inside, unmatched: c.unmatched, sas, policies })
+        Ok(Settings { inside, unmatched: c.unmatched, sas, policies, decrement_ttl: c.decrement_ttl })
     }
 }

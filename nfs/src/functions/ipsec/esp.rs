@@ -159,9 +159,17 @@ impl OutSa {
         })
     }
 
-    /// Encapsulates the IP packet of `frame` (at `meta.l3 .. meta.l3_end`) in ESP. Returns
-    /// whether this packet crossed the soft limit. On error the frame is unchanged.
-    pub fn encapsulate<F: Frame>(&mut self, frame: &mut F, meta: &Meta) -> Result<bool, DropReason> {
+    /// Encapsulates the IP packet of `frame` (at `meta.l3 .. meta.l3_end`) in ESP, first
+    /// decrementing its TTL when `decrement_ttl` (RFC 4301 §5.1.2.1: the gateway forwards the
+    /// inner packet; Linux routes, then xfrm encapsulates; a TTL that would reach 0 is
+    /// `ttl_expired`). Returns whether this packet crossed the soft limit. On error the frame
+    /// is unchanged.
+    pub fn encapsulate<F: Frame>(
+        &mut self,
+        frame: &mut F,
+        meta: &mut Meta,
+        decrement_ttl: bool,
+    ) -> Result<bool, DropReason> {
         if self.sent >= self.max {
             return Err(DropReason::IpsecSeqOverflow);
         }
@@ -173,6 +181,9 @@ impl OutSa {
         let new_len = l3 + outer_len;
         if outer_len > usize::from(u16::MAX) || new_len > frame.room() || l3 < 2 {
             return Err(DropReason::IpsecNoRoom);
+        }
+        if decrement_ttl {
+            crate::packet::rewrite::decrement_ttl(frame.as_mut(), meta)?;
         }
         // The inner header's DSCP/ECN and DF, read before the packet moves.
         let (tos, inner_df, nh) = {

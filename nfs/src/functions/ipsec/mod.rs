@@ -35,12 +35,12 @@
 //!   configuration reload; `rekey_needed` counts SAs past their soft limit).
 //! - Outer header: TTL `ttl` (64), DSCP and ECN copied from the inner packet, DF copied from
 //!   an IPv4 inner packet and set for IPv6 (`df`), identification = low 16 bits of the
-//!   sequence number. The inner packet is not modified, except for ECN on the way in (RFC 6040
-//!   §4.2): a CE mark on the outer header reaches an ECN-capable inner packet, and over a
-//!   Not-ECT one is a drop (`ipsec_ce_not_ect`). A `gateway` step after this NF decrements the
-//!   TTL of what it routes: the inner packet's on the way in, but the outer header's on the
-//!   way out, so an encapsulated inner packet leaves with its TTL unchanged (RFC 4301
-//!   §5.1.2.1 note 2 has the encapsulator decrement it; Linux does, as a router before xfrm).
+//!   sequence number. The inner packet's TTL (hop limit) goes down by one before it is
+//!   encapsulated, as the router it passes through (RFC 4301 §5.1.2.1; Linux routes before
+//!   xfrm); `decrement_ttl = false` leaves it alone for a bump in the wire. On the way in, a
+//!   `gateway` step after this NF decrements the decrypted packet's TTL as it routes it. ECN on
+//!   the way in follows RFC 6040 §4.2: a CE mark on the outer header reaches an ECN-capable
+//!   inner packet, and over a Not-ECT one is a drop (`ipsec_ce_not_ect`).
 //! - No fragmentation or path-MTU handling: the ESP packet is 54–57 bytes longer than the
 //!   inner one, whatever the egress MTU.
 //! - Fragmented outer ESP is dropped (`fragment`): there is no reassembly. A non-initial
@@ -269,7 +269,7 @@ impl Ipsec {
                     return Verdict::Drop(DropReason::IpsecWrongCore);
                 }
                 let Some(o) = self.out.get_mut(sa) else { return Verdict::Drop(DropReason::IpsecDiscard) };
-                match o.encapsulate(frame, meta) {
+                match o.encapsulate(frame, meta, self.s.decrement_ttl) {
                     Ok(crossed) => {
                         if crossed {
                             self.c.rekey_needed += 1;

@@ -147,7 +147,8 @@ fn round_trips_both_key_sizes_and_families() {
                 let (v, dec) = run(&mut b, &enc);
                 assert_eq!(v, Verdict::Continue, "{ka} len {len}");
                 assert_eq!(dec[..14], inner[..14], "Ethernet header kept");
-                assert_eq!(dec, inner);
+                // The inner packet arrives as sent, one router hop older.
+                assert_eq!(dec, ttl_minus_one(&inner));
             }
         }
         assert_eq!((a.counters().encrypted, b.counters().decrypted), (u64::from(n), u64::from(n)));
@@ -169,8 +170,46 @@ fn scapy_golden_packet() {
     let eth = |ip: &[u8]| [&MAC_A[..], &MAC_B[..], &[0x08, 0x00], ip].concat();
     let mut b = build(&gw_config(false, K128_A, K128_B, ""));
     assert_eq!(run(&mut b, &eth(&esp_ip)), (Verdict::Continue, eth(&inner_ip)));
-    let mut a = build(&gw_config(true, K128_A, K128_B, ""));
+    // scapy leaves the inner TTL alone: so does a bump in the wire.
+    let mut a = build(&format!("decrement_ttl = false\n{}", gw_config(true, K128_A, K128_B, "")));
     assert_eq!(run(&mut a, &eth(&inner_ip)), (Verdict::Continue, eth(&esp_ip)));
+}
+
+/// The inner packet's TTL goes down by one on its way into the tunnel, as through any router
+/// (RFC 4301 §5.1.2.1), and a packet with TTL 1 is not forwarded.
+#[test]
+fn encapsulation_decrements_the_inner_ttl() {
+    let mut a = build(&gw_config(true, K128_A, K128_B, ""));
+    let mut b = build(&gw_config(false, K128_A, K128_B, ""));
+    for (inner, ttl_at) in
+        [(udp4([10, 1, 0, 5], 1234, [10, 2, 0, 9], 5678, b"x"), 22), (udp6("fd01::5", "fd02::9", b"x"), 21)]
+    {
+        let (v, enc) = run(&mut a, &inner);
+        assert_eq!(v, Verdict::Continue);
+        let (_, dec) = run(&mut b, &enc);
+        assert_eq!(dec[ttl_at], inner[ttl_at] - 1);
+        assert_eq!(dec, ttl_minus_one(&inner), "checksum updated, nothing else changed");
+        let mut last_hop = inner.clone();
+        last_hop[ttl_at] = 1;
+        if ttl_at == 22 {
+            last_hop[24..26].copy_from_slice(&[0, 0]);
+            let c = checksum::checksum(&last_hop[14..34]);
+            last_hop[24..26].copy_from_slice(&c.to_be_bytes());
+        }
+        let (v, out) = run(&mut a, &last_hop);
+        assert_eq!(v, Verdict::Drop(DropReason::TtlExpired));
+        assert_eq!(out, last_hop, "a refused packet is left as it was");
+    }
+    assert_eq!(a.counters().encrypted, 2);
+}
+
+/// `frame` with its IP TTL (hop limit) one lower and the IPv4 checksum fixed.
+fn ttl_minus_one(frame: &[u8]) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    let mut meta =
+        crate::packet::parse(&f, crate::ids::PortId(0), &crate::packet::ParsePolicy::default()).unwrap();
+    crate::packet::rewrite::decrement_ttl(&mut f, &mut meta).unwrap();
+    f
 }
 
 #[test]
@@ -383,9 +422,12 @@ fn outer_ecn_marks_reach_the_inner_packet() {
                 Ok(ecn) => {
                     assert_eq!(v, Verdict::Continue, "inner {inner} outer {outer}");
                     assert_eq!(inner_ecn(&dec), ecn, "inner {inner} outer {outer}");
-                    let mut expected = plain.clone();
+                    let mut expected = ttl_minus_one(&plain);
                     set_inner_ecn(&mut expected, ecn);
-                    assert_eq!(dec, expected, "only the ECN field (and the IPv4 checksum) changes");
+                    assert_eq!(
+                        dec, expected,
+                        "only the ECN field and the TTL (and the IPv4 checksum) change"
+                    );
                 }
                 Err(r) => assert_eq!(v, Verdict::Drop(r), "inner {inner} outer {outer}"),
             }
