@@ -8,9 +8,7 @@
 //! Encryption and decryption are in place and detached (the ICV is written or read beside
 //! the ciphertext): nothing is allocated per packet.
 
-use aes_gcm::aead::generic_array::GenericArray;
-use aes_gcm::aead::AeadInPlace;
-use aes_gcm::{Aes128Gcm, Aes256Gcm, KeyInit};
+use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, AES_128_GCM, AES_256_GCM};
 
 use super::config::{DfMode, DirParams, KeyLen, SaParams};
 use super::replay::{Refused, Window};
@@ -35,17 +33,18 @@ pub const NH_IPV6: u8 = 41;
 pub const ETHERTYPE_IPV4: u16 = 0x0800;
 pub const ETHERTYPE_IPV6: u16 = 0x86dd;
 
-/// An AES-GCM key, expanded once per SA.
-pub enum Cipher {
-    Aes128(Box<Aes128Gcm>),
-    Aes256(Box<Aes256Gcm>),
+/// An AES-GCM key, expanded once per SA (ring: AES-NI and CLMUL/AVX code picked at run time,
+/// constant-time; the nonce is ours to keep unique, which the sequence number does).
+pub struct Cipher {
+    key: LessSafeKey,
+    len: KeyLen,
 }
 
 impl std::fmt::Debug for Cipher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Cipher::Aes128(_) => "AES-128-GCM",
-            Cipher::Aes256(_) => "AES-256-GCM",
+        f.write_str(match self.len {
+            KeyLen::Aes128 => "AES-128-GCM",
+            KeyLen::Aes256 => "AES-256-GCM",
         })
     }
 }
@@ -56,25 +55,27 @@ pub struct BadIcv;
 
 impl Cipher {
     pub fn new(len: KeyLen, key: &[u8]) -> Option<Cipher> {
-        Some(match len {
-            KeyLen::Aes128 => Cipher::Aes128(Box::new(Aes128Gcm::new_from_slice(key).ok()?)),
-            KeyLen::Aes256 => Cipher::Aes256(Box::new(Aes256Gcm::new_from_slice(key).ok()?)),
-        })
+        let alg = match len {
+            KeyLen::Aes128 => &AES_128_GCM,
+            KeyLen::Aes256 => &AES_256_GCM,
+        };
+        Some(Cipher { key: LessSafeKey::new(UnboundKey::new(alg, key).ok()?), len })
     }
 
     /// Encrypts `buf` in place and returns the ICV.
     #[inline]
     pub fn seal(&self, nonce: &[u8; 12], aad: &[u8], buf: &mut [u8]) -> Result<[u8; ICV_LEN], BadIcv> {
-        let n = GenericArray::from_slice(nonce);
-        let tag = match self {
-            Cipher::Aes128(c) => c.encrypt_in_place_detached(n, aad, buf),
-            Cipher::Aes256(c) => c.encrypt_in_place_detached(n, aad, buf),
-        }
-        .map_err(|_| BadIcv)?;
-        Ok(tag.into())
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(*nonce), Aad::from(aad), buf)
+            .map_err(|_| BadIcv)?;
+        let mut icv = [0u8; ICV_LEN];
+        icv.copy_from_slice(tag.as_ref());
+        Ok(icv)
     }
 
-    /// Verifies `icv` and decrypts `buf` in place (left unchanged on failure).
+    /// Verifies `icv` and decrypts `buf` in place. On failure `buf`'s contents are
+    /// unspecified: the caller drops the packet.
     #[inline]
     pub fn open(
         &self,
@@ -83,13 +84,16 @@ impl Cipher {
         buf: &mut [u8],
         icv: &[u8; ICV_LEN],
     ) -> Result<(), BadIcv> {
-        let n = GenericArray::from_slice(nonce);
-        let t = GenericArray::from_slice(icv);
-        match self {
-            Cipher::Aes128(c) => c.decrypt_in_place_detached(n, aad, buf, t),
-            Cipher::Aes256(c) => c.decrypt_in_place_detached(n, aad, buf, t),
-        }
-        .map_err(|_| BadIcv)
+        self.key
+            .open_in_place_separate_tag(
+                Nonce::assume_unique_for_key(*nonce),
+                Aad::from(aad),
+                Tag::from(*icv),
+                buf,
+                0..,
+            )
+            .map(|_| ())
+            .map_err(|_| BadIcv)
     }
 }
 
