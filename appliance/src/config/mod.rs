@@ -36,6 +36,8 @@ pub struct Settings {
     pub buffers_per_core: usize,
     pub frame_size: usize,
     pub idle_sleep_us: u64,
+    /// Where state tables live across restarts (`None`: anonymous memory).
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 /// True when `device` names a PCI device (`0000:00:04.0` or `00:04.0`) rather than a
@@ -209,6 +211,7 @@ fn validate(map: &SourceMap<'_>, raw: raw::RawConfig) -> Result<Config, ConfigEr
         buffers_per_core: a.buffers_per_core,
         frame_size: a.frame_size,
         idle_sleep_us: a.idle_sleep_us,
+        state_dir: a.state_dir.clone(),
     };
     let parse = ParsePolicy {
         fragments: raw.parse.fragments.into(),
