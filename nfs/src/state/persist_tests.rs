@@ -134,3 +134,28 @@ fn the_clock_continues_across_a_restart() {
     use crate::time::Clock;
     assert!(clock.now() >= t);
 }
+
+/// The same round trip on hugetlbfs, where files take no write(2): run with
+/// `NFLET_HUGETLBFS=/mnt/huge cargo test -p nflet-nfs hugetlbfs -- --ignored` on a mounted
+/// hugetlbfs with a few free 2 MiB pages.
+#[test]
+#[ignore = "needs a mounted hugetlbfs named by NFLET_HUGETLBFS"]
+fn a_table_is_reattached_on_hugetlbfs() {
+    let root = PathBuf::from(std::env::var("NFLET_HUGETLBFS").expect("NFLET_HUGETLBFS"));
+    let dir = TempDir(root.join(format!("nflet-state-{}", std::process::id())));
+    let now = Nanos::from_secs(1);
+    {
+        let (arena, mut t) = open(&dir, 1000);
+        assert_eq!(arena.page_mix(), (1, 0), "a hugepage-backed region");
+        let k = key(42);
+        t.insert(k.hash(), k, 4242, now).unwrap();
+        let state = StateDir::open(&dir.0.join("clock-test"), 1).unwrap();
+        assert!(state.is_huge());
+        state.save_clock(Nanos::from_secs(7)).unwrap();
+        assert!(state.continued_clock().unwrap() >= Nanos::from_secs(7));
+    }
+    let (arena, t) = open(&dir, 1000);
+    assert_eq!(arena.persisted(), (1, 0));
+    let k = key(42);
+    assert_eq!(t.find(k.hash(), &k, now).and_then(|i| t.get(i)).copied(), Some(4242));
+}
