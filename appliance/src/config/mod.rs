@@ -192,6 +192,12 @@ fn validate(map: &SourceMap<'_>, raw: raw::RawConfig) -> Result<Config, ConfigEr
             format!("expected one CPU per worker core ({} of them), got {}", a.cores, a.cpus.len()),
         ));
     }
+    if a.state_dir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
+        return Err(bad(
+            "appliance.state_dir",
+            "expected a directory (on tmpfs or hugetlbfs, e.g. \"/dev/shm/nflet\"), got \"\"".to_string(),
+        ));
+    }
     let online = std::thread::available_parallelism().map_or(usize::MAX, |n| n.get());
     if let Some(cpu) = a.cpus.iter().find(|c| **c >= online) {
         return Err(bad(

@@ -173,6 +173,12 @@ impl StateDir {
     /// The file of region `table` on `core`: re-attached when its recorded layout is `want`,
     /// otherwise created zeroed at `want.bytes` (and its new layout recorded).
     pub(super) fn open_region(&self, core: CoreId, table: &str, want: &Layout) -> Result<Opened, StateError> {
+        if table.is_empty() || table.starts_with('.') || table.contains(['/', '\0']) {
+            return Err(StateError::Size {
+                table: table.to_string(),
+                detail: "a table in a state directory needs a file name (no `/`, no leading `.`)".to_string(),
+            });
+        }
         let dir = self.core_dir(core);
         let data = dir.join(table);
         let meta = dir.join(format!("{table}.meta"));
