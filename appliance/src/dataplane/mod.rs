@@ -114,6 +114,10 @@ pub fn build_pipelines_in(
     if let Some(dir) = state {
         let (kept, cold) = arenas.iter().fold((0, 0), |(k, c), a| (k + a.persisted().0, c + a.persisted().1));
         log::info!("state in {}: {kept} table(s) re-attached, {cold} started empty", dir.path().display());
+        let stale = dir.prune();
+        if !stale.is_empty() {
+            log::info!("state of tables no longer configured removed: {}", stale.join(", "));
+        }
     }
     Ok((pipelines, arenas))
 }

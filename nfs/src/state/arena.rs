@@ -24,6 +24,11 @@
 //! recount their entries on re-attach ([`FlowTable`](super::FlowTable)); hashes are fixed
 //! functions of the key (no per-process seed), so lookups find restored entries.
 //!
+//! The file system decides the pages: hugetlbfs gives huge pages (files are sized in its page
+//! size), tmpfs normal ones; [`Backing`] does not apply. Files of tables that the new
+//! configuration no longer has are removed once every core's tables exist
+//! ([`StateDir::prune`]), so their memory is not held forever.
+//!
 //! The files are private to one process: [`StateDir::open`] takes an exclusive `flock` on
 //! `state_dir/lock` for the life of the appliance, and a second instance on the same directory
 //! fails to start with that reason. An arena maps each region name once. Those two facts are

@@ -40,6 +40,8 @@ pub struct StateDir {
     /// Page size of the file system (the huge page size on hugetlbfs).
     page: usize,
     huge: bool,
+    /// (core, table) of every region opened by this instance, for [`StateDir::prune`].
+    used: std::sync::Mutex<std::collections::HashSet<(u16, String)>>,
     _lock: Flock<File>,
 }
 
@@ -145,7 +147,7 @@ impl StateDir {
             }
             _ => (4096, false),
         };
-        Ok(StateDir { path: path.to_path_buf(), cores, page, huge, _lock: lock })
+        Ok(StateDir { path: path.to_path_buf(), cores, page, huge, used: Default::default(), _lock: lock })
     }
 
     pub fn path(&self) -> &Path {
@@ -179,6 +181,7 @@ impl StateDir {
                 detail: "a table in a state directory needs a file name (no `/`, no leading `.`)".to_string(),
             });
         }
+        self.used.lock().unwrap_or_else(|p| p.into_inner()).insert((core.0, table.to_string()));
         let dir = self.core_dir(core);
         let data = dir.join(table);
         let meta = dir.join(format!("{table}.meta"));
@@ -219,6 +222,35 @@ impl StateDir {
         f.set_len(want.bytes as u64).map_err(|e| io("sizing it", &data, e))?;
         self.write_atomic(&meta, &want.to_text()).map_err(|e| io("writing it", &meta, e))?;
         Ok(Opened::Cold(f, why))
+    }
+
+    /// Removes the files of tables this instance did not open (NFs or cores no longer
+    /// configured), so their memory goes back to the system; call once every core's tables
+    /// exist. Returns the names removed (`core<N>/<table>`).
+    pub fn prune(&self) -> Vec<String> {
+        let used = self.used.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut removed = Vec::new();
+        let Ok(entries) = std::fs::read_dir(&self.path) else { return removed };
+        for e in entries.filter_map(Result::ok) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(core) = name.strip_prefix("core").and_then(|n| n.parse::<u16>().ok()) else {
+                continue;
+            };
+            let Ok(files) = std::fs::read_dir(e.path()) else { continue };
+            for f in files.filter_map(Result::ok) {
+                let file = f.file_name().to_string_lossy().into_owned();
+                let table = file.strip_suffix(".meta").unwrap_or(&file);
+                if !used.contains(&(core, table.to_string())) && std::fs::remove_file(f.path()).is_ok() {
+                    if !file.ends_with(".meta") {
+                        removed.push(format!("{name}/{file}"));
+                    }
+                }
+            }
+            // Empty now (a core no longer configured): gone too; otherwise this fails.
+            let _ = std::fs::remove_dir(e.path());
+        }
+        removed.sort();
+        removed
     }
 
     /// The runtime clock to start from: the time saved by the previous instance plus the

@@ -122,6 +122,22 @@ fn a_directory_serves_one_instance_and_one_table_per_name() {
 }
 
 #[test]
+fn tables_no_longer_configured_are_removed() {
+    let dir = TempDir::new("prune");
+    drop(open(&dir, 100));
+    // The next instance has another table, and on both cores.
+    let state = Arc::new(StateDir::open(&dir.0, 2).unwrap());
+    for core in 0..2u16 {
+        let mut arena =
+            Arena::new(CoreId(core), 64 << 20, Backing::Normal).with_state_dir(Arc::clone(&state));
+        let _keep: FlowTable<Kept> = FlowTable::new(&mut arena, "fw.keep", spec(10)).unwrap();
+    }
+    assert_eq!(state.prune(), ["core1/fw.connections"]);
+    assert!(!dir.0.join("core1/fw.connections.meta").exists());
+    assert!(dir.0.join("core1/fw.keep").is_file() && dir.0.join("core0/fw.keep.meta").is_file());
+}
+
+#[test]
 fn the_clock_continues_across_a_restart() {
     let dir = TempDir::new("clock");
     let state = StateDir::open(&dir.0, 1).unwrap();
