@@ -240,10 +240,9 @@ impl StateDir {
             for f in files.filter_map(Result::ok) {
                 let file = f.file_name().to_string_lossy().into_owned();
                 let table = file.strip_suffix(".meta").unwrap_or(&file);
-                if !used.contains(&(core, table.to_string())) && std::fs::remove_file(f.path()).is_ok() {
-                    if !file.ends_with(".meta") {
-                        removed.push(format!("{name}/{file}"));
-                    }
+                let stale = !used.contains(&(core, table.to_string()));
+                if stale && std::fs::remove_file(f.path()).is_ok() && !file.ends_with(".meta") {
+                    removed.push(format!("{name}/{file}"));
                 }
             }
             // Empty now (a core no longer configured): gone too; otherwise this fails.
