@@ -4,7 +4,8 @@
 #                              (+ initramfs.cpio.gz, gzip'd, the one inside the UKI)
 #   images/out/vmlinuz         the kernel, for `qemu -kernel vmlinuz -initrd initramfs.cpio`
 #   images/out/nflet.efi       Unified Kernel Image (systemd EFI stub + cmdline + kernel + initrd)
-#   images/out/nflet.img       raw GPT disk, one EFI system partition holding the UKI
+#   images/out/nflet.img       raw GPT disk, one EFI system partition holding the UKI (UEFI
+#                              boot) and SYSLINUX with the kernel and initramfs (BIOS boot)
 # No root, no loop devices. Same inputs + same SOURCE_DATE_EPOCH -> same bytes; the epoch
 # defaults to the commit time of HEAD. Run as root, it apt-get installs what it is missing.
 set -euo pipefail
@@ -58,6 +59,9 @@ need_cmd mkfs.vfat dosfstools
 need_cmd mcopy mtools
 need_cmd mmd mtools
 need_cmd sgdisk gdisk
+need_cmd syslinux syslinux
+gptmbr=/usr/lib/syslinux/mbr/gptmbr.bin
+[ -f "$gptmbr" ] || missing+=(syslinux-common)
 need_cmd python3 python3
 [ -f "$stub" ] || missing+=(systemd-boot-efi)
 compgen -G "/boot/vmlinuz-*-cloud-amd64" >/dev/null || [ -n "$kver" ] || missing+=(linux-image-cloud-amd64)
@@ -217,14 +221,24 @@ touch -d "@$SOURCE_DATE_EPOCH" "$out/nflet.efi"
 # copied into the partition's place in the disk file: no loop device, no mount, no root.
 mib=$((1024 * 1024))
 uki_size=$(stat -c %s "$out/nflet.efi")
-esp_mib=$(((uki_size + 8 * mib + mib - 1) / mib)); [ "$esp_mib" -ge 64 ] || esp_mib=64
+# The UKI for UEFI firmware; the kernel and gzip'd initramfs again for SYSLINUX (BIOS).
+bios_size=$(($(stat -c %s "$out/vmlinuz") + $(stat -c %s "$out/initramfs.cpio.gz")))
+esp_mib=$(((uki_size + bios_size + 8 * mib + mib - 1) / mib)); [ "$esp_mib" -ge 64 ] || esp_mib=64
 esp=$work/esp.img
 mkfs.vfat -C -F 32 -n NFLET --invariant -i 4e464c54 -h 2048 "$esp" $((esp_mib * 1024)) >/dev/null
 mkdir -p "$work/esp/EFI/BOOT"
 cp "$out/nflet.efi" "$work/esp/EFI/BOOT/BOOTX64.EFI"
+mkdir -p "$work/esp/syslinux"
+cp "$out/vmlinuz" "$work/esp/vmlinuz"
+cp "$out/initramfs.cpio.gz" "$work/esp/initrd.gz"
+printf 'DEFAULT nflet\nPROMPT 0\nTIMEOUT 0\nLABEL nflet\n  LINUX /vmlinuz\n  INITRD /initrd.gz\n  APPEND %s\n' \
+    "$cmdline" >"$work/esp/syslinux/syslinux.cfg"
 find "$work/esp" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 export MTOOLS_SKIP_CHECK=1 MTOOLS_NO_VFAT=0
-mcopy -i "$esp" -s -m -Q "$work/esp/EFI" ::/
+mcopy -i "$esp" -s -m -Q "$work/esp/EFI" "$work/esp/syslinux" "$work/esp/vmlinuz" "$work/esp/initrd.gz" ::/
+# BIOS: SYSLINUX's loader into the FAT (through mtools, no mount), and below, GPT-aware MBR
+# boot code plus the partition's "legacy BIOS bootable" attribute for it to find.
+syslinux --install --directory /syslinux "$esp"
 # GUIDs are fixed so the disk is reproducible; they are nflet's own, not random per build.
 disk_guid=6e666c65-7400-4d00-8000-000000000001
 esp_guid=6e666c65-7400-4d00-8000-000000000002
@@ -233,7 +247,8 @@ rm -f "$out/nflet.img"
 truncate -s $((disk_mib * mib)) "$out/nflet.img"
 sgdisk --clear --disk-guid="$disk_guid" \
     --new="1:2048:+${esp_mib}M" --typecode=1:ef00 --change-name=1:ESP \
-    --partition-guid="1:$esp_guid" "$out/nflet.img" >/dev/null
+    --partition-guid="1:$esp_guid" --attributes=1:set:2 "$out/nflet.img" >/dev/null
+dd if="$gptmbr" of="$out/nflet.img" bs=440 count=1 conv=notrunc status=none
 dd if="$esp" of="$out/nflet.img" bs=1M seek=1 conv=notrunc,sparse status=none
 touch -d "@$SOURCE_DATE_EPOCH" "$out/nflet.img"
 

@@ -12,10 +12,11 @@ need_pkgs=()
 # tcpdump: the IPsec test captures ESP on the host bridge; chromium: the status page test
 # renders the management endpoint's page headless.
 # python3-scapy: the ESP interop peer (Debian's scapy 2.5 has AES-GCM ESP through
-# python3-cryptography; tests/tests/esp_scapy.rs runs it with /usr/bin/python3).
+# python3-cryptography; tests/tests/esp_scapy.rs runs it with /usr/bin/python3);
+# dnsmasq-base: the DHCP server of the management NIC's DHCP client test.
 for p in iproute2 ethtool gcc libc6-dev pkg-config libdpdk-dev libclang-dev libnuma-dev libbsd-dev libmd-dev \
     qemu-system-x86 ovmf python3 python3-dpkt busybox-static linux-image-cloud-amd64 tcpdump chromium \
-    python3-scapy; do
+    python3-scapy dnsmasq-base; do
     dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
 done
 if [ "${#need_pkgs[@]}" -gt 0 ]; then

@@ -4,10 +4,12 @@
 
 pub mod bench;
 pub mod billing;
+pub mod capture;
 pub mod config;
 pub mod dataplane;
 pub mod mgmt;
 pub mod observe;
 pub mod port;
 pub mod report;
+pub mod top;
 pub mod traffic;

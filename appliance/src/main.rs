@@ -13,6 +13,7 @@ use nflet::bench::{bench, BenchSpec};
 use nflet::config::Config;
 use nflet::dataplane::open::Offline;
 use nflet::dataplane::{build_pipelines, run, RunOptions, Summary};
+use nflet::mgmt::client::{request, Answer};
 use nflet::observe::Observers;
 use nflet::report;
 use nflet::traffic::gen::{run_gen, GenOptions};
@@ -104,6 +105,56 @@ enum Command {
         #[arg(short, long)]
         config: Option<PathBuf>,
     },
+    /// Live rates of a running appliance (per core, chain and port), from its management
+    /// endpoint's /status. Ctrl-C quits.
+    Top {
+        /// The appliance's management endpoint (`[management] listen`).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        endpoint: String,
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+        /// Print one view (after two samples) without escape codes, then exit.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Capture packets on a running appliance into a pcap file, through its management
+    /// endpoint (POST /capture, then GET /capture/file). Ctrl-C stops the capture early.
+    Capture {
+        /// The appliance's management endpoint (`[management] listen`).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        endpoint: String,
+        /// The `[management] token` (default: the NFLET_TOKEN environment variable).
+        #[arg(long)]
+        token: Option<String>,
+        /// Where: rx:PORT, tx:PORT, chain:NAME (comma-separated) or all (every port's rx).
+        #[arg(long, default_value = "all")]
+        point: String,
+        /// tcp, udp, icmp or any.
+        #[arg(long)]
+        proto: Option<String>,
+        /// An address or prefix, matching source or destination.
+        #[arg(long)]
+        host: Option<String>,
+        /// A TCP/UDP port, matching source or destination.
+        #[arg(long)]
+        port: Option<u16>,
+        /// Frames to capture at most.
+        #[arg(long, default_value_t = 1000)]
+        count: u64,
+        /// Seconds to capture at most.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Frames per second at most (default: unlimited).
+        #[arg(long)]
+        rate: Option<u64>,
+        /// Bytes kept of each frame.
+        #[arg(long, default_value_t = 256)]
+        snaplen: usize,
+        /// The pcap file to write here.
+        #[arg(long = "out")]
+        output: PathBuf,
+    },
 }
 
 fn load(path: &Option<PathBuf>) -> Result<Config, String> {
@@ -179,6 +230,7 @@ fn run_booted(boot: &nflet_boot::Boot) -> Result<(), String> {
             name: m.iface.clone(),
             address: m.address,
             gateway: m.gateway,
+            dhcp: m.dhcp,
         });
     }
     let observers = Observers::start(&cfg, true, boot.stop_flag())?;
@@ -195,6 +247,7 @@ fn run_booted(boot: &nflet_boot::Boot) -> Result<(), String> {
         warmup: 0,
         offline: None,
         progress: observers.any().then_some(&feed as &(dyn Fn(&Summary) + Sync)),
+        capture: observers.capture(),
         reload: Some(&observers.reload),
     };
     let summary = run(&cfg, &opts, boot.stop_flag()).map_err(|e| e.to_string())?;
@@ -226,6 +279,7 @@ fn dispatch(command: Command) -> Result<(), String> {
                 warmup: 0,
                 offline: None,
                 progress: observers.any().then_some(&feed as &(dyn Fn(&Summary) + Sync)),
+                capture: observers.capture(),
                 reload: Some(&observers.reload),
             };
             let summary = run(&cfg, &opts, stop).map_err(|e| e.to_string())?;
@@ -263,6 +317,7 @@ fn dispatch(command: Command) -> Result<(), String> {
                 warmup: 0,
                 offline: Some(Offline { input: &input, ingress, output: &output }),
                 progress: Some(&progress),
+                capture: None,
                 reload: None,
             };
             let summary = run(&cfg, &opts, stop_on_signals()).map_err(|e| e.to_string())?;
@@ -313,6 +368,35 @@ fn dispatch(command: Command) -> Result<(), String> {
             }
             Ok(())
         }
+        Command::Top { endpoint, interval, once } => top(&endpoint, interval, once),
+        Command::Capture {
+            endpoint,
+            token,
+            point,
+            proto,
+            host,
+            port,
+            count,
+            seconds,
+            rate,
+            snaplen,
+            output,
+        } => {
+            let mut q = vec![
+                ("point", point),
+                ("count", count.to_string()),
+                ("seconds", seconds.to_string()),
+                ("snaplen", snaplen.to_string()),
+            ];
+            q.extend(proto.map(|v| ("proto", v)));
+            q.extend(host.map(|v| ("host", v)));
+            q.extend(port.map(|v| ("port", v.to_string())));
+            q.extend(rate.map(|v| ("rate", v.to_string())));
+            let token = token.or_else(|| std::env::var("NFLET_TOKEN").ok()).ok_or_else(|| {
+                "--token: the appliance's `[management] token` is needed (or set NFLET_TOKEN)".to_string()
+            })?;
+            capture(&endpoint, &token, &q, &output)
+        }
         Command::Check { config } => {
             let cfg = load(&config)?;
             let (pipelines, arenas) = build_pipelines(&cfg).map_err(|e| e.to_string())?;
@@ -329,4 +413,110 @@ fn dispatch(command: Command) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+/// Sleeps `d` in short steps; false when `stop` was raised meanwhile.
+fn nap(d: Duration, stop: &AtomicBool) -> bool {
+    let until = std::time::Instant::now() + d;
+    while std::time::Instant::now() < until {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    !stop.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn status_sample(endpoint: &str) -> Result<nflet::top::Sample, String> {
+    let a = request(endpoint, "GET", "/status", None).map_err(|e| e.to_string())?;
+    if a.status != 200 {
+        return Err(format!("{endpoint}: GET /status answered {}: {}", a.status, a.text()));
+    }
+    nflet::top::Sample::parse(&a.text())
+}
+
+/// `nflet top`.
+fn top(endpoint: &str, interval: f64, once: bool) -> Result<(), String> {
+    if !(interval.is_finite() && (0.1..=3600.0).contains(&interval)) {
+        return Err(format!("--interval: expected 0.1 to 3600 seconds, got {interval}"));
+    }
+    let stop = stop_on_signals();
+    let every = Duration::from_secs_f64(interval);
+    let mut prev = status_sample(endpoint)?;
+    loop {
+        if !nap(every, &stop) {
+            return Ok(());
+        }
+        let cur = status_sample(endpoint)
+            .map_err(|e| format!("{e}\nthe appliance went away (or stopped answering); nflet top ends"))?;
+        let view = nflet::top::render(&prev, &cur, endpoint);
+        if once {
+            print!("{view}");
+            return Ok(());
+        }
+        print!("{}{view}\n(refreshing every {interval} s; Ctrl-C quits)\n", nflet::top::CLEAR);
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        prev = cur;
+    }
+}
+
+/// Percent-encodes a query value (everything but unreserved characters and `:`, `/`, `,`).
+fn encode(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b':' | b'/' | b',' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `nflet capture`: start a capture, wait for it to end (Ctrl-C stops it), fetch the file.
+fn capture(
+    endpoint: &str,
+    token: &str,
+    query: &[(&str, String)],
+    out: &std::path::Path,
+) -> Result<(), String> {
+    let q: Vec<String> = query.iter().map(|(k, v)| format!("{k}={}", encode(v))).collect();
+    let call = |method: &str, target: &str| -> Result<Answer, String> {
+        request(endpoint, method, target, Some(token)).map_err(|e| e.to_string())
+    };
+    let started = call("POST", &format!("/capture?{}", q.join("&")))?;
+    if started.status != 201 {
+        return Err(format!("the appliance refused the capture ({}): {}", started.status, started.text()));
+    }
+    let doc: serde_json::Value = serde_json::from_str(&started.text()).unwrap_or_default();
+    eprintln!("capturing to {} on the appliance; Ctrl-C stops early", doc["file"].as_str().unwrap_or("?"));
+    let stop = stop_on_signals();
+    let mut stopping = false;
+    let state = loop {
+        if stopping {
+            std::thread::sleep(Duration::from_millis(100));
+        } else if !nap(Duration::from_millis(200), &stop) {
+            stopping = true;
+            let _ = call("POST", "/capture/stop")?;
+        }
+        let a = call("GET", "/capture")?;
+        let doc: serde_json::Value = serde_json::from_str(&a.text())
+            .map_err(|e| format!("GET /capture answered {}: {e}", a.status))?;
+        if doc["state"] != "running" {
+            break doc;
+        }
+    };
+    let file = call("GET", "/capture/file")?;
+    if file.status != 200 {
+        return Err(format!("GET /capture/file answered {}: {}", file.status, file.text()));
+    }
+    std::fs::write(out, &file.body).map_err(|e| format!("--out: cannot write {}: {e}", out.display()))?;
+    eprintln!(
+        "{}: {} frame(s) written, {} skipped (ended: {})",
+        out.display(),
+        state["written"],
+        state["capture_skipped"],
+        state["ended"].as_str().unwrap_or("?")
+    );
+    Ok(())
 }

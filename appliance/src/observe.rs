@@ -38,6 +38,11 @@ impl Observers {
         Ok(Observers { endpoint, ledger, reload })
     }
 
+    /// Packet capture for the dataplane's taps, when the endpoint runs.
+    pub fn capture(&self) -> Option<Arc<crate::capture::Hub>> {
+        self.endpoint.as_ref().map(|(live, _)| Arc::clone(&live.capture))
+    }
+
     /// True when something wants the counters during the run.
     pub fn any(&self) -> bool {
         self.endpoint.is_some() || self.ledger.is_some()

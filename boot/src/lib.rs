@@ -22,6 +22,7 @@
 pub mod cmdline;
 pub mod config;
 mod console;
+pub mod dhcp;
 pub mod mgmt;
 mod modules;
 mod mounts;

@@ -5,8 +5,9 @@
 //! `ip link set lo up; ip link set eth0 up; ip addr add 10.0.2.15/24 dev eth0; ip route add
 //! default via 10.0.2.2` would: rtnetlink requests on a blocking socket, each acknowledged
 //! by the kernel before the next (`netlink-packet-route` builds the messages, `netlink-sys`
-//! owns the socket, so this module needs no `unsafe`). Static IPv4 only; DHCP is not
-//! implemented. Only PID 1 calls it: nflet run on a host never touches the host's network.
+//! owns the socket, so this module needs no `unsafe`). The address is static or leased by
+//! DHCP ([`dhcp`](crate::dhcp)), renewed in the background for as long as the appliance runs.
+//! Only PID 1 calls it: nflet run on a host never touches the host's network.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
@@ -32,7 +33,12 @@ pub struct Interface {
     pub address: Option<(Ipv4Addr, u8)>,
     /// Default route via this address.
     pub gateway: Option<Ipv4Addr>,
+    /// Lease the address (and the default route) by DHCP instead.
+    pub dhcp: bool,
 }
+
+/// How long the first DHCP lease may take before the appliance runs without the NIC.
+const DHCP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A step of the configuration that failed, with the kernel's reason.
 #[derive(Debug)]
@@ -76,7 +82,99 @@ pub fn configure(nic: &Interface) -> Result<(), MgmtError> {
             .map_err(fail(&format!("adding the default route via {gw} on {}", nic.name)))?;
         log::info!("boot: management NIC {}: default route via {gw}", nic.name);
     }
+    if nic.dhcp {
+        let mac = mac_of(&nic.name).map_err(fail(&format!("reading the MAC address of {}", nic.name)))?;
+        let mut client =
+            crate::dhcp::Client::open(&nic.name, mac).map_err(fail("opening the DHCP socket"))?;
+        let lease =
+            client.acquire(DHCP_TIMEOUT).map_err(fail(&format!("leasing an address for {}", nic.name)))?;
+        apply_lease(&mut nl, index, &nic.name, &lease).map_err(fail("applying the DHCP lease"))?;
+        let name = nic.name.clone();
+        let spawned = std::thread::Builder::new()
+            .name("nflet-dhcp".into())
+            .spawn(move || keep_lease(client, nl, index, &name, lease));
+        if let Err(e) = spawned {
+            log::error!("boot: cannot start the DHCP renewal thread ({e}); the lease will not be renewed");
+        }
+    }
     Ok(())
+}
+
+fn apply_lease(nl: &mut Rtnl, index: u32, name: &str, l: &crate::dhcp::Lease) -> Result<(), String> {
+    nl.request(add_address(index, l.address, l.prefix_len))?;
+    if let Some(gw) = l.router {
+        nl.request(default_route(index, gw))?;
+    }
+    log::info!(
+        "boot: management NIC {name}: DHCP lease {}/{} router {} from {} for {} s",
+        l.address,
+        l.prefix_len,
+        l.router.map_or_else(|| "none".to_string(), |r| r.to_string()),
+        l.server,
+        l.lease.as_secs()
+    );
+    Ok(())
+}
+
+/// Renews at T1 (unicast), rebinds at T2 (broadcast), starts over when the lease ran out.
+fn keep_lease(
+    mut client: crate::dhcp::Client,
+    mut nl: Rtnl,
+    index: u32,
+    name: &str,
+    mut lease: crate::dhcp::Lease,
+) {
+    let mut granted = Instant::now();
+    loop {
+        let since = granted.elapsed();
+        let (rebinding, next) = if since < lease.renew {
+            (false, lease.renew - since)
+        } else if since < lease.rebind {
+            (false, Duration::ZERO)
+        } else {
+            (true, Duration::ZERO)
+        };
+        std::thread::sleep(next.max(Duration::from_secs(1)));
+        let renewed = if granted.elapsed() >= lease.lease {
+            log::warn!(
+                "boot: management NIC {name}: the DHCP lease of {} ran out; leasing again",
+                lease.address
+            );
+            client.acquire(DHCP_TIMEOUT).map(Some)
+        } else {
+            client.renew(&lease, rebinding, Duration::from_secs(5))
+        };
+        match renewed {
+            Ok(Some(l)) => {
+                if l.address != lease.address || l.router != lease.router {
+                    if let Err(e) = apply_lease(&mut nl, index, name, &l) {
+                        log::error!("boot: management NIC {name}: applying the renewed lease: {e}");
+                    }
+                } else {
+                    log::info!(
+                        "boot: management NIC {name}: DHCP lease of {} renewed for {} s",
+                        l.address,
+                        l.lease.as_secs()
+                    );
+                }
+                lease = l;
+                granted = Instant::now();
+            }
+            Ok(None) => std::thread::sleep(Duration::from_secs(5)),
+            Err(e) => {
+                log::warn!("boot: management NIC {name}: DHCP: {e}");
+                std::thread::sleep(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// The NIC's hardware address, from sysfs.
+fn mac_of(name: &str) -> Result<[u8; 6], String> {
+    let text = std::fs::read_to_string(Path::new("/sys/class/net").join(name).join("address"))
+        .map_err(|e| e.to_string())?;
+    let bytes: Vec<u8> = text.trim().split(':').filter_map(|h| u8::from_str_radix(h, 16).ok()).collect();
+    bytes.try_into().map_err(|_| format!("unexpected address `{}`", text.trim()))
 }
 
 /// The interface index of `name`, from sysfs.

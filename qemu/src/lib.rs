@@ -32,6 +32,8 @@ pub enum Image {
     Kernel { kernel: PathBuf, initrd: PathBuf },
     /// The GPT disk image (UKI on its EFI system partition) booted by OVMF, as a box would.
     Disk(PathBuf),
+    /// The same disk image booted by a legacy BIOS (SeaBIOS, QEMU's default) through SYSLINUX.
+    BiosDisk(PathBuf),
 }
 
 /// What a data NIC is wired to.
@@ -152,6 +154,7 @@ impl Vm {
                 need("image", p, BUILD_HINT)?;
                 need("firmware", Path::new(OVMF), "apt-get install ovmf")?;
             }
+            Image::BiosDisk(p) => need("image", p, BUILD_HINT)?,
         }
         if let Some(c) = &self.config {
             need("configuration", c, "pass an existing nflet TOML file")?;
@@ -184,8 +187,10 @@ impl Vm {
                 let append = format!("console=ttyS0 panic=-1 {}", self.append).trim().to_string();
                 c.args(["-append", &append]);
             }
-            Image::Disk(p) => {
-                c.args(["-bios", OVMF]);
+            Image::Disk(p) | Image::BiosDisk(p) => {
+                if matches!(self.image, Image::Disk(_)) {
+                    c.args(["-bios", OVMF]);
+                }
                 c.arg("-drive").arg(format!("if=none,id=disk,format=raw,readonly=on,file={}", p.display()));
                 // Slot 2, before the data NICs' fixed slots.
                 c.args(["-device", "virtio-blk-pci,drive=disk,addr=0x2"]);

@@ -19,6 +19,9 @@ struct Args {
     /// Boot the GPT disk image through UEFI firmware instead of the kernel directly.
     #[arg(long)]
     disk: bool,
+    /// With --disk: boot it with a legacy BIOS (SeaBIOS + SYSLINUX) instead of OVMF.
+    #[arg(long, requires = "disk")]
+    bios: bool,
     /// nflet configuration handed to the guest by fw_cfg.
     #[arg(short, long)]
     config: Option<PathBuf>,
@@ -70,7 +73,9 @@ fn parse_forward(s: &str) -> Result<Forward, String> {
 
 fn main() -> ExitCode {
     let a = Args::parse();
-    let image = if a.disk {
+    let image = if a.disk && a.bios {
+        Image::BiosDisk(a.images.join("nflet.img"))
+    } else if a.disk {
         Image::Disk(a.images.join("nflet.img"))
     } else {
         Image::Kernel { kernel: a.images.join("vmlinuz"), initrd: a.images.join("initramfs.cpio") }

@@ -115,6 +115,10 @@ pub struct Management {
     pub listen: Option<u16>,
     /// Bearer token for state-changing requests; `None`: they are refused.
     pub token: Option<String>,
+    /// Where packet captures are written.
+    pub capture_dir: std::path::PathBuf,
+    /// Lease the address and default route by DHCP (`address = "dhcp"`).
+    pub dhcp: bool,
 }
 
 impl Config {
@@ -468,18 +472,17 @@ fn management(m: raw::RawManagement) -> Result<Management, (&'static str, String
             ),
         ));
     }
+    let dhcp = m.address.as_deref().map(str::trim) == Some("dhcp");
     let address = match m.address.as_deref().map(str::trim) {
-        None => None,
-        Some("dhcp") => {
-            return Err((
-                "address",
-                "DHCP is not supported yet: give a static address with its prefix length, \
-                 e.g. \"10.0.2.15/24\""
-                    .into(),
-            ))
-        }
+        None | Some("dhcp") => None,
         Some(text) => Some(ipv4_with_prefix(text).map_err(|msg| ("address", msg))?),
     };
+    if dhcp && m.gateway.is_some() {
+        return Err((
+            "gateway",
+            "with `address = \"dhcp\"` the default route comes from the lease; remove `gateway`".into(),
+        ));
+    }
     let gateway = match m.gateway.as_deref().map(str::trim) {
         None => None,
         Some(text) => {
@@ -512,6 +515,14 @@ fn management(m: raw::RawManagement) -> Result<Management, (&'static str, String
         gateway,
         listen: (m.listen != 0).then_some(m.listen),
         token: m.token,
+        capture_dir: match m.capture_dir {
+            Some(d) if d.trim().is_empty() => {
+                return Err(("capture_dir", "expected a directory path, got an empty string".into()))
+            }
+            Some(d) => d.into(),
+            None => crate::capture::DEFAULT_DIR.into(),
+        },
+        dhcp,
     })
 }
 

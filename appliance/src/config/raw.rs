@@ -49,15 +49,18 @@ pub struct RawManagement {
     /// The kernel's name for the management NIC.
     #[serde(default = "default_mgmt_iface")]
     pub iface: String,
-    /// `"10.0.2.15/24"` (or `"dhcp"`, refused for now); absent: the NIC is not configured.
+    /// `"10.0.2.15/24"` or `"dhcp"`; absent: the NIC is not configured.
     pub address: Option<String>,
     /// Default route via this IPv4 address.
     pub gateway: Option<String>,
     /// TCP port of the HTTP endpoint (`/status`, `/metrics`); 0: no endpoint.
     #[serde(default = "default_mgmt_listen")]
     pub listen: u16,
-    /// Bearer token for requests that change state (`POST /shutdown`); absent: none allowed.
+    /// Bearer token for requests that change state (`POST /shutdown`, `POST /capture`) and
+    /// capture downloads; absent: none allowed.
     pub token: Option<String>,
+    /// Directory for packet captures (created when missing); absent: /tmp/nflet-captures.
+    pub capture_dir: Option<String>,
 }
 
 fn default_mgmt_iface() -> String {

@@ -180,16 +180,33 @@ fn management_section_is_validated() {
             gateway: Some(Ipv4Addr::new(10, 0, 2, 2)),
             listen: Some(8080),
             token: None,
+            capture_dir: crate::capture::DEFAULT_DIR.into(),
+            dhcp: false,
         })
     );
     let c = Config::parse("t.toml", "[management]\niface = \"ens3\"\nlisten = 0\n").unwrap();
     assert_eq!(
         c.management,
-        Some(Management { iface: "ens3".into(), address: None, gateway: None, listen: None, token: None })
+        Some(Management {
+            iface: "ens3".into(),
+            address: None,
+            gateway: None,
+            listen: None,
+            token: None,
+            capture_dir: crate::capture::DEFAULT_DIR.into(),
+            dhcp: false
+        })
     );
+    let c = Config::parse("t.toml", "[management]\naddress = \"dhcp\"\n").unwrap();
+    assert_eq!(c.management.map(|m| (m.dhcp, m.address)), Some((true, None)));
 
     let cases: &[(&str, &str, usize, &str)] = &[
-        ("[management]\naddress = \"dhcp\"\n", "management.address", 2, "DHCP is not supported yet"),
+        (
+            "[management]\naddress = \"dhcp\"\ngateway = \"10.0.2.2\"\n",
+            "management.gateway",
+            3,
+            "comes from the lease",
+        ),
         ("[management]\ntoken = \"short\"\n", "management.token", 2, "at least 16 printable"),
         ("[management]\naddress = \"10.0.2.15\"\n", "management.address", 2, "e.g. \"10.0.2.15/24\""),
         ("[management]\naddress = \"10.0.2.15/33\"\n", "management.address", 2, "expected 1 to 32"),

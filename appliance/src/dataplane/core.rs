@@ -80,6 +80,8 @@ pub struct CoreLoop {
     pub publish: Arc<spin::Mutex<Snapshot>>,
     /// Packets after which the counters are noted as the end of a warm-up (benchmarks).
     pub warmup: u64,
+    /// Packet capture: this core's copy of matching frames (`crate::capture`).
+    pub tap: crate::capture::Tap,
     /// Where a new configuration arrives (live reload).
     pub mailbox: Arc<super::reload::Mailbox>,
 }
@@ -135,6 +137,7 @@ impl CoreLoop {
                 nf_steer = self.nf_steering(ports);
             }
             let start = clock.now();
+            self.tap.poll(start);
             let ctx = Ctx { now: start, core: self.id };
             let mut got = 0usize;
             for q in 0..self.rx.len() {
@@ -154,6 +157,7 @@ impl CoreLoop {
                         if let Some(l) = stats.port_lost.get_mut(usize::from(port.0)) {
                             *l = queue.lost();
                         }
+                        self.tap.rx(port, &w.rx);
                         self.ingest(port, steer, &mut w, &mut stats);
                         self.process(&ctx, &mut w, &mut stats);
                     }
@@ -324,6 +328,7 @@ impl CoreLoop {
                 }
             }
             if let Some(c) = chain {
+                self.tap.chain(c, &w.frames, &w.active);
                 let before = Instant::now();
                 self.pipeline.run(c, ctx, &mut w.frames, &mut w.metas, &mut w.verdicts, &w.active);
                 let spent = before.elapsed().as_nanos() as u64;
@@ -367,6 +372,7 @@ impl CoreLoop {
             let tally = stats.tx.get_mut(p);
             match self.tx.get_mut(p).and_then(|t| t.as_mut()) {
                 Some(q) => {
+                    self.tap.tx(p, pending);
                     let before: usize = pending.iter().map(PktBuf::len).sum();
                     let sent = q.tx_burst(pending, &mut self.pool);
                     let left: usize = pending.iter().map(PktBuf::len).sum();

@@ -31,6 +31,7 @@ use nflet_nfs::time::{Clock, MonotonicClock, Nanos};
 use self::core::{Control, CoreLoop, Steering};
 use self::open::{open_ports, CoreQueues, Offline};
 use self::stats::{CoreStats, Snapshot};
+use crate::capture::Tap;
 use crate::config::Config;
 use crate::port::{BufPool, PortError};
 use crate::traffic::streams::ProbeStats;
@@ -134,6 +135,8 @@ pub struct RunOptions<'a> {
     pub warmup: u64,
     /// Called about ten times a second with the latest merged counters (progress bars).
     pub progress: Option<&'a (dyn Fn(&Summary) + Sync)>,
+    /// Packet capture driven by the management endpoint; `None`: the cores never capture.
+    pub capture: Option<Arc<crate::capture::Hub>>,
     /// Where live reload requests come from (SIGHUP, the management endpoint).
     pub reload: Option<&'a reload::ReloadRequests>,
 }
@@ -146,6 +149,7 @@ impl std::fmt::Debug for RunOptions<'_> {
             .field("warmup", &self.warmup)
             .field("offline", &self.offline)
             .field("progress", &self.progress.is_some())
+            .field("capture", &self.capture.is_some())
             .field("reload", &self.reload.is_some())
             .finish()
     }
@@ -226,6 +230,7 @@ pub fn run_in_session(
             control: Arc::clone(&control),
             publish: Arc::clone(publish.get(c).unwrap_or(&publish[0])),
             warmup: opts.warmup,
+            tap: opts.capture.as_ref().map_or_else(Tap::off, |h| Tap::new(Arc::clone(h), c)),
             mailbox: Arc::clone(mailboxes.get(c).unwrap_or(&mailboxes[0])),
         })
         .collect();

@@ -159,6 +159,7 @@ output = "lan"
             let wan = Script { frames: VecDeque::new(), load: None };
             CoreLoop {
                 mailbox: Arc::default(),
+                tap: crate::capture::Tap::off(),
                 id: CoreId(c as u16),
                 cores: 2,
                 rx: vec![(PortId(0), Box::new(lan) as Box<dyn RxQueue>), (PortId(1), Box::new(wan))],

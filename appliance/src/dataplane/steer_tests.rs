@@ -182,6 +182,7 @@ output = "lan"
                 control: Arc::clone(&control),
                 publish: Arc::clone(&publish[c]),
                 warmup: 0,
+                tap: crate::capture::Tap::off(),
             }
         })
         .collect();

@@ -21,13 +21,16 @@ impl Response {
     pub fn to_bytes(&self) -> Vec<u8> {
         let reason = match self.status {
             200 => "OK",
+            201 => "Created",
             202 => "Accepted",
             400 => "Bad Request",
             401 => "Unauthorized",
             403 => "Forbidden",
             404 => "Not Found",
             405 => "Method Not Allowed",
+            409 => "Conflict",
             431 => "Request Header Fields Too Large",
+            500 => "Internal Server Error",
             504 => "Gateway Timeout",
             _ => "Error",
         };
@@ -53,6 +56,15 @@ pub fn bearer(head: &[u8]) -> Option<&str> {
     })
 }
 
+/// The query string of a request head (after `?`, before `#`), empty when there is none.
+pub fn query(head: &[u8]) -> &str {
+    let first = head.split(|b| *b == b'\n').next().unwrap_or_default();
+    let line = std::str::from_utf8(first).unwrap_or_default();
+    let target = line.split(' ').nth(1).unwrap_or_default();
+    let q = target.split_once('?').map_or("", |(_, q)| q);
+    q.split('#').next().unwrap_or_default()
+}
+
 /// The method and path of a `GET` or `POST` request head (query string removed), or the error
 /// response.
 pub fn parse_request(head: &[u8]) -> Result<(&str, &str), Response> {
@@ -72,7 +84,7 @@ pub fn parse_request(head: &[u8]) -> Result<(&str, &str), Response> {
         return Err(Response::text(400, "expected `GET /path HTTP/1.1`"));
     }
     if method != "GET" && method != "POST" {
-        return Err(Response::text(405, "only GET (and POST /shutdown) are supported"));
+        return Err(Response::text(405, "only GET and POST are supported"));
     }
     Ok((method, target.split(['?', '#']).next().unwrap_or(target)))
 }
@@ -113,6 +125,8 @@ mod tests {
             "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 10\r\n\
              Connection: close\r\n\r\nnot found\n"
         );
+        assert_eq!(query(b"POST /capture?point=rx:a&port=53#x HTTP/1.1\r\n\r\n"), "point=rx:a&port=53");
+        assert_eq!(query(b"GET /capture HTTP/1.1\r\n\r\n"), "");
         let text = String::from_utf8(Response::text(405, "x").to_bytes()).unwrap();
         assert!(text.contains("\r\nAllow: GET, POST\r\n"), "{text}");
     }

@@ -7,6 +7,8 @@
 //!   tenant and CPU time), core (busy time and ratio, a histogram of burst processing times),
 //!   NF instance (packets, drops by reason, its own counters) and state table (occupancy,
 //!   refusals, evictions, expiries);
+//! - `POST /capture?...`, `POST /capture/stop`, `GET /capture`, `GET /capture/file`: packet
+//!   capture to a pcap file (see [`crate::capture::http`]);
 //! - `GET /`: a status page (HTML and a little JavaScript, nothing loaded from elsewhere) with
 //!   live charts of throughput and drops per chain, drawn from `/status` once a second.
 //!
@@ -28,12 +30,14 @@ use std::time::{Duration, Instant};
 
 use nflet_nfs::drop::DropCounters;
 
+pub mod client;
 pub mod http;
 pub mod render;
 
-pub use self::http::{bearer, parse_request, Response, MAX_HEAD};
+pub use self::http::{bearer, parse_request, query, Response, MAX_HEAD};
 pub use self::render::{metrics, status_json};
 
+use crate::capture::Hub;
 use crate::config::{Config, Management};
 use crate::dataplane::reload::ReloadRequests;
 use crate::dataplane::stats::BurstHistogram;
@@ -51,6 +55,8 @@ pub struct Live {
     view: Mutex<View>,
     /// Per core, the busy time at the start of the current busy-ratio window.
     window: Mutex<(Instant, Vec<u64>)>,
+    /// Packet capture, driven from the endpoint and fed by the cores' taps.
+    pub capture: Arc<Hub>,
 }
 
 /// How long the busy ratio is averaged over.
@@ -140,11 +146,13 @@ impl Live {
             cores: config.settings.cores,
             view: Mutex::new(view),
             window: Mutex::new((Instant::now(), Vec::new())),
+            capture: Arc::new(Hub::new(config)),
         }
     }
 
     /// Takes the run loop's latest merged counters.
     pub fn update(&self, s: &Summary) {
+        self.capture.follow_chains(&s.chain_names);
         let t = &s.total;
         let ports = s
             .port_names
@@ -303,7 +311,7 @@ pub fn serve(
         log::error!("management endpoint: cannot start its thread: {e}; running without it");
         return None;
     }
-    log::info!("management endpoint on http://{bound}/ (/status, /metrics, POST /shutdown)");
+    log::info!("management endpoint on http://{bound}/ (/status, /metrics, /capture, POST /shutdown)");
     Some((live, bound))
 }
 
@@ -328,13 +336,42 @@ fn answer(mut stream: TcpStream, live: &Live, control: &Control) -> std::io::Res
         head.extend_from_slice(buf.get(..n).unwrap_or_default());
     }
     let response = match parse_request(&head) {
+        Ok(("GET", "/capture/file")) => match authorized(&head, control) {
+            Err(r) => r,
+            Ok(()) => match crate::capture::http::file(&live.capture) {
+                Ok((file, name)) => return send_file(stream, file, &name),
+                Err(r) => r,
+            },
+        },
+        Ok(("GET", "/capture")) => crate::capture::http::state(&live.capture),
         Ok(("GET", path)) => route(path, live),
         Ok((_, "/shutdown")) => shutdown(&head, control),
+        Ok((_, "/capture")) => match authorized(&head, control) {
+            Err(r) => r,
+            Ok(()) => crate::capture::http::start(&live.capture, query(&head)),
+        },
+        Ok((_, "/capture/stop")) => match authorized(&head, control) {
+            Err(r) => r,
+            Ok(()) => crate::capture::http::stop(&live.capture),
+        },
         Ok((_, "/reload")) => reload(&head, control),
-        Ok(_) => Response::text(405, "only GET (and POST /shutdown, /reload) are supported"),
+        Ok(_) => Response::text(405, "POST is for /shutdown, /reload, /capture and /capture/stop"),
         Err(r) => r,
     };
     stream.write_all(&response.to_bytes())?;
+    stream.flush()
+}
+
+/// Streams a pcap file as the response body.
+fn send_file(mut stream: TcpStream, mut file: std::fs::File, name: &str) -> std::io::Result<()> {
+    let len = file.metadata()?.len();
+    stream.set_write_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        stream,
+        "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.tcpdump.pcap\r\nContent-Length: {len}\r\n\
+         Content-Disposition: attachment; filename=\"{name}\"\r\nConnection: close\r\n\r\n"
+    )?;
+    std::io::copy(&mut file, &mut stream)?;
     stream.flush()
 }
 
@@ -388,7 +425,7 @@ pub fn route(path: &str, live: &Live) -> Response {
         "/" => {
             Response { status: 200, content_type: "text/html; charset=utf-8", body: STATUS_PAGE.to_string() }
         }
-        _ => Response::text(404, "not found; try /, /status or /metrics"),
+        _ => Response::text(404, "not found; try /, /status, /metrics or /capture"),
     }
 }
 
@@ -424,6 +461,8 @@ mod tests {
             gateway: None,
             listen: Some(8080),
             token: None,
+            capture_dir: crate::capture::DEFAULT_DIR.into(),
+            dhcp: false,
         };
         assert_eq!(bind_address(&m, false), IpAddr::V4(Ipv4Addr::LOCALHOST));
         assert_eq!(bind_address(&m, true), IpAddr::V4(Ipv4Addr::UNSPECIFIED));

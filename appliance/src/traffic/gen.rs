@@ -146,6 +146,7 @@ pub fn run_gen(
         warmup: 0,
         offline: None,
         progress: Some(&watch),
+        capture: None,
         reload: None,
     };
     let summary = run_in_session(&config, &run_opts, Arc::clone(&stop), &session).map_err(GenError::Start)?;

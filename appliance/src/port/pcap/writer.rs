@@ -136,6 +136,25 @@ impl PcapWriter {
         sent
     }
 
+    /// Appends one record with its own timestamp: `data` is the frame's first bytes,
+    /// `orig_len` its whole length (packet capture, which writes records a writer thread
+    /// gathered from several cores).
+    pub fn write_record(&mut self, ts: Duration, orig_len: u32, data: &[u8]) -> std::io::Result<()> {
+        let incl = data.get(..SNAPLEN as usize).unwrap_or(data);
+        let ts_sec = u32::try_from(ts.as_secs()).unwrap_or(u32::MAX);
+        let mut rec = [0u8; 16];
+        put_u32s(&mut rec, &[ts_sec, ts.subsec_micros(), incl.len() as u32, orig_len]);
+        self.out.write_all(&rec)?;
+        self.out.write_all(incl)?;
+        self.frames += 1;
+        Ok(())
+    }
+
+    /// Writes out what is buffered.
+    pub fn flush_file(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+
     fn flush_out(&mut self) {
         if self.failed {
             return;
