@@ -73,8 +73,8 @@ steps = ["nat", "gw"]
 "#,
         state = state.display(),
         // Several cores: each inside endpoint on the core its hash names. The port's own
-        // spreading may move a connection after the restart (Linux picks a new flow hash for
-        // a TCP connection on a retransmission timeout, and AF_PACKET fanout follows it).
+        // spreading may move a connection after the restart (seen here: Linux may pick a new
+        // flow hash for a TCP connection on a retransmission timeout, and fanout follows it).
         steer = cores > 1,
         pi = g.port_in,
         po = g.port_out,
