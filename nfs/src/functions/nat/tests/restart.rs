@@ -41,8 +41,15 @@ fn steer(nat: &Nat, frame: &[u8]) -> Option<CoreId> {
 
 #[test]
 fn restored_mappings_keep_their_ports_and_no_port_is_handed_out_twice() {
-    let dir = std::env::temp_dir().join(format!("nflet-nat-restart-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    struct Dir(std::path::PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let guard = Dir(std::env::temp_dir().join(format!("nflet-nat-restart-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&guard.0);
+    let dir = guard.0.clone();
     let config = format!("ports = \"3000-3015\"\nrefill_batch = 2\n{BASE}");
     // First run: core 0 uses its 8 ports and 1 refilled from core 1's share; core 1 maps 3.
     let mut kept: Vec<(usize, u16, u16)> = Vec::new(); // (core, inside port, public port)
@@ -94,5 +101,4 @@ fn restored_mappings_keep_their_ports_and_no_port_is_handed_out_twice() {
         }
     }
     assert_eq!(fresh.len() + restored.len(), 16, "the whole pool is used, nothing twice");
-    let _ = std::fs::remove_dir_all(&dir);
 }
