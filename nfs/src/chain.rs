@@ -196,6 +196,14 @@ impl Pipeline {
         exec.scratch.push(live);
     }
 
+    /// [`NetworkFunction::after_init`](crate::nf::NetworkFunction::after_init) of every NF:
+    /// call once every core's pipeline is built.
+    pub fn after_init(&mut self) {
+        for slot in &mut self.nfs {
+            slot.nf.after_init();
+        }
+    }
+
     /// Burst-boundary duties of every NF.
     pub fn housekeeping(&mut self, ctx: &Ctx) {
         for slot in &mut self.nfs {

@@ -138,6 +138,12 @@ pub trait NetworkFunction: Send + Sized + 'static {
     /// pay nothing for steering).
     const STEERS: bool = false;
 
+    /// Called once on every instance after the instances of *every* core exist, before
+    /// traffic flows: the moment to make global state agree with per-flow state re-attached
+    /// from a state directory (hitless restart; the NAT takes the public ports of restored
+    /// mappings out of its pool and records their owning core).
+    fn after_init(&mut self) {}
+
     /// Burst-boundary duties: sweeping idle entries, merging eventual state. Keep it short.
     fn housekeeping(&mut self, _ctx: &Ctx) {}
 

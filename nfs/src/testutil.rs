@@ -78,6 +78,27 @@ pub fn try_build<N: NetworkFunction>(config_toml: &str) -> Result<N, crate::nf::
     N::init(&cfg, &mut rt)
 }
 
+/// [`build`] with the NF's tables in state directory `dir` (re-attached when a previous
+/// build left them there), and `after_init` run as the dataplane does.
+pub fn build_in<N: NetworkFunction>(config_toml: &str, dir: &std::path::Path) -> N {
+    let cfg: N::Config = toml::from_str(config_toml).unwrap();
+    let state = std::sync::Arc::new(crate::state::StateDir::open(dir, 1).unwrap());
+    let mut arena = Arena::new(CoreId(0), 256 << 20, Backing::Normal).with_state_dir(state);
+    let mut shared = SharedRegistry::default();
+    let ports = ["inside".to_string(), "outside".to_string()];
+    let mut rt = InitCtx {
+        name: "under_test",
+        core: CoreId(0),
+        cores: 1,
+        ports: &ports,
+        arena: &mut arena,
+        shared: &mut shared,
+    };
+    let mut nf = N::init(&cfg, &mut rt).unwrap();
+    nf.after_init();
+    nf
+}
+
 /// Parses `frame` as arriving on `ingress` and runs it through `nf` at time `now`.
 pub fn run<N: NetworkFunction>(nf: &mut N, now: Nanos, ingress: u16, frame: &[u8]) -> Verdict {
     let mut f = frame.to_vec();

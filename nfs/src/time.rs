@@ -45,15 +45,23 @@ pub trait Clock: Send + Sync {
     fn now(&self) -> Nanos;
 }
 
-/// The real monotonic clock, counted from its creation.
+/// The real monotonic clock, counted from its creation (plus a starting value).
 #[derive(Debug, Clone)]
 pub struct MonotonicClock {
     origin: Instant,
+    base: Nanos,
 }
 
 impl MonotonicClock {
     pub fn new() -> Self {
-        MonotonicClock { origin: Instant::now() }
+        MonotonicClock::starting_at(Nanos::ZERO)
+    }
+
+    /// A clock that reads `base` now: a restarted appliance continues the time of the one
+    /// before it (see [`StateDir::continued_clock`](crate::state::StateDir::continued_clock)),
+    /// so the timestamps in re-attached tables keep their meaning.
+    pub fn starting_at(base: Nanos) -> Self {
+        MonotonicClock { origin: Instant::now(), base }
     }
 }
 
@@ -65,7 +73,7 @@ impl Default for MonotonicClock {
 
 impl Clock for MonotonicClock {
     fn now(&self) -> Nanos {
-        Nanos(u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX))
+        self.base.saturating_add(Nanos(u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)))
     }
 }
 

@@ -36,6 +36,8 @@ pub struct Settings {
     pub buffers_per_core: usize,
     pub frame_size: usize,
     pub idle_sleep_us: u64,
+    /// Where state tables live across restarts (`None`: anonymous memory).
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 /// True when `device` names a PCI device (`0000:00:04.0` or `00:04.0`) rather than a
@@ -194,6 +196,12 @@ fn validate(map: &SourceMap<'_>, raw: raw::RawConfig) -> Result<Config, ConfigEr
             format!("expected one CPU per worker core ({} of them), got {}", a.cores, a.cpus.len()),
         ));
     }
+    if a.state_dir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
+        return Err(bad(
+            "appliance.state_dir",
+            "expected a directory (on tmpfs or hugetlbfs, e.g. \"/dev/shm/nflet\"), got \"\"".to_string(),
+        ));
+    }
     let online = std::thread::available_parallelism().map_or(usize::MAX, |n| n.get());
     if let Some(cpu) = a.cpus.iter().find(|c| **c >= online) {
         return Err(bad(
@@ -213,6 +221,7 @@ fn validate(map: &SourceMap<'_>, raw: raw::RawConfig) -> Result<Config, ConfigEr
         buffers_per_core: a.buffers_per_core,
         frame_size: a.frame_size,
         idle_sleep_us: a.idle_sleep_us,
+        state_dir: a.state_dir.clone(),
     };
     let parse = ParsePolicy {
         fragments: raw.parse.fragments.into(),

@@ -90,6 +90,9 @@ pub struct RawAppliance {
     pub frame_size: usize,
     /// Microseconds to sleep after a run of empty polls (0 = busy-poll forever).
     pub idle_sleep_us: u64,
+    /// Directory (on tmpfs or hugetlbfs) holding the per-core state tables, so that a
+    /// restarted nflet re-attaches them (hitless restart). Absent: anonymous memory.
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for RawAppliance {
@@ -103,6 +106,7 @@ impl Default for RawAppliance {
             buffers_per_core: 4096,
             frame_size: 2048,
             idle_sleep_us: 50,
+            state_dir: None,
         }
     }
 }

@@ -241,3 +241,13 @@ fn management_section_is_validated() {
         assert!(shown.contains(needle), "`{shown}` should mention `{needle}`");
     }
 }
+
+#[test]
+fn state_dir_is_optional_and_not_empty() {
+    let base = "[[port]]\nname = \"a\"\nkind = \"sink\"\n";
+    assert_eq!(Config::parse("t.toml", base).unwrap().settings.state_dir, None);
+    let c = Config::parse("t.toml", &format!("[appliance]\nstate_dir = \"/dev/shm/n\"\n{base}")).unwrap();
+    assert_eq!(c.settings.state_dir.as_deref(), Some(std::path::Path::new("/dev/shm/n")));
+    let e = Config::parse("t.toml", &format!("[appliance]\nstate_dir = \"\"\n{base}")).unwrap_err();
+    assert!(e.to_string().contains("appliance.state_dir"), "{e}");
+}

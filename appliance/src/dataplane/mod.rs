@@ -25,8 +25,8 @@ use nflet_nfs::chain::{Chain, NfSlot, NfStats, Pipeline};
 use nflet_nfs::functions::AnyNf;
 use nflet_nfs::ids::CoreId;
 use nflet_nfs::nf::{InitCtx, NfError, SharedRegistry};
-use nflet_nfs::state::Arena;
-use nflet_nfs::time::MonotonicClock;
+use nflet_nfs::state::{Arena, StateDir, StateError};
+use nflet_nfs::time::{Clock, MonotonicClock, Nanos};
 
 use self::core::{Control, CoreLoop, Steering};
 use self::open::{open_ports, CoreQueues, Offline};
@@ -42,6 +42,7 @@ use crate::traffic::ProbeSession;
 pub enum StartError {
     Port(PortError),
     Nf { core: CoreId, nf: String, source: NfError },
+    State(StateError),
 }
 
 impl std::fmt::Display for StartError {
@@ -49,6 +50,7 @@ impl std::fmt::Display for StartError {
         match self {
             StartError::Port(e) => write!(f, "{e}"),
             StartError::Nf { core, nf, source } => write!(f, "NF `{nf}` on {core}: {source}"),
+            StartError::State(e) => write!(f, "{e}"),
         }
     }
 }
@@ -63,6 +65,21 @@ impl From<PortError> for StartError {
 
 /// Builds the pipelines of every core (NF instances with their state, chains).
 pub fn build_pipelines(config: &Config) -> Result<(Vec<Pipeline>, Vec<Arena>), StartError> {
+    build_pipelines_in(config, None)
+}
+
+/// Opens and locks the configured state directory, if any (`[appliance] state_dir`).
+pub fn open_state(config: &Config) -> Result<Option<Arc<StateDir>>, StartError> {
+    let Some(dir) = &config.settings.state_dir else { return Ok(None) };
+    Ok(Some(Arc::new(StateDir::open(dir, config.settings.cores).map_err(StartError::State)?)))
+}
+
+/// [`build_pipelines`], with every core's tables in `state` when given: re-attached when a
+/// previous instance left them there with the same layout (hitless restart).
+pub fn build_pipelines_in(
+    config: &Config,
+    state: Option<&Arc<StateDir>>,
+) -> Result<(Vec<Pipeline>, Vec<Arena>), StartError> {
     let cores = config.settings.cores;
     let mut shared = SharedRegistry::default();
     let ports = config.port_names();
@@ -71,6 +88,9 @@ pub fn build_pipelines(config: &Config) -> Result<(Vec<Pipeline>, Vec<Arena>), S
     for c in 0..cores {
         let core = CoreId(u16::try_from(c).unwrap_or(u16::MAX));
         let mut arena = Arena::new(core, config.settings.arena_bytes, config.settings.backing);
+        if let Some(dir) = state {
+            arena = arena.with_state_dir(Arc::clone(dir));
+        }
         let mut nfs = Vec::with_capacity(config.nfs.len());
         for (name, cfg) in &config.nfs {
             let mut rt = InitCtx { name, core, cores, ports: &ports, arena: &mut arena, shared: &mut shared };
@@ -88,6 +108,17 @@ pub fn build_pipelines(config: &Config) -> Result<(Vec<Pipeline>, Vec<Arena>), S
             .collect();
         pipelines.push(Pipeline::new(nfs, chains));
         arenas.push(arena);
+    }
+    for p in &mut pipelines {
+        p.after_init();
+    }
+    if let Some(dir) = state {
+        let (kept, cold) = arenas.iter().fold((0, 0), |(k, c), a| (k + a.persisted().0, c + a.persisted().1));
+        log::info!("state in {}: {kept} table(s) re-attached, {cold} started empty", dir.path().display());
+        let stale = dir.prune();
+        if !stale.is_empty() {
+            log::info!("state of tables no longer configured removed: {}", stale.join(", "));
+        }
     }
     Ok((pipelines, arenas))
 }
@@ -162,7 +193,8 @@ pub fn run_in_session(
     session: &ProbeSession,
 ) -> Result<Summary, StartError> {
     let cores = config.settings.cores;
-    let (pipelines, _arenas) = build_pipelines(config)?;
+    let state = open_state(config)?;
+    let (pipelines, _arenas) = build_pipelines_in(config, state.as_ref())?;
     let CoreQueues { rx, tx, sinks, analyzers } = open_ports(config, opts.offline.as_ref(), session)?;
     let control = Arc::new(Control::default());
     control.live_inputs.store(cores, Ordering::Release);
@@ -204,7 +236,19 @@ pub fn run_in_session(
         .collect();
     // The configuration running now: `config` until a live reload replaces it.
     let mut reloaded: Option<Config> = None;
-    let clock = MonotonicClock::new();
+    // With state carried over, time continues from where the previous instance left it, so
+    // the timestamps in re-attached tables keep their meaning.
+    let clock =
+        MonotonicClock::starting_at(state.as_ref().and_then(|s| s.continued_clock()).unwrap_or(Nanos::ZERO));
+    let save_clock = || {
+        if let Some(s) = &state {
+            if let Err(e) = s.save_clock(clock.now()) {
+                log::warn!("saving the clock in {}: {e}", s.path().display());
+            }
+        }
+    };
+    save_clock();
+    let mut clock_saved = Instant::now();
     let started = Instant::now();
     let per_core: Vec<CoreStats> = std::thread::scope(|s| {
         let handles: Vec<_> = loops
@@ -241,6 +285,10 @@ pub fn run_in_session(
             if stop.load(Ordering::Relaxed) || timed_out {
                 control.stop.store(true, Ordering::Relaxed);
             }
+            if clock_saved.elapsed() >= Duration::from_secs(1) {
+                save_clock();
+                clock_saved = Instant::now();
+            }
             let current = reloaded.as_ref().unwrap_or(config);
             if let Some(replies) = opts.reload.and_then(|r| r.take()) {
                 let alive = || handles.iter().all(|h| h.as_ref().is_ok_and(|h| !h.is_finished()));
@@ -272,6 +320,8 @@ pub fn run_in_session(
         }
         handles.into_iter().filter_map(|h| h.ok()).filter_map(|h| h.join().ok()).collect()
     });
+    // The cores have stopped: the tables hold their last state, stamped on this clock.
+    save_clock();
     let snaps: Vec<Snapshot> = publish.iter().map(|p| p.lock().clone()).collect();
     let mut summary = merge(&snaps, started.elapsed(), reloaded.as_ref().unwrap_or(config), &sinks);
     summary.cores = per_core;

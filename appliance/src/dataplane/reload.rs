@@ -201,6 +201,13 @@ pub fn plan(new: &Config, keep: &[String]) -> Result<Vec<Plan>, String> {
         }
         plans.push(Plan { nfs, chains: chains.clone(), selector: selector.clone() });
     }
+    for p in &mut plans {
+        for next in &mut p.nfs {
+            if let NextNf::Fresh(slot) = next {
+                slot.nf.after_init();
+            }
+        }
+    }
     Ok(plans)
 }
 

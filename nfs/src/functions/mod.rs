@@ -95,6 +95,13 @@ macro_rules! registry {
                 }
             }
 
+            /// See [`NetworkFunction::after_init`].
+            pub fn after_init(&mut self) {
+                match self {
+                    $(AnyNf::$variant(nf) => nf.after_init(),)*
+                }
+            }
+
             pub fn housekeeping(&mut self, ctx: &Ctx) {
                 match self {
                     $(AnyNf::$variant(nf) => nf.housekeeping(ctx),)*

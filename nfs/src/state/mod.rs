@@ -16,17 +16,21 @@
 mod arena;
 mod eventual;
 mod owners;
+mod persist;
 mod release;
 mod table;
 
 pub use arena::{Arena, Backing, Region, StateError};
 pub use eventual::{Delta, Eventual};
 pub use owners::OwnerMap;
+pub use persist::{StateDir, LAYOUT_VERSION};
 pub use release::{Release, Splittable};
 pub use table::{
     Entry, FlowIdx, FlowTable, FullPolicy, SlotHeader, TableFull, TableSpec, TableStats, TableView,
 };
 
+#[cfg(test)]
+mod persist_tests;
 #[cfg(test)]
 mod table_tests;
 

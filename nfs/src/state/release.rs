@@ -118,6 +118,12 @@ impl<R: Splittable> Release<R> {
         self.shared.reserve.lock().available()
     }
 
+    /// Runs `f` on the common reserve, under its lock (start-up reconciliation, not the
+    /// packet path).
+    pub fn with_reserve<T>(&self, f: impl FnOnce(&mut R) -> T) -> T {
+        f(&mut self.shared.reserve.lock())
+    }
+
     /// How many times this core refilled from the reserve.
     pub fn rebalances(&self) -> u64 {
         self.rebalances

@@ -153,13 +153,19 @@ impl<E: Entry> FlowTable<E> {
             table: name.to_string(),
             detail: format!("capacity {} is too large", spec.capacity),
         })?;
-        let slots = arena.region::<E>(name, nslots)?;
+        let slots = arena.region_for::<E>(name, nslots, spec.capacity)?;
+        // A re-attached region keeps its entries (expired ones too: the sweep reclaims them).
+        let len = if slots.restored() {
+            slots.as_slice().iter().filter(|s| s.header().occupied != 0).count()
+        } else {
+            0
+        };
         Ok(FlowTable {
             name: name.to_string(),
             slots,
             mask: nslots - 1,
             spec,
-            len: 0,
+            len,
             cursor: 0,
             stats: TableStats { capacity: spec.capacity as u64, ..TableStats::default() },
         })
@@ -274,6 +280,11 @@ impl<E: Entry> FlowTable<E> {
     /// Every occupied entry (expired or not), writable.
     pub fn values_mut(&mut self) -> impl Iterator<Item = &mut E> + '_ {
         self.slots.as_mut_slice().iter_mut().filter(|s| s.header().occupied != 0)
+    }
+
+    /// True when the table was re-attached with a previous instance's entries.
+    pub fn restored(&self) -> bool {
+        self.slots.restored()
     }
 
     /// Number of slots (a power of two, at least 4/3 of the capacity).

@@ -2,8 +2,11 @@
 //! namespaces. Data is a deterministic byte stream so the receiver can check it byte-exact.
 //!
 //! Modes (all print one result line on stdout):
-//!   tcp-serve PORT                 accept one connection, read to EOF: `bytes=N hash=H`
-//!   tcp-send ADDR PORT BYTES       connect, send BYTES of the stream: `sent=N hash=H`
+//!   tcp-serve PORT [show-peer]     accept one connection, read to EOF: `bytes=N hash=H`
+//!                                  (with `show-peer`, first `from=IP:PORT` of the client,
+//!                                  and `gap_ms=G` before the result: the longest stall)
+//!   tcp-send ADDR PORT BYTES [BPS] connect, send BYTES of the stream (at most BPS bytes a
+//!                                  second if given): `sent=N hash=H`
 //!   tcp-probe ADDR PORT MS         try to connect within MS: `connected` or `failed`
 //!   udp-echo PORT COUNT            echo COUNT datagrams back to their sender: `echoed=N`
 //!   udp-ping ADDR PORT COUNT MS    send COUNT datagrams, count replies: `replies=N`
@@ -46,15 +49,22 @@ fn main() {
             let port: u16 = arg(&args, 2, "PORT");
             let l = TcpListener::bind(("0.0.0.0", port)).expect("bind");
             println!("listening");
-            let (mut s, _) = l.accept().expect("accept");
+            let (mut s, from) = l.accept().expect("accept");
+            let show_peer = args.get(3).map(String::as_str) == Some("show-peer");
+            if show_peer {
+                println!("from={from}");
+            }
             let (mut n, mut h) = (0u64, 0xcbf2_9ce4_8422_2325u64);
             let mut buf = vec![0u8; 65536];
+            let (mut last, mut gap) = (std::time::Instant::now(), Duration::ZERO);
             loop {
                 match s.read(&mut buf) {
                     Ok(0) => break,
                     Ok(k) => {
                         fnv(&mut h, &buf[..k]);
                         n += k as u64;
+                        gap = gap.max(last.elapsed());
+                        last = std::time::Instant::now();
                     }
                     Err(e) => {
                         eprintln!("peer: read: {e}");
@@ -62,17 +72,30 @@ fn main() {
                     }
                 }
             }
+            if show_peer {
+                // The longest wait between two reads: how long the stream stood still.
+                println!("gap_ms={}", gap.as_millis());
+            }
             println!("bytes={n} hash={h:016x}");
         }
         "tcp-send" => {
             let addr: std::net::IpAddr = arg(&args, 2, "ADDR");
             let port: u16 = arg(&args, 3, "PORT");
             let total: u64 = arg(&args, 4, "BYTES");
+            let bps: Option<u64> = args.get(5).map(|_| arg(&args, 5, "BPS"));
             let mut s = TcpStream::connect_timeout(&SocketAddr::new(addr, port), Duration::from_secs(5))
                 .expect("connect");
             let (mut i, mut h) = (0u64, 0xcbf2_9ce4_8422_2325u64);
-            let mut buf = vec![0u8; 65536];
+            let mut buf = vec![0u8; if bps.is_some() { 16384 } else { 65536 }];
+            let start = std::time::Instant::now();
             while i < total {
+                if let Some(bps) = bps.filter(|b| *b > 0) {
+                    // Paced: do not run ahead of BPS bytes per second.
+                    let due = Duration::from_secs_f64(i as f64 / bps as f64);
+                    if let Some(wait) = due.checked_sub(start.elapsed()) {
+                        std::thread::sleep(wait);
+                    }
+                }
                 let k = (total - i).min(buf.len() as u64) as usize;
                 for (j, b) in buf[..k].iter_mut().enumerate() {
                     *b = stream_byte(i + j as u64);

@@ -205,3 +205,28 @@ fn icmp_errors_about_tracked_connections_pass() {
     assert_eq!(counter(&fw, "related_icmp"), 1);
     assert_eq!(counter(&fw, "denied_new"), 2);
 }
+
+#[test]
+fn connections_survive_a_restart_with_a_state_directory() {
+    let dir = std::env::temp_dir().join(format!("nflet-fw-restart-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let t = Nanos::from_secs(10);
+    {
+        let mut fw: Firewall = crate::testutil::build_in(POLICY, &dir);
+        assert_eq!(run(&mut fw, t, IN, &tcp4(CLIENT, 40000, SERVER, 443, SYN)), Verdict::Continue);
+        assert_eq!(run(&mut fw, t, OUT, &tcp4(SERVER, 443, CLIENT, 40000, SYNACK)), Verdict::Continue);
+        assert_eq!(run(&mut fw, t, IN, &tcp4(CLIENT, 40000, SERVER, 443, ACK)), Verdict::Continue);
+    }
+    // The next instance (its clock continued) lets the server's data through; a fresh one
+    // would not know the connection.
+    let later = Nanos::from_secs(11);
+    let mut fw: Firewall = crate::testutil::build_in(POLICY, &dir);
+    assert_eq!(run(&mut fw, later, OUT, &tcp4(SERVER, 443, CLIENT, 40000, ACK)), Verdict::Continue);
+    assert_eq!(counter(&fw, "allowed_new"), 0);
+    let mut fresh: Firewall = build(POLICY);
+    assert_eq!(
+        run(&mut fresh, later, OUT, &tcp4(SERVER, 443, CLIENT, 40000, ACK)),
+        Verdict::Drop(DropReason::FirewallDeny)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

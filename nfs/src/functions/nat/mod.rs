@@ -42,6 +42,18 @@
 //!
 //! With one core, everything here holds without restriction.
 //!
+//! # Restart
+//!
+//! With a state directory the mapping tables are re-attached by a restarted appliance
+//! (`state/arena.rs`), but the pools and the owner map are built afresh and would hand the
+//! restored mappings' public ports out again. So every core's instance lists the ports its
+//! restored mappings hold (`init`), and once every core's instance exists
+//! ([`NetworkFunction::after_init`]) each takes all listed ports out of its share and the
+//! reserve, and claims its own in the owner map: no port is both in a pool and in a mapping,
+//! and replies steer to the core holding the mapping. A restored mapping keeps its public
+//! endpoint only while that address is still in `public` and the port in `ports` (a changed
+//! pool leaves it to expire unanswered, and its port is not given back).
+//!
 //! # Choices and limits
 //!
 //! - Paired address pooling (RFC 4787 REQ-2): an inside address always maps to the same pool
@@ -121,10 +133,16 @@ pub struct Nat {
     core: CoreId,
     cores: usize,
     freed: Vec<Freed>,
+    /// Public ports held by restored mappings on every core, until [`Nat::after_init`] has
+    /// taken them out of this core's pools.
+    restored: Option<Arc<Restored>>,
     /// Per-burst (outbound?, endpoint hash) of the packets to prefetch; reused, not reallocated.
     scratch: Vec<(bool, u32)>,
     c: Counters,
 }
+
+/// (pool index, public slot, core holding the mapping) of every restored mapping.
+type Restored = spin::Mutex<Vec<(usize, Slot, CoreId)>>;
 
 /// Which pool serves `proto`.
 fn pool_index(proto: u8) -> Option<usize> {
@@ -169,6 +187,20 @@ impl NetworkFunction for Nat {
             owners.claim(i, p.local(), rt.core);
         }
         let maps = Mappings::new(rt.arena, rt.name, config.mappings)?;
+        // Every core's instance takes every core's restored ports out of its share.
+        let restored = rt.global_read("restored", || Ok(Restored::default()))?;
+        if maps.out.restored() {
+            let mut held = restored.lock();
+            for e in maps.out.iter(Nanos::ZERO) {
+                let m = &e.value;
+                let (Some(pool), Some(a)) = (pool_index(e.key.proto), s.public_index(m.public_addr)) else {
+                    continue;
+                };
+                if (s.ports.lo..=s.ports.hi).contains(&m.public_port) {
+                    held.push((pool, Slot::new(a, m.public_port), rt.core));
+                }
+            }
+        }
         let frags =
             Fragments::new(rt.arena, rt.name, config.fragments, Nanos::from_secs(s.timeouts.fragment))?;
         // Seed: the configuration and the core, so cores and appliances differ.
@@ -185,6 +217,7 @@ impl NetworkFunction for Nat {
             core: rt.core,
             cores: rt.cores.max(1),
             freed: Vec::with_capacity(SWEEP_PER_BURST),
+            restored: Some(restored),
             scratch: Vec::with_capacity(256),
             c: Counters::default(),
         })
@@ -233,6 +266,27 @@ impl NetworkFunction for Nat {
     #[inline]
     fn steer(&self, meta: &Meta, frame: &[u8]) -> Option<CoreId> {
         self.owner_core(meta, frame)
+    }
+
+    /// Takes the public ports of every core's restored mappings out of this core's pool
+    /// shares and the reserve (see the module doc, "Restart").
+    fn after_init(&mut self) {
+        let Some(list) = self.restored.take() else { return };
+        let held = list.lock().clone();
+        let mut mine = 0usize;
+        for (pool, slot, core) in held {
+            if let Some(p) = self.pools.get_mut(pool) {
+                p.local().take(slot);
+                p.with_reserve(|r| r.take(slot));
+            }
+            if core == self.core {
+                self.owners.claim_slot(pool, slot, core);
+                mine += 1;
+            }
+        }
+        if mine > 0 {
+            log::info!("{}: NAT kept {mine} restored mapping(s) and their public ports", self.core);
+        }
     }
 
     fn housekeeping(&mut self, ctx: &Ctx) {
@@ -303,6 +357,10 @@ impl Nat {
         self.c.expired_mappings += self.freed.len() as u64;
         for p in self.freed.drain(..) {
             let (Some(i), Some(a)) = (pool_index(p.proto), self.s.public_index(p.addr)) else { continue };
+            // A mapping restored from before a change of `ports` holds a port outside them.
+            if !(self.s.ports.lo..=self.s.ports.hi).contains(&p.port) {
+                continue;
+            }
             if let Some(pool) = self.pools.get_mut(i) {
                 pool.local().put(Slot::new(a, p.port));
             }

@@ -70,6 +70,13 @@ impl PortOwners {
         }
     }
 
+    /// Records that `core` holds public `slot` of pool `pool` (a restored mapping's port).
+    pub fn claim_slot(&self, pool: usize, slot: Slot, core: CoreId) {
+        if let (Some(map), Some(u)) = (self.maps.get(pool), self.unit(slot.addr(), slot.port())) {
+            map.claim(u, core);
+        }
+    }
+
     /// The core owning public `slot` of pool `pool`, if any core has held it.
     #[inline]
     pub fn owner(&self, pool: usize, slot: Slot) -> Option<CoreId> {

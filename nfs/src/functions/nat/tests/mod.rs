@@ -19,6 +19,7 @@ mod fragments;
 mod hairpin;
 mod icmp;
 mod mapping;
+mod restart;
 
 const IN: u16 = 0;
 const OUT: u16 = 1;
