@@ -155,6 +155,9 @@ fn usage_adds_up_across_cores_and_idle_bills_nothing() {
     // Idle: at least two whole usage intervals without a packet.
     sleep(Duration::from_millis(3500));
     let m = metrics(listen);
+    // The veths are up, and the endpoint says so.
+    assert_eq!(sample(&m, "nflet_port_link_up{port=\"a\"}"), 1.0);
+    assert_eq!(sample(&m, "nflet_port_link_up{port=\"b\"}"), 1.0);
     let (out, err) = nflet.stop();
     let files = records(&dir);
     let _ = std::fs::remove_dir_all(&dir);

@@ -52,6 +52,8 @@ pub const STATUS_PAGE: &str = include_str!("status.html");
 pub struct Live {
     started: Instant,
     cores: usize,
+    /// Where each port's link state is read, when asked.
+    links: Vec<crate::port::LinkSource>,
     view: Mutex<View>,
     /// Per core, the busy time at the start of the current busy-ratio window.
     window: Mutex<(Instant, Vec<u64>)>,
@@ -77,6 +79,8 @@ pub struct View {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PortView {
     pub name: String,
+    /// `up`, `down` or `virtual` ([`LinkSource::state`](crate::port::LinkSource::state)), read per request.
+    pub link: &'static str,
     pub rx_packets: u64,
     pub rx_bytes: u64,
     pub tx_packets: u64,
@@ -144,6 +148,7 @@ impl Live {
         Live {
             started: Instant::now(),
             cores: config.settings.cores,
+            links: config.ports.iter().map(|p| crate::port::LinkSource::of(&p.kind)).collect(),
             view: Mutex::new(view),
             window: Mutex::new((Instant::now(), Vec::new())),
             capture: Arc::new(Hub::new(config)),
@@ -163,6 +168,7 @@ impl Live {
                 let tx = t.tx.get(i).copied().unwrap_or_default();
                 PortView {
                     name: name.clone(),
+                    link: "",
                     rx_packets: rx.packets,
                     rx_bytes: rx.bytes,
                     tx_packets: tx.packets,
@@ -256,6 +262,9 @@ impl Live {
         let mut v = self.view.lock().unwrap_or_else(|p| p.into_inner()).clone();
         v.uptime_s = self.started.elapsed().as_secs_f64();
         v.cores = self.cores;
+        for (p, link) in v.ports.iter_mut().zip(&self.links) {
+            p.link = link.state();
+        }
         v
     }
 }
@@ -525,6 +534,7 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(100));
             };
             assert_eq!(status["ports"][0]["name"], "gen");
+            assert_eq!(status["ports"][0]["link"], "virtual");
             assert_eq!(status["ports"][1]["name"], "sink");
             assert!(status["ports"][0]["rx"].as_u64().unwrap() > 0, "{status}");
             assert_eq!(status["chains"][0]["name"], "main");

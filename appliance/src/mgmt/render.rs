@@ -13,7 +13,7 @@ pub fn status_json(v: &View) -> String {
         .iter()
         .map(|p| {
             serde_json::json!({
-                "name": p.name, "rx": p.rx_packets, "tx": p.tx_packets, "lost": p.lost,
+                "name": p.name, "link": p.link, "rx": p.rx_packets, "tx": p.tx_packets, "lost": p.lost,
                 "rx_bytes": p.rx_bytes, "tx_bytes": p.tx_bytes,
             })
         })
@@ -121,6 +121,15 @@ pub fn metrics(v: &View) -> String {
         "counter",
         "Frames the port lost before nflet saw them.",
         per_port(|p| p.lost),
+    );
+    e.family(
+        "nflet_port_link_up",
+        "gauge",
+        "1 when the port's link is up (NICs and interfaces; virtual ports are not listed).",
+        v.ports
+            .iter()
+            .filter(|p| p.link != "virtual")
+            .map(|p| (labels(&[("port", &p.name)]), u8::from(p.link == "up").to_string())),
     );
     let per_chain = |f: fn(&ChainView) -> String| -> Vec<(String, String)> {
         v.chains.iter().map(|c| (labels(&[("chain", &c.name), ("tenant", &c.tenant)]), f(c))).collect()
@@ -317,6 +326,7 @@ mod tests {
             cores: 2,
             ports: vec![PortView {
                 name: "in\"side".into(),
+                link: "up",
                 rx_packets: 5,
                 rx_bytes: 300,
                 tx_packets: 4,
@@ -343,7 +353,7 @@ mod tests {
         assert_eq!(doc["cores"], 2);
         assert_eq!(
             doc["ports"],
-            serde_json::json!([{ "name": "in\"side", "rx": 5, "tx": 4, "lost": 1, "rx_bytes": 300, "tx_bytes": 240 }])
+            serde_json::json!([{ "name": "in\"side", "link": "up", "rx": 5, "tx": 4, "lost": 1, "rx_bytes": 300, "tx_bytes": 240 }])
         );
         assert_eq!(
             doc["chains"],
@@ -360,6 +370,7 @@ mod tests {
             "nflet_port_rx_packets_total{port=\"in\\\"side\"} 5",
             "nflet_port_tx_bytes_total{port=\"in\\\"side\"} 240",
             "nflet_port_lost_total{port=\"in\\\"side\"} 1",
+            "nflet_port_link_up{port=\"in\\\"side\"} 1",
             "nflet_chain_dropped_total{chain=\"out\",tenant=\"acme\"} 1",
             "nflet_drops_total{reason=\"truncated\"} 1",
             "nflet_drops_total{reason=\"unknown_ethertype\"} 0",

@@ -109,3 +109,50 @@ impl std::fmt::Display for PortError {
 }
 
 impl std::error::Error for PortError {}
+
+/// Where a port's link state comes from, for the management endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkSource {
+    /// A Linux interface (AF_PACKET port): its `operstate`.
+    Iface(String),
+    /// A DPDK device (PCI address or vdev spec): the driver's link status.
+    Dpdk(String),
+    /// Generators, sinks, captures: no link.
+    Virtual,
+}
+
+impl LinkSource {
+    pub fn of(kind: &crate::config::RawPortKind) -> LinkSource {
+        use crate::config::RawPortKind;
+        match kind {
+            RawPortKind::AfPacket(a) => LinkSource::Iface(a.iface.clone()),
+            RawPortKind::Dpdk(d) => LinkSource::Dpdk(d.device.clone()),
+            RawPortKind::Generator(_)
+            | RawPortKind::Sink
+            | RawPortKind::Pcap(_)
+            | RawPortKind::Analyzer(_) => LinkSource::Virtual,
+        }
+    }
+
+    /// `up`, `down` (no carrier, or the interface or NIC is gone) or `virtual`.
+    pub fn state(&self) -> &'static str {
+        match self {
+            LinkSource::Iface(iface) => {
+                match std::fs::read_to_string(format!("/sys/class/net/{iface}/operstate")) {
+                    // `unknown`: drivers without carrier reporting (tun, some virtual NICs)
+                    // pass traffic while up.
+                    Ok(s) if matches!(s.trim(), "up" | "unknown") => "up",
+                    _ => "down",
+                }
+            }
+            #[cfg(feature = "dpdk")]
+            LinkSource::Dpdk(device) => match dpdk::port_state(device) {
+                Some((link, _)) if link.up => "up",
+                _ => "down",
+            },
+            #[cfg(not(feature = "dpdk"))]
+            LinkSource::Dpdk(_) => "down",
+            LinkSource::Virtual => "virtual",
+        }
+    }
+}
