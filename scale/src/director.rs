@@ -1,0 +1,501 @@
+//! The director: per packet, which worker processes it and with which logical clock; per
+//! tick, the scaling and replication decisions. It performs none of them.
+//!
+//! Per packet ([`Director::steer`]): look the flow up (direction-normalised key), detect
+//! whether the packet starts a flowlet ([`crate::flowlet`]), and if so estimate the flowlet's
+//! demand ([`crate::demand`]) and assign it under the configured [`Policy`]
+//! ([`crate::assign`] for SNF); then number the packet with the flow's next logical clock and
+//! count it as drained to its worker ([`crate::load`]).
+//!
+//! Per tick ([`Director::tick`], meant to run once per load bucket, 500 µs by default): move
+//! the load windows, fire the flows' timers — half the flowlet timeout after a flow's last
+//! packet choose its replication targets ([`crate::replicate`]), past the timeout end its
+//! flowlet — then apply the launch and retire rules ([`crate::scaling`]) and, rarely, sweep
+//! flows idle for the flow idle timeout. Each flow has at most one timer queued, so the queue
+//! is bounded by the flow table.
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
+
+use nflet_nfs::flow::{core_for, FlowKey};
+use nflet_nfs::ids::Bytes;
+use nflet_nfs::rng::Rng;
+use nflet_nfs::time::Nanos;
+
+use crate::assign::{pack, Candidate};
+use crate::config::{ConfigError, DirectorConfig, Policy};
+use crate::demand::{ewma, measured_rate, GlobalAverage};
+use crate::flowlet::{detect, FlowTable, FlowletStart, FlowletStats, TableCounters};
+use crate::replicate::{choose, Replicas};
+use crate::scaling::{NotPending, Pool, ScaleDecision, Worker};
+use crate::units::{LogicalClock, Rate, WorkerId};
+
+/// Where the worker assigned a new flowlet gets the flow's state from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateSource {
+    /// The flow's first flowlet: the state starts empty.
+    Fresh,
+    /// The worker processed the previous flowlet: the state is local.
+    Local,
+    /// The state was pushed to the worker proactively by `from`; it checks the clock rule and
+    /// pulls only if lingering packets made the copy stale.
+    Replica { from: WorkerId },
+    /// The state must be pulled from `from`, the previous owner, before processing.
+    Pull { from: WorkerId },
+}
+
+impl StateSource {
+    /// The worker the state comes from when it has to move.
+    pub fn moves_from(self) -> Option<WorkerId> {
+        match self {
+            StateSource::Replica { from } | StateSource::Pull { from } => Some(from),
+            StateSource::Fresh | StateSource::Local => None,
+        }
+    }
+}
+
+/// The decision taken at the first packet of a flowlet.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FlowletAssignment {
+    pub reason: FlowletStart,
+    pub state: StateSource,
+    /// The demand the flowlet was packed with.
+    pub demand: Rate,
+    /// No worker had room for it.
+    pub overflow: bool,
+}
+
+/// Where a packet goes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Steer {
+    /// A tracked flow's packet: its worker, its logical clock (the state metadata the packet
+    /// carries), and the assignment when the packet starts a flowlet (its clock is the
+    /// flowlet's logical clock).
+    Flow { worker: WorkerId, clock: LogicalClock, start: Option<FlowletAssignment> },
+    /// The flow table is full: steered by flow hash over the active workers, no state moves.
+    Untracked { worker: WorkerId },
+    /// No active worker (cannot happen with a validated config; counted).
+    NoWorker,
+}
+
+impl Steer {
+    pub fn worker(&self) -> Option<WorkerId> {
+        match *self {
+            Steer::Flow { worker, .. } | Steer::Untracked { worker } => Some(worker),
+            Steer::NoWorker => None,
+        }
+    }
+}
+
+/// A flow's state is to be pushed proactively (SNF §5.2.1) from its owner to these workers,
+/// tagged with the clock of the flow's last packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replication {
+    pub flow: FlowKey,
+    pub from: WorkerId,
+    pub to: Replicas,
+    pub clock: LogicalClock,
+}
+
+/// What [`Director::tick`] asks the caller to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Scale(ScaleDecision),
+    Replicate(Replication),
+}
+
+/// Running totals; a test asserts exact deltas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DirectorCounters {
+    pub packets: u64,
+    pub flowlets: u64,
+    pub new_flows: u64,
+    pub idle_starts: u64,
+    pub size_starts: u64,
+    pub realloc_starts: u64,
+    pub state_local: u64,
+    pub state_replica: u64,
+    pub state_pull: u64,
+    pub overflows: u64,
+    pub untracked: u64,
+    pub no_worker: u64,
+    pub replications: u64,
+    pub launches: u64,
+    pub retirements: u64,
+}
+
+/// The director's record of one flow.
+#[derive(Debug, Clone, Copy)]
+struct FlowRecord {
+    flowlet: FlowletStats,
+    owner: WorkerId,
+    /// Demand estimate of the current (or last) flowlet.
+    demand: Rate,
+    /// Measured rate of the last ended flowlet, for the next estimate.
+    measured: Option<Rate>,
+    /// The current flowlet is counted on its owner.
+    active: bool,
+    clock: LogicalClock,
+    replicas: Replicas,
+    /// The flow's clock when the replicas were chosen; they hold current state only while the
+    /// flow's clock has not moved since.
+    replicas_clock: Option<LogicalClock>,
+    timer_armed: bool,
+    epoch: u64,
+}
+
+impl FlowRecord {
+    fn fresh_replicas(&self) -> Option<&Replicas> {
+        (self.replicas_clock == Some(self.clock)).then_some(&self.replicas)
+    }
+}
+
+/// A flow's next timer; ordered by due time only.
+#[derive(Debug, Clone, Copy)]
+struct Timer {
+    due: Nanos,
+    key: FlowKey,
+}
+
+impl PartialEq for Timer {
+    fn eq(&self, other: &Self) -> bool {
+        self.due == other.due
+    }
+}
+impl Eq for Timer {}
+impl PartialOrd for Timer {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Timer {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.due.cmp(&other.due)
+    }
+}
+
+/// A read-only view of a tracked flow (tests, management).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FlowView {
+    pub owner: WorkerId,
+    pub clock: LogicalClock,
+    pub flowlet: FlowletStats,
+    pub flowlet_active: bool,
+    pub demand: Rate,
+    /// Replication targets holding the flow's current state.
+    pub replicas: Option<Replicas>,
+}
+
+/// The scale-out director (one per steering point; no shared state).
+#[derive(Debug)]
+pub struct Director {
+    cfg: DirectorConfig,
+    flows: FlowTable<FlowRecord>,
+    pool: Pool,
+    global: GlobalAverage,
+    timers: BinaryHeap<Reverse<Timer>>,
+    rng: Rng,
+    counters: DirectorCounters,
+    next_sweep: Nanos,
+    scratch: Vec<WorkerId>,
+}
+
+/// Ends `r`'s active flowlet: the owner stops counting it and its measured rate feeds the
+/// global average and the flow's next estimate.
+fn end_flowlet(r: &mut FlowRecord, pool: &mut Pool, global: &mut GlobalAverage, cfg: &DirectorConfig) {
+    if !r.active {
+        return;
+    }
+    r.active = false;
+    let m = measured_rate(&r.flowlet, cfg.metric, cfg.flowlet_timeout);
+    global.record(m);
+    r.measured = Some(m);
+    if let Some(w) = pool.get_mut(r.owner) {
+        w.flowlet_ended(r.demand);
+    }
+}
+
+fn candidates<'a>(
+    pool: &'a [Worker],
+    cap: Rate,
+    holds: impl Fn(WorkerId) -> bool + 'a,
+) -> impl Iterator<Item = Candidate> + 'a {
+    pool.iter().map(move |w| Candidate {
+        worker: w.id,
+        load: w.load(),
+        capacity: cap,
+        has_state: holds(w.id),
+    })
+}
+
+impl Director {
+    pub fn new(cfg: DirectorConfig) -> Result<Director, ConfigError> {
+        cfg.validate()?;
+        Ok(Director {
+            flows: FlowTable::new(cfg.flow_capacity),
+            pool: Pool::new(&cfg),
+            global: GlobalAverage::new(cfg.initial_demand),
+            timers: BinaryHeap::with_capacity(cfg.flow_capacity.min(1 << 16)),
+            rng: Rng::new(cfg.seed),
+            counters: DirectorCounters::default(),
+            next_sweep: Nanos(cfg.flow_idle_timeout.0 / 2),
+            scratch: Vec::with_capacity(usize::from(cfg.max_workers)),
+            cfg,
+        })
+    }
+
+    pub fn config(&self) -> &DirectorConfig {
+        &self.cfg
+    }
+
+    pub fn counters(&self) -> DirectorCounters {
+        self.counters
+    }
+
+    pub fn table_counters(&self) -> TableCounters {
+        self.flows.counters()
+    }
+
+    pub fn flows(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// Active workers, ascending ID.
+    pub fn workers(&self) -> &[Worker] {
+        self.pool.active()
+    }
+
+    pub fn pending_launch(&self) -> Option<WorkerId> {
+        self.pool.pending()
+    }
+
+    /// The global average flowlet rate (the estimate for first flowlets).
+    pub fn global_average(&self) -> Rate {
+        self.global.get()
+    }
+
+    pub fn flow(&self, key: &FlowKey) -> Option<FlowView> {
+        self.flows.get(key).map(|r| FlowView {
+            owner: r.owner,
+            clock: r.clock,
+            flowlet: r.flowlet,
+            flowlet_active: r.active,
+            demand: r.demand,
+            replicas: r.fresh_replicas().copied(),
+        })
+    }
+
+    /// The pending launch `id` is up: it joins the packing.
+    pub fn worker_ready(&mut self, id: WorkerId) -> Result<(), NotPending> {
+        self.pool.ready(id)
+    }
+
+    /// The pending launch `id` failed.
+    pub fn launch_failed(&mut self, id: WorkerId) -> Result<(), NotPending> {
+        self.pool.launch_failed(id)
+    }
+
+    fn arm(timers: &mut BinaryHeap<Reverse<Timer>>, r: &mut FlowRecord, key: FlowKey, due: Nanos) {
+        if !r.timer_armed {
+            r.timer_armed = true;
+            timers.push(Reverse(Timer { due, key }));
+        }
+    }
+
+    /// Steers one packet of `len` bytes of flow `key` arriving at `now`.
+    pub fn steer(&mut self, now: Nanos, key: FlowKey, len: Bytes) -> Steer {
+        self.counters.packets += 1;
+        let cfg = &self.cfg;
+        let half = Nanos(cfg.flowlet_timeout.0 / 2);
+        let epoch = match cfg.policy {
+            Policy::PerFlowRealloc { period } => now.0 / period.0.max(1),
+            Policy::Flowlet | Policy::PerFlow => 0,
+        };
+        let placeholder = || FlowRecord {
+            flowlet: FlowletStats::first(now, len),
+            owner: WorkerId(0),
+            demand: Rate::ZERO,
+            measured: None,
+            active: false,
+            clock: LogicalClock::ZERO,
+            replicas: Replicas::EMPTY,
+            replicas_clock: None,
+            timer_armed: false,
+            epoch,
+        };
+        let (r, new) = match self.flows.get_or_insert(key, placeholder) {
+            Ok(x) => x,
+            Err(_) => {
+                let active = self.pool.active();
+                if active.is_empty() {
+                    self.counters.no_worker += 1;
+                    return Steer::NoWorker;
+                }
+                let i = core_for(key.hash(), active.len());
+                let Some(w) = active.get(i).map(|w| w.id) else {
+                    self.counters.no_worker += 1;
+                    return Steer::NoWorker;
+                };
+                self.counters.untracked += 1;
+                return Steer::Untracked { worker: w };
+            }
+        };
+
+        let reason = if new {
+            Some(FlowletStart::NewFlow)
+        } else if epoch > r.epoch {
+            Some(FlowletStart::Realloc)
+        } else {
+            detect(&r.flowlet, now, len, cfg.flowlet_timeout, cfg.flowlet_max_bytes)
+        };
+
+        let mut start = None;
+        if let Some(reason) = reason {
+            end_flowlet(r, &mut self.pool, &mut self.global, cfg);
+            let demand = match (new, r.measured) {
+                (false, Some(m)) => ewma(cfg.ewma_weight, m, r.demand),
+                _ => self.global.get(),
+            };
+            let previous = r.owner;
+            let fresh = r.fresh_replicas().copied();
+            let holds = move |w: WorkerId| !new && (w == previous || fresh.is_some_and(|f| f.contains(w)));
+            let repack = match (cfg.policy, reason) {
+                (_, FlowletStart::NewFlow)
+                | (Policy::Flowlet, _)
+                | (Policy::PerFlowRealloc { .. }, FlowletStart::Realloc) => true,
+                (Policy::PerFlow | Policy::PerFlowRealloc { .. }, _) => false,
+            };
+            let alpha = if cfg.policy == Policy::Flowlet { cfg.alpha } else { 0.0 };
+            let (worker, overflow) = if repack || self.pool.get(previous).is_none() {
+                match pack(candidates(self.pool.active(), cfg.worker_capacity, holds), demand, alpha) {
+                    Some(c) => (c.worker, c.overflow),
+                    None => {
+                        self.counters.no_worker += 1;
+                        return Steer::NoWorker;
+                    }
+                }
+            } else {
+                (previous, false)
+            };
+            let state = if new {
+                StateSource::Fresh
+            } else if worker == previous {
+                StateSource::Local
+            } else if fresh.is_some_and(|f| f.contains(worker)) {
+                StateSource::Replica { from: previous }
+            } else {
+                StateSource::Pull { from: previous }
+            };
+            let c = &mut self.counters;
+            c.flowlets += 1;
+            c.overflows += u64::from(overflow);
+            match reason {
+                FlowletStart::NewFlow => c.new_flows += 1,
+                FlowletStart::Idle => c.idle_starts += 1,
+                FlowletStart::Size => c.size_starts += 1,
+                FlowletStart::Realloc => c.realloc_starts += 1,
+            }
+            match state {
+                StateSource::Fresh => {}
+                StateSource::Local => c.state_local += 1,
+                StateSource::Replica { .. } => c.state_replica += 1,
+                StateSource::Pull { .. } => c.state_pull += 1,
+            }
+            r.owner = worker;
+            r.demand = demand;
+            r.flowlet = FlowletStats::first(now, len);
+            r.active = true;
+            r.replicas = Replicas::EMPTY;
+            r.replicas_clock = None;
+            r.epoch = epoch;
+            if let Some(w) = self.pool.get_mut(worker) {
+                w.flowlet_started(demand);
+            }
+            start = Some(FlowletAssignment { reason, state, demand, overflow });
+        } else {
+            r.flowlet.add(now, len);
+        }
+        r.clock = r.clock.next();
+        // Replication at half the timeout (SNF policy only); the end of the flowlet otherwise.
+        let due = if cfg.policy == Policy::Flowlet && cfg.replicas > 0 { half } else { cfg.flowlet_timeout };
+        Self::arm(&mut self.timers, r, key, now.saturating_add(due));
+        let worker = r.owner;
+        let amount = match cfg.metric {
+            crate::config::Metric::Bytes => len.0,
+            crate::config::Metric::Packets => 1,
+        };
+        if let Some(w) = self.pool.get_mut(worker) {
+            w.drained.record(now, amount);
+        }
+        Steer::Flow { worker, clock: r.clock, start }
+    }
+
+    /// Runs the director's timers and rules at `now`, appending decisions to `out`.
+    pub fn tick(&mut self, now: Nanos, out: &mut Vec<Decision>) {
+        self.pool.advance(now);
+        self.fire_timers(now, out);
+        if let Some(d) = self.pool.launch_decision() {
+            self.counters.launches += 1;
+            out.push(Decision::Scale(d));
+        }
+        if let Some(d) = self.pool.retire_decision(now) {
+            if let ScaleDecision::Retire { worker, successor } = d {
+                self.counters.retirements += 1;
+                // The retiring worker hands its flows' state to the successor.
+                for r in self.flows.values_mut() {
+                    if r.owner == worker {
+                        r.owner = successor;
+                    }
+                    r.replicas.remove(worker);
+                }
+            }
+            out.push(Decision::Scale(d));
+        }
+        if now >= self.next_sweep {
+            let idle = self.cfg.flow_idle_timeout;
+            self.next_sweep = now.saturating_add(Nanos(idle.0 / 2));
+            self.flows.sweep(|r| !r.active && !r.timer_armed && now.saturating_sub(r.flowlet.last) >= idle);
+        }
+    }
+
+    fn fire_timers(&mut self, now: Nanos, out: &mut Vec<Decision>) {
+        let cfg = &self.cfg;
+        let half = Nanos(cfg.flowlet_timeout.0 / 2);
+        let replicate = cfg.policy == Policy::Flowlet && cfg.replicas > 0;
+        while let Some(Reverse(t)) = self.timers.peek().copied() {
+            if t.due > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(r) = self.flows.get_mut(&t.key) else { continue };
+            r.timer_armed = false;
+            if !r.active {
+                continue;
+            }
+            let idle = now.saturating_sub(r.flowlet.last);
+            if idle > cfg.flowlet_timeout {
+                end_flowlet(r, &mut self.pool, &mut self.global, cfg);
+                continue;
+            }
+            if replicate && idle >= half && r.fresh_replicas().is_none() {
+                self.scratch.clear();
+                self.scratch.extend(self.pool.active().iter().map(|w| w.id));
+                let to = choose(&self.scratch, Some(r.owner), cfg.replicas, &mut self.rng);
+                r.replicas = to;
+                r.replicas_clock = Some(r.clock);
+                self.counters.replications += 1;
+                out.push(Decision::Replicate(Replication { flow: t.key, from: r.owner, to, clock: r.clock }));
+            }
+            let next = if replicate && r.fresh_replicas().is_none() {
+                r.flowlet.last.saturating_add(half)
+            } else {
+                r.flowlet.last.saturating_add(cfg.flowlet_timeout).saturating_add(Nanos(1))
+            };
+            Self::arm(&mut self.timers, r, t.key, next.max(now.saturating_add(Nanos(1))));
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "director_tests.rs"]
+mod tests;
