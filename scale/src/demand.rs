@@ -15,19 +15,18 @@ use crate::units::Rate;
 /// not give an infinite rate.
 const MIN_SPAN: Nanos = Nanos(1_000);
 
-/// The measured rate of a finished flowlet. With `n ≥ 2` packets over `last − first`, the
-/// flowlet's span counts one more mean inter-packet gap (`span·n/(n−1)`) so that its amount
-/// and its duration cover the same packets; a one-packet flowlet had no packet for more than
-/// the timeout after it, so its span is taken as `timeout`.
-pub fn measured_rate(f: &FlowletStats, metric: Metric, timeout: Nanos) -> Rate {
-    let span = if f.packets >= 2 {
-        let raw = f.last.saturating_sub(f.start).0 as f64;
-        raw * f.packets as f64 / (f.packets - 1) as f64
-    } else {
-        timeout.0 as f64
-    };
-    let span = span.max(MIN_SPAN.0 as f64);
-    Rate(f.amount(metric) as f64 * 1e9 / span)
+/// The measured rate of a flowlet that ended at `end`: its amount over the time it was assigned
+/// to its worker, from its first packet until it ended — `T` after its last packet when it ended
+/// idle, or the packet that split it (size threshold, reallocation).
+///
+/// SNF does not define the measured rate further. This definition makes a worker's summed
+/// demand estimates integrate to what it is actually sent (each flowlet is counted on its worker
+/// for exactly that time, see [`crate::scaling`]), while a stream split by the size threshold is
+/// still measured at its real rate (its flowlets end at the split, with no idle tail), which is
+/// what the EWMA needs to catch an adversarial flowlet.
+pub fn measured_rate(f: &FlowletStats, end: Nanos, metric: Metric) -> Rate {
+    let span = end.saturating_sub(f.start).max(MIN_SPAN);
+    Rate(f.amount(metric) as f64 * 1e9 / span.0 as f64)
 }
 
 /// `δ·measured + (1−δ)·previous`.
@@ -100,21 +99,20 @@ mod tests {
 
     #[test]
     fn measured_rate_of_flowlets() {
-        const T: Nanos = Nanos(500_000);
-        // (start ns, last ns, bytes, packets, metric, expected per second)
+        // (start ns, last ns, end ns, bytes, packets, metric, expected per second)
         let cases = [
-            // 10 packets of 1500 B, 1 µs apart: 9 µs span + one gap = 10 µs → 1.5 GB/s.
-            (0, 9_000, 15_000, 10, Metric::Bytes, 1.5e9),
-            (0, 9_000, 15_000, 10, Metric::Packets, 1.0e6),
-            // One packet: over T.
-            (5, 5, 1_000, 1, Metric::Bytes, 2.0e6),
-            // Same timestamp: floored at 1 µs.
-            (5, 5, 3_000, 2, Metric::Bytes, 3.0e9),
+            // 10 packets of 1500 B over 9 µs, ended idle T = 500 µs later: over 509 µs.
+            (0, 9_000, 509_000, 15_000, 10, Metric::Bytes, 15_000.0 / 509e-6),
+            (0, 9_000, 509_000, 15_000, 10, Metric::Packets, 10.0 / 509e-6),
+            // The same flowlet split by the next packet at 10 µs: its real rate.
+            (0, 9_000, 10_000, 15_000, 10, Metric::Bytes, 1.5e9),
+            // Split at its own timestamp: floored at 1 µs.
+            (5, 5, 5, 3_000, 2, Metric::Bytes, 3.0e9),
         ];
-        for (s, l, b, n, metric, want) in cases {
+        for (s, l, e, b, n, metric, want) in cases {
             let f = FlowletStats { start: Nanos(s), last: Nanos(l), bytes: Bytes(b), packets: n };
-            let r = measured_rate(&f, metric, T);
-            assert!(close(r, want), "{s}..{l} {b} B {n} pkts {metric:?}: {r:?}");
+            let r = measured_rate(&f, Nanos(e), metric);
+            assert!(close(r, want), "{s}..{l} ended {e}, {b} B {n} pkts {metric:?}: {r:?}");
         }
     }
 

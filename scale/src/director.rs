@@ -201,13 +201,21 @@ pub struct Director {
 }
 
 /// Ends `r`'s active flowlet: the owner stops counting it and its measured rate feeds the
-/// global average and the flow's next estimate.
-fn end_flowlet(r: &mut FlowRecord, pool: &mut Pool, global: &mut GlobalAverage, cfg: &DirectorConfig) {
+/// global average and the flow's next estimate. `split_at`: the packet that cut the flowlet
+/// (size, reallocation); `None` when it ended idle, T after its last packet.
+fn end_flowlet(
+    r: &mut FlowRecord,
+    split_at: Option<Nanos>,
+    pool: &mut Pool,
+    global: &mut GlobalAverage,
+    cfg: &DirectorConfig,
+) {
     if !r.active {
         return;
     }
     r.active = false;
-    let m = measured_rate(&r.flowlet, cfg.metric, cfg.flowlet_timeout);
+    let end = split_at.unwrap_or(r.flowlet.last.saturating_add(cfg.flowlet_timeout));
+    let m = measured_rate(&r.flowlet, end, cfg.metric);
     global.record(m);
     r.measured = Some(m);
     if let Some(w) = pool.get_mut(r.owner) {
@@ -351,7 +359,11 @@ impl Director {
 
         let mut start = None;
         if let Some(reason) = reason {
-            end_flowlet(r, &mut self.pool, &mut self.global, cfg);
+            let split_at = match reason {
+                FlowletStart::Size | FlowletStart::Realloc => Some(now),
+                FlowletStart::NewFlow | FlowletStart::Idle => None,
+            };
+            end_flowlet(r, split_at, &mut self.pool, &mut self.global, cfg);
             let demand = match (new, r.measured) {
                 (false, Some(m)) => ewma(cfg.ewma_weight, m, r.demand),
                 _ => self.global.get(),
@@ -417,7 +429,11 @@ impl Director {
         }
         r.clock = r.clock.next();
         // Replication at half the timeout (SNF policy only); the end of the flowlet otherwise.
-        let due = if cfg.policy == Policy::Flowlet && cfg.replicas > 0 { half } else { cfg.flowlet_timeout };
+        let due = if cfg.policy == Policy::Flowlet && cfg.replicas > 0 {
+            half
+        } else {
+            cfg.flowlet_timeout.saturating_add(Nanos(1))
+        };
         Self::arm(&mut self.timers, r, key, now.saturating_add(due));
         let worker = r.owner;
         let amount = match cfg.metric {
@@ -474,7 +490,7 @@ impl Director {
             }
             let idle = now.saturating_sub(r.flowlet.last);
             if idle > cfg.flowlet_timeout {
-                end_flowlet(r, &mut self.pool, &mut self.global, cfg);
+                end_flowlet(r, None, &mut self.pool, &mut self.global, cfg);
                 continue;
             }
             if replicate && idle >= half && r.fresh_replicas().is_none() {

@@ -163,15 +163,26 @@ fn demand_first_flowlet_global_average_then_ewma() {
     let mut d = director(cfg(1));
     let first = start(d.steer(Nanos(0), key(1), Bytes(1000))).unwrap();
     assert_eq!(first.demand, Rate(0.1 * CAP), "no flowlet measured yet: initial demand");
-    // 1000 B + 1000 B 10 µs apart: measured over 20 µs → 100 MB/s.
+    // 1000 B + 1000 B 10 µs apart, ended idle at 10 + 500 µs: 2000 B over 510 µs.
     d.steer(Nanos(10 * US), key(1), Bytes(1000));
-    tick(&mut d, 600 * US); // flowlet ends (idle > T)
-    assert_eq!(d.global_average(), Rate(1.0e8));
+    tick(&mut d, 600 * US);
+    let m1 = 2000.0 / 510e-6;
+    assert!((d.global_average().0 - m1).abs() < 1e-6);
     let second = start(d.steer(Nanos(MS), key(1), Bytes(1000))).unwrap();
-    assert_eq!(second.demand, Rate(0.5 * 1.0e8 + 0.5 * 0.1 * CAP));
+    assert!((second.demand.0 - (0.5 * m1 + 0.5 * 0.1 * CAP)).abs() < 1e-3);
     // A new flow starts from the global average.
     let other = start(d.steer(Nanos(MS), key(2), Bytes(1000))).unwrap();
-    assert_eq!(other.demand, Rate(1.0e8));
+    assert!((other.demand.0 - m1).abs() < 1e-6);
+    // A flowlet split by size is measured up to the split: 15 × 1000 B, 1 µs apart, cut by the
+    // 16th packet at 15 µs after its start → 1 GB/s, which the EWMA takes at half weight.
+    let t0 = 10 * MS;
+    for i in 0..15 {
+        d.steer(Nanos(t0 + i * US), key(3), Bytes(1000));
+    }
+    let prev = d.flow(&key(3)).unwrap().demand;
+    let split = start(d.steer(Nanos(t0 + 15 * US), key(3), Bytes(1000))).unwrap();
+    assert_eq!(split.reason, FlowletStart::Size);
+    assert!((split.demand.0 - (0.5 * 1.0e9 + 0.5 * prev.0)).abs() < 1e-3, "{split:?}");
 }
 
 #[test]
