@@ -11,7 +11,7 @@
 //! (mean 10), then a pause that is short (50–400 µs, inside the 500 µs flowlet timeout) half the
 //! time and long (exponential, mean 3 ms) otherwise. The worker count is fixed
 //! (`min_workers = max_workers`) and each worker's capacity is set so that the trace's mean
-//! rate would fill 60 % of the pool, so the packing has real choices to make. The director
+//! rate over its first 2 s (while flows arrive) would fill 60 % of the pool, so the packing has real choices to make. The director
 //! ticks every 500 µs of virtual time.
 //!
 //! Two passes per configuration: one times the whole replay (steer + ticks) with one clock read
@@ -38,6 +38,8 @@ struct Trace {
     packets: Vec<(u64, u32, u16)>,
     bytes: u64,
     duration_ns: u64,
+    /// Mean rate while flows are still arriving (the first 2 s), the busy part of the trace.
+    busy_rate: f64,
 }
 
 fn pareto(rng: &mut Rng, shape: f64, min: f64) -> f64 {
@@ -88,17 +90,19 @@ fn trace(flows: u32) -> Trace {
         (Some(a), Some(b)) => (b.0 - a.0).max(1),
         _ => 1,
     };
-    Trace { keys, packets, bytes, duration_ns }
+    let t0 = packets.first().map_or(0, |p| p.0);
+    let busy: u64 = packets.iter().take_while(|p| p.0 < t0 + SPAN_NS).map(|p| u64::from(p.2)).sum();
+    let busy_rate = busy as f64 * 1e9 / SPAN_NS as f64;
+    Trace { keys, packets, bytes, duration_ns, busy_rate }
 }
 
 fn director(t: &Trace, workers: u16, policy: Policy) -> Director {
-    let mean_rate = t.bytes as f64 * 1e9 / t.duration_ns as f64;
     let cfg = DirectorConfig {
         policy,
         initial_workers: workers,
         min_workers: workers,
         max_workers: workers,
-        worker_capacity: Rate(mean_rate / (0.6 * f64::from(workers))),
+        worker_capacity: Rate(t.busy_rate / (0.6 * f64::from(workers))),
         flow_capacity: t.keys.len() + t.keys.len() / 4,
         ..DirectorConfig::default()
     };
@@ -155,12 +159,12 @@ fn main() {
     let g = Instant::now();
     let t = trace(flows);
     println!(
-        "trace: {} flows, {} packets, {:.1} MB over {:.2} s virtual ({:.2} Gbit/s mean), generated in {:.1} s",
+        "trace: {} flows, {} packets, {:.1} MB over {:.2} s virtual ({:.2} Gbit/s in the first 2 s), generated in {:.1} s",
         flows,
         t.packets.len(),
         t.bytes as f64 / 1e6,
         t.duration_ns as f64 / 1e9,
-        t.bytes as f64 * 8.0 / t.duration_ns as f64,
+        t.busy_rate * 8.0 / 1e9,
         g.elapsed().as_secs_f64()
     );
     let overhead = clock_pair_ns();

@@ -1,7 +1,7 @@
 //! Demand estimation (SNF §4.1, Pseudocode 1 lines 40–49).
 //!
-//! The first flowlet of a flow is assumed to need the global average rate of all flowlets
-//! measured so far. A later flowlet gets an exponentially weighted moving average over the
+//! The first flowlet of a flow is assumed to need the average load of all flowlets measured so
+//! far ([`GlobalAverage`]). A later flowlet gets an exponentially weighted moving average over the
 //! previous flowlet's *measured* rate and the previous estimate:
 //! `est(n) = δ·measured(n−1) + (1−δ)·est(n−1)`.
 
@@ -35,10 +35,17 @@ pub fn ewma(delta: f64, measured: Rate, previous: Rate) -> Rate {
     Rate(delta * measured.0 + (1.0 - delta) * previous.0)
 }
 
-/// The running average of every measured flowlet, the estimate for first flowlets.
+/// The average load of all flowlets measured so far, the estimate for first flowlets.
+///
+/// It is the ratio of sums — everything the measured flowlets carried over the total time they
+/// were assigned — not the mean of their rates: that is the load an average active flowlet puts
+/// on its worker, so the estimates of a worker's active flowlets add up to what it is sent. A
+/// plain mean of rates would be dominated by the many short, fast flowlets the size threshold
+/// cuts large flows into, and would overestimate every new flow.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GlobalAverage {
-    mean: f64,
+    amount: f64,
+    span_ns: f64,
     count: u64,
     initial: Rate,
 }
@@ -46,19 +53,21 @@ pub struct GlobalAverage {
 impl GlobalAverage {
     /// Starts at `initial` until a flowlet has been measured.
     pub fn new(initial: Rate) -> GlobalAverage {
-        GlobalAverage { mean: 0.0, count: 0, initial }
+        GlobalAverage { amount: 0.0, span_ns: 0.0, count: 0, initial }
     }
 
-    pub fn record(&mut self, measured: Rate) {
+    /// A flowlet that carried `amount` (in the metric) over `span`.
+    pub fn record(&mut self, amount: u64, span: Nanos) {
         self.count = self.count.saturating_add(1);
-        self.mean += (measured.0 - self.mean) / self.count as f64;
+        self.amount += amount as f64;
+        self.span_ns += span.max(MIN_SPAN).0 as f64;
     }
 
     pub fn get(&self) -> Rate {
-        if self.count == 0 {
+        if self.count == 0 || self.span_ns <= 0.0 {
             self.initial
         } else {
-            Rate(self.mean)
+            Rate(self.amount * 1e9 / self.span_ns)
         }
     }
 
@@ -120,10 +129,15 @@ mod tests {
     fn global_average_starts_at_initial_then_averages() {
         let mut g = GlobalAverage::new(Rate(42.0));
         assert_eq!((g.get(), g.count()), (Rate(42.0), 0));
-        for m in [10.0, 20.0, 60.0] {
-            g.record(Rate(m));
-        }
-        assert!(close(g.get(), 30.0));
-        assert_eq!(g.count(), 3);
+        // A fast short flowlet (1 MB/s over 1 ms) and a slow long one (1 KB/s over 1 s): the
+        // average is per unit of flowlet time, 2000 B / 1.001 s, not the mean of the rates.
+        g.record(1_000, Nanos::from_millis(1));
+        g.record(1_000, Nanos::from_secs(1));
+        assert!(close(g.get(), 2_000.0 / 1.001), "{:?}", g.get());
+        assert_eq!(g.count(), 2);
+        // Zero-length spans are floored like measured rates.
+        let mut z = GlobalAverage::new(Rate(1.0));
+        z.record(5, Nanos::ZERO);
+        assert!(close(z.get(), 5.0e6));
     }
 }

@@ -216,7 +216,7 @@ fn end_flowlet(
     r.active = false;
     let end = split_at.unwrap_or(r.flowlet.last.saturating_add(cfg.flowlet_timeout));
     let m = measured_rate(&r.flowlet, end, cfg.metric);
-    global.record(m);
+    global.record(r.flowlet.amount(cfg.metric), end.saturating_sub(r.flowlet.start));
     r.measured = Some(m);
     if let Some(w) = pool.get_mut(r.owner) {
         w.flowlet_ended(r.demand);
