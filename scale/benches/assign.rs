@@ -4,15 +4,17 @@
 //!
 //! `cargo bench -p nflet-scale --bench assign` (optionally `-- FLOWS`, default 200000).
 //!
-//! Trace (deterministic, seed 1): flows start uniformly over 2 s of virtual time; each sends a
-//! heavy-tailed number of bytes (Pareto, shape 1.2, minimum 3 KB, capped at 5 MB) as 1448-byte
-//! segments with a 64-byte ack every second segment, at a per-flow rate drawn log-uniformly
-//! between 50 Mbit/s and 2 Gbit/s, in on/off bursts: bursts of a geometric number of segments
-//! (mean 10), then a pause that is short (50–400 µs, inside the 500 µs flowlet timeout) half the
-//! time and long (exponential, mean 3 ms) otherwise. The worker count is fixed
-//! (`min_workers = max_workers`) and each worker's capacity is set so that the trace's mean
-//! rate over its first 2 s (while flows arrive) would fill 60 % of the pool, so the packing has real choices to make. The director
-//! ticks every 500 µs of virtual time.
+//! Trace (deterministic, seed 1), one per worker count: the flows start uniformly over
+//! `8 s / workers` of virtual time (the same flows, arriving faster for a bigger pool); each
+//! sends a heavy-tailed number of bytes (Pareto, shape 1.2, minimum 3 KB, capped at 5 MB) as
+//! 1448-byte segments with a 64-byte ack every second segment, at a per-flow rate drawn
+//! log-uniformly between 50 Mbit/s and 2 Gbit/s, in on/off bursts: bursts of a geometric number
+//! of segments (mean 10), then a pause that is short (50–400 µs, inside the 500 µs flowlet
+//! timeout) half the time and long (exponential, mean 3 ms) otherwise. The worker count is
+//! fixed (`min_workers = max_workers`, so no launch or retirement) and each worker's capacity is
+//! set so that the trace's mean rate while flows arrive would fill 60 % of the pool. The
+//! director ticks every 500 µs of virtual time. Columns *local/replica/pull* count where later
+//! flowlets found their state; *overflows* count flowlets for which no worker had room.
 //!
 //! Two passes per configuration: one times the whole replay (steer + ticks) with one clock read
 //! at each end → *ns/pkt*; one times every `steer` call and splits the sum by whether it
@@ -29,7 +31,6 @@ use nflet_scale::config::{DirectorConfig, Policy};
 use nflet_scale::director::{Decision, Director, DirectorCounters, Steer};
 use nflet_scale::units::Rate;
 
-const SPAN_NS: u64 = 2_000_000_000;
 const TICK_NS: u64 = 500_000;
 
 struct Trace {
@@ -38,8 +39,9 @@ struct Trace {
     packets: Vec<(u64, u32, u16)>,
     bytes: u64,
     duration_ns: u64,
-    /// Mean rate while flows are still arriving (the first 2 s), the busy part of the trace.
+    /// Mean rate while flows are still arriving, the busy part of the trace.
     busy_rate: f64,
+    span_ns: u64,
 }
 
 fn pareto(rng: &mut Rng, shape: f64, min: f64) -> f64 {
@@ -47,7 +49,7 @@ fn pareto(rng: &mut Rng, shape: f64, min: f64) -> f64 {
     min / u.powf(1.0 / shape)
 }
 
-fn trace(flows: u32) -> Trace {
+fn trace(flows: u32, span_ns: u64) -> Trace {
     let mut rng = Rng::new(1);
     let mut keys = Vec::with_capacity(flows as usize);
     let mut packets = Vec::new();
@@ -59,7 +61,7 @@ fn trace(flows: u32) -> Trace {
         let mut left = pareto(&mut rng, 1.2, 3_000.0).min(5.0e6) as u64;
         let bps = 50.0e6 * (40.0f64).powf(rng.unit());
         let gap = (1448.0 * 8.0 / bps * 1e9) as u64;
-        let mut t = rng.below(SPAN_NS);
+        let mut t = rng.below(span_ns);
         let mut seg = 0u64;
         while left > 0 {
             // A burst: geometric, mean 10 segments.
@@ -91,14 +93,15 @@ fn trace(flows: u32) -> Trace {
         _ => 1,
     };
     let t0 = packets.first().map_or(0, |p| p.0);
-    let busy: u64 = packets.iter().take_while(|p| p.0 < t0 + SPAN_NS).map(|p| u64::from(p.2)).sum();
-    let busy_rate = busy as f64 * 1e9 / SPAN_NS as f64;
-    Trace { keys, packets, bytes, duration_ns, busy_rate }
+    let busy: u64 = packets.iter().take_while(|p| p.0 < t0 + span_ns).map(|p| u64::from(p.2)).sum();
+    let busy_rate = busy as f64 * 1e9 / span_ns as f64;
+    Trace { keys, packets, bytes, duration_ns, busy_rate, span_ns }
 }
 
-fn director(t: &Trace, workers: u16, policy: Policy) -> Director {
+fn director(t: &Trace, workers: u16, policy: Policy, reserve: bool) -> Director {
     let cfg = DirectorConfig {
         policy,
+        reserve_active_demand: reserve,
         initial_workers: workers,
         min_workers: workers,
         max_workers: workers,
@@ -156,52 +159,64 @@ fn clock_pair_ns() -> f64 {
 
 fn main() {
     let flows: u32 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(200_000);
-    let g = Instant::now();
-    let t = trace(flows);
-    println!(
-        "trace: {} flows, {} packets, {:.1} MB over {:.2} s virtual ({:.2} Gbit/s in the first 2 s), generated in {:.1} s",
-        flows,
-        t.packets.len(),
-        t.bytes as f64 / 1e6,
-        t.duration_ns as f64 / 1e9,
-        t.busy_rate * 8.0 / 1e9,
-        g.elapsed().as_secs_f64()
-    );
     let overhead = clock_pair_ns();
     println!("clock read pair: {overhead:.1} ns (subtracted from per-call times)");
     println!();
-    println!("| policy | workers | ns/pkt (whole replay) | ns/assignment | ns/cont. pkt | flowlets | per flow | local | replica | pull | overflows | replications |");
+    println!(
+        "| policy | workers | capacity Gbit/s | ns/pkt (whole replay) | ns/assignment | ns/cont. pkt | flowlets | local | replica | pull | overflows | replications |"
+    );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut traces = Vec::new();
     let runs = [
-        (Policy::Flowlet, 4),
-        (Policy::Flowlet, 16),
-        (Policy::Flowlet, 64),
-        (Policy::PerFlow, 16),
-        (Policy::PerFlowRealloc { period: Nanos::from_millis(50) }, 16),
-        (Policy::PerFlowRealloc { period: Nanos::from_millis(100) }, 16),
+        (Policy::Flowlet, 4, false),
+        (Policy::Flowlet, 16, false),
+        (Policy::Flowlet, 16, true),
+        (Policy::PerFlow, 16, false),
+        (Policy::PerFlowRealloc { period: Nanos::from_millis(50) }, 16, false),
+        (Policy::PerFlowRealloc { period: Nanos::from_millis(100) }, 16, false),
+        (Policy::Flowlet, 64, false),
     ];
-    for (policy, workers) in runs {
-        let mut d = director(&t, workers, policy);
+    for (policy, workers, reserve) in runs {
+        if !traces.iter().any(|(w, _)| *w == workers) {
+            let g = Instant::now();
+            // The same flows arrive over a span that shrinks as the pool grows, so that each
+            // worker's capacity stays well above a single flow's rate.
+            let t = trace(flows, 8_000_000_000 / u64::from(workers));
+            eprintln!(
+                "trace for {workers} workers: {flows} flows arriving over {} ms, {} packets, {:.1} MB over {:.2} s \
+                 virtual ({:.2} Gbit/s while flows arrive), generated in {:.1} s",
+                t.span_ns / 1_000_000,
+                t.packets.len(),
+                t.bytes as f64 / 1e6,
+                t.duration_ns as f64 / 1e9,
+                t.busy_rate * 8.0 / 1e9,
+                g.elapsed().as_secs_f64()
+            );
+            traces.push((workers, t));
+        }
+        let Some((_, t)) = traces.iter().find(|(w, _)| *w == workers) else { continue };
+        let mut d = director(t, workers, policy, reserve);
         let a = Instant::now();
-        replay(&t, &mut d, false);
+        replay(t, &mut d, false);
         let whole = a.elapsed().as_nanos() as f64 / t.packets.len() as f64;
         let c: DirectorCounters = d.counters();
-        let mut d = director(&t, workers, policy);
-        let (s_ns, c_ns, starts, conts, repl) = replay(&t, &mut d, true);
+        let mut d = director(t, workers, policy, reserve);
+        let (s_ns, c_ns, starts, conts, repl) = replay(t, &mut d, true);
         let name = match policy {
+            Policy::Flowlet if reserve => "flowlet (SNF), reserving active demand".to_string(),
             Policy::Flowlet => "flowlet (SNF)".to_string(),
             Policy::PerFlow => "per flow".to_string(),
             Policy::PerFlowRealloc { period } => format!("per flow, realloc {} ms", period.0 / 1_000_000),
         };
         println!(
-            "| {} | {} | {:.0} | {:.0} | {:.0} | {} | {:.1} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {:.1} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} |",
             name,
             workers,
+            d.config().worker_capacity.0 * 8.0 / 1e9,
             whole,
             (s_ns / starts.max(1) as f64 - overhead).max(0.0),
             (c_ns / conts.max(1) as f64 - overhead).max(0.0),
             c.flowlets,
-            c.flowlets as f64 / f64::from(flows),
             c.state_local,
             c.state_replica,
             c.state_pull,

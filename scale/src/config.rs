@@ -51,6 +51,12 @@ pub struct DirectorConfig {
     pub load_bucket: Nanos,
     /// …summed over this sliding window.
     pub load_window: Nanos,
+    /// Count a worker's load as the larger of its drained rate and the summed demand estimates
+    /// of its active flowlets, instead of the drained rate alone (SNF §4.2, the default). The
+    /// drained rate over a 100 ms window grows slowly after new flowlets are assigned, so the
+    /// fullest worker keeps winning the packing for a while; the reservation reacts at once but
+    /// overestimates bursty flows (an estimate covers a flowlet until T after its last packet).
+    pub reserve_active_demand: bool,
     /// What one worker can process, in the metric per second (SNF's `BW_max`).
     pub worker_capacity: Rate,
     /// α of the assignment score `utilisation + α·β` (§5.2.2), in [0, 1]; default 0.25.
@@ -88,6 +94,7 @@ impl Default for DirectorConfig {
             metric: Metric::Bytes,
             load_bucket: Nanos::from_micros(500),
             load_window: Nanos::from_millis(100),
+            reserve_active_demand: false,
             // 10 Gbit/s.
             worker_capacity: Rate(1.25e9),
             alpha: 0.25,

@@ -16,6 +16,8 @@ fn key(port: u16) -> FlowKey {
 
 fn cfg(workers: u16) -> DirectorConfig {
     DirectorConfig {
+        // The tests set a worker's load through its reservation.
+        reserve_active_demand: true,
         initial_workers: workers,
         worker_capacity: Rate(CAP),
         initial_demand: Rate(0.1 * CAP),

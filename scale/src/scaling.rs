@@ -13,10 +13,10 @@
 //!   highest ID first, one at a time. A worker with an active flowlet is never retired: it
 //!   drains first, and its idle time only starts counting once its last flowlet has ended.
 //!
-//! A worker's load for packing and for these rules is the larger of its drained rate over the
-//! load window and the summed demand estimates of its active flowlets. The paper uses the drained
-//! rate alone; with a 100 ms window that rate reacts slowly, and a burst of new flowlets would
-//! all be packed onto the same worker before its drained rate moved.
+//! A worker's load for packing and for these rules is its drained rate over the load window, as
+//! in the paper, or, with `reserve_active_demand`, the larger of that and the summed demand
+//! estimates of its active flowlets (see [`DirectorConfig::reserve_active_demand`]). Idleness
+//! always looks at the drained rate and the active flowlets themselves.
 
 use nflet_nfs::time::Nanos;
 
@@ -35,6 +35,7 @@ pub struct Worker {
     pub reserved: Rate,
     /// Since when the worker has been idle, if it is.
     pub idle_since: Option<Nanos>,
+    reserve: bool,
 }
 
 impl Worker {
@@ -45,6 +46,7 @@ impl Worker {
             active_flowlets: 0,
             reserved: Rate::ZERO,
             idle_since: None,
+            reserve: cfg.reserve_active_demand,
         }
     }
 
@@ -52,7 +54,7 @@ impl Worker {
     #[inline]
     pub fn load(&self) -> Rate {
         let d = self.drained.last_rate();
-        if self.reserved.0 > d.0 {
+        if self.reserve && self.reserved.0 > d.0 {
             self.reserved
         } else {
             d
@@ -210,6 +212,8 @@ mod tests {
 
     fn cfg(workers: u16) -> DirectorConfig {
         DirectorConfig {
+            // The tests set load through the reservation.
+            reserve_active_demand: true,
             initial_workers: workers,
             max_workers: 4,
             worker_capacity: Rate(1000.0),
@@ -282,6 +286,18 @@ mod tests {
         // A retired ID is the next one launched.
         p.active[0].reserved = Rate(950.0);
         assert_eq!(p.launch_decision(), Some(ScaleDecision::Launch(WorkerId(1))));
+    }
+
+    #[test]
+    fn load_is_drained_rate_unless_reserving() {
+        for (reserve, want) in [(false, 10_000.0), (true, 500.0e3)] {
+            let mut w =
+                Worker::new(WorkerId(0), &DirectorConfig { reserve_active_demand: reserve, ..cfg(1) });
+            // 1000 B drained in the 100 ms window: 10 kB/s; a 500 kB/s flowlet active.
+            w.drained.record(Nanos(0), 1_000);
+            w.flowlet_started(Rate(500.0e3));
+            assert!((w.load().0 - want).abs() < 1e-6, "reserve {reserve}: {:?}", w.load());
+        }
     }
 
     #[test]
