@@ -18,6 +18,7 @@
 pub mod assign;
 pub mod clock;
 pub mod config;
+pub mod decision;
 pub mod demand;
 pub mod director;
 pub mod flowlet;
