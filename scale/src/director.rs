@@ -13,6 +13,10 @@
 //! flowlet — then apply the launch and retire rules ([`crate::scaling`]) and, rarely, sweep
 //! flows idle for the flow idle timeout. Each flow has at most one timer queued, so the queue
 //! is bounded by the flow table.
+//!
+//! A flowlet's measured rate does not depend on when its end is noticed (it is measured up to
+//! T after its last packet), but the global average learns of it only then — at the tick after
+//! that, or at the flow's next packet — so first-flowlet estimates follow the tick cadence.
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;

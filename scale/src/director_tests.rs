@@ -437,3 +437,34 @@ fn same_trace_same_decisions() {
     };
     assert_eq!(run(), run());
 }
+
+#[test]
+fn an_idle_flowlet_is_measured_the_same_whoever_notices_its_end() {
+    // The flowlet's end is found by a tick just after T, a tick much later, or the flow's next
+    // packet: its measured rate (up to T after its last packet), hence the next estimate, is
+    // the same.
+    let second_demand = |tick_at: Option<u64>| {
+        let mut d = director(cfg(1));
+        d.steer(Nanos(0), key(1), Bytes(1000));
+        d.steer(Nanos(100 * US), key(1), Bytes(1000));
+        if let Some(t) = tick_at {
+            tick(&mut d, t);
+        }
+        start(d.steer(Nanos(10 * MS), key(1), Bytes(1000))).map(|a| (a.reason, a.demand))
+    };
+    let by_packet = second_demand(None);
+    assert_eq!(by_packet.map(|(r, _)| r), Some(FlowletStart::Idle));
+    assert_eq!(second_demand(Some(601 * US)), by_packet);
+    assert_eq!(second_demand(Some(9 * MS)), by_packet);
+}
+
+#[test]
+fn load_in_packets_per_second() {
+    let mut d = director(DirectorConfig { metric: crate::config::Metric::Packets, ..cfg(1) });
+    for i in 0..50 {
+        d.steer(Nanos(i * US), key(1), Bytes(1500));
+    }
+    tick(&mut d, 60 * US);
+    // 50 packets in the 100 ms window: 500 packets/s.
+    assert_eq!(d.workers()[0].drained.last_rate(), Rate(500.0));
+}
