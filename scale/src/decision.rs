@@ -75,7 +75,7 @@ pub struct Replication {
     pub clock: LogicalClock,
 }
 
-/// What [`Director::tick`] asks the caller to do.
+/// What [`crate::director::Director::tick`] asks the caller to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     Scale(ScaleDecision),
