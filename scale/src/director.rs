@@ -138,6 +138,94 @@ fn candidates<'a>(
     })
 }
 
+/// The director's parts a flowlet start updates besides the flow's record.
+struct Parts<'a> {
+    pool: &'a mut Pool,
+    global: &'a mut GlobalAverage,
+    counters: &'a mut DirectorCounters,
+    cfg: &'a DirectorConfig,
+}
+
+/// Starts a flowlet of `r` at the packet (`now`, `len`): ends the previous one, estimates the
+/// demand, assigns a worker under the policy and says where the state comes from. `None` when
+/// there is no worker at all.
+fn start_flowlet(
+    r: &mut FlowRecord,
+    p: Parts<'_>,
+    reason: FlowletStart,
+    new: bool,
+    now: Nanos,
+    len: Bytes,
+    epoch: u64,
+) -> Option<FlowletAssignment> {
+    let cfg = p.cfg;
+    let split_at = match reason {
+        FlowletStart::Size | FlowletStart::Realloc => Some(now),
+        FlowletStart::NewFlow | FlowletStart::Idle => None,
+    };
+    end_flowlet(r, split_at, p.pool, p.global, cfg);
+    let demand = match (new, r.measured) {
+        (false, Some(m)) => ewma(cfg.ewma_weight, m, r.demand),
+        _ => p.global.get(),
+    };
+    let previous = r.owner;
+    let fresh = r.fresh_replicas().copied();
+    let holds = move |w: WorkerId| !new && (w == previous || fresh.is_some_and(|f| f.contains(w)));
+    let repack = match (cfg.policy, reason) {
+        (_, FlowletStart::NewFlow)
+        | (Policy::Flowlet, _)
+        | (Policy::PerFlowRealloc { .. }, FlowletStart::Realloc) => true,
+        (Policy::PerFlow | Policy::PerFlowRealloc { .. }, _) => false,
+    };
+    let alpha = if cfg.policy == Policy::Flowlet { cfg.alpha } else { 0.0 };
+    let (worker, overflow) = if repack || p.pool.get(previous).is_none() {
+        match pack(candidates(p.pool.active(), cfg.worker_capacity, holds), demand, alpha) {
+            Some(c) => (c.worker, c.overflow),
+            None => {
+                p.counters.no_worker += 1;
+                return None;
+            }
+        }
+    } else {
+        (previous, false)
+    };
+    let state = if new {
+        StateSource::Fresh
+    } else if worker == previous {
+        StateSource::Local
+    } else if fresh.is_some_and(|f| f.contains(worker)) {
+        StateSource::Replica { from: previous }
+    } else {
+        StateSource::Pull { from: previous }
+    };
+    let c = &mut *p.counters;
+    c.flowlets += 1;
+    c.overflows += u64::from(overflow);
+    match reason {
+        FlowletStart::NewFlow => c.new_flows += 1,
+        FlowletStart::Idle => c.idle_starts += 1,
+        FlowletStart::Size => c.size_starts += 1,
+        FlowletStart::Realloc => c.realloc_starts += 1,
+    }
+    match state {
+        StateSource::Fresh => {}
+        StateSource::Local => c.state_local += 1,
+        StateSource::Replica { .. } => c.state_replica += 1,
+        StateSource::Pull { .. } => c.state_pull += 1,
+    }
+    r.owner = worker;
+    r.demand = demand;
+    r.flowlet = FlowletStats::first(now, len);
+    r.active = true;
+    r.replicas = Replicas::EMPTY;
+    r.replicas_clock = None;
+    r.epoch = epoch;
+    if let Some(w) = p.pool.get_mut(worker) {
+        w.flowlet_started(demand);
+    }
+    Some(FlowletAssignment { reason, state, demand, overflow })
+}
+
 impl Director {
     pub fn new(cfg: DirectorConfig) -> Result<Director, ConfigError> {
         cfg.validate()?;
@@ -261,71 +349,12 @@ impl Director {
 
         let mut start = None;
         if let Some(reason) = reason {
-            let split_at = match reason {
-                FlowletStart::Size | FlowletStart::Realloc => Some(now),
-                FlowletStart::NewFlow | FlowletStart::Idle => None,
-            };
-            end_flowlet(r, split_at, &mut self.pool, &mut self.global, cfg);
-            let demand = match (new, r.measured) {
-                (false, Some(m)) => ewma(cfg.ewma_weight, m, r.demand),
-                _ => self.global.get(),
-            };
-            let previous = r.owner;
-            let fresh = r.fresh_replicas().copied();
-            let holds = move |w: WorkerId| !new && (w == previous || fresh.is_some_and(|f| f.contains(w)));
-            let repack = match (cfg.policy, reason) {
-                (_, FlowletStart::NewFlow)
-                | (Policy::Flowlet, _)
-                | (Policy::PerFlowRealloc { .. }, FlowletStart::Realloc) => true,
-                (Policy::PerFlow | Policy::PerFlowRealloc { .. }, _) => false,
-            };
-            let alpha = if cfg.policy == Policy::Flowlet { cfg.alpha } else { 0.0 };
-            let (worker, overflow) = if repack || self.pool.get(previous).is_none() {
-                match pack(candidates(self.pool.active(), cfg.worker_capacity, holds), demand, alpha) {
-                    Some(c) => (c.worker, c.overflow),
-                    None => {
-                        self.counters.no_worker += 1;
-                        return Steer::NoWorker;
-                    }
-                }
-            } else {
-                (previous, false)
-            };
-            let state = if new {
-                StateSource::Fresh
-            } else if worker == previous {
-                StateSource::Local
-            } else if fresh.is_some_and(|f| f.contains(worker)) {
-                StateSource::Replica { from: previous }
-            } else {
-                StateSource::Pull { from: previous }
-            };
-            let c = &mut self.counters;
-            c.flowlets += 1;
-            c.overflows += u64::from(overflow);
-            match reason {
-                FlowletStart::NewFlow => c.new_flows += 1,
-                FlowletStart::Idle => c.idle_starts += 1,
-                FlowletStart::Size => c.size_starts += 1,
-                FlowletStart::Realloc => c.realloc_starts += 1,
+            let parts =
+                Parts { pool: &mut self.pool, global: &mut self.global, counters: &mut self.counters, cfg };
+            match start_flowlet(r, parts, reason, new, now, len, epoch) {
+                Some(a) => start = Some(a),
+                None => return Steer::NoWorker,
             }
-            match state {
-                StateSource::Fresh => {}
-                StateSource::Local => c.state_local += 1,
-                StateSource::Replica { .. } => c.state_replica += 1,
-                StateSource::Pull { .. } => c.state_pull += 1,
-            }
-            r.owner = worker;
-            r.demand = demand;
-            r.flowlet = FlowletStats::first(now, len);
-            r.active = true;
-            r.replicas = Replicas::EMPTY;
-            r.replicas_clock = None;
-            r.epoch = epoch;
-            if let Some(w) = self.pool.get_mut(worker) {
-                w.flowlet_started(demand);
-            }
-            start = Some(FlowletAssignment { reason, state, demand, overflow });
         } else {
             r.flowlet.add(now, len);
         }
