@@ -15,6 +15,8 @@ mod steer_esp_tests;
 mod steer_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod two_cores;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -2,80 +2,15 @@
 //! every packet its policies send into an SA to that core, from whichever core received it.
 //! Sequence numbers (the GCM IVs) therefore come from one counter per SA and never repeat.
 
-use std::collections::{HashSet, VecDeque};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::collections::HashSet;
 
-use crossbeam_queue::ArrayQueue;
 use etherparse::PacketBuilder;
-use nflet_nfs::ids::{CoreId, PortId};
-use nflet_nfs::time::MonotonicClock;
 
-use super::core::{Control, CoreLoop, Steering};
-use super::select::ChainSelector;
-use super::stats::{CoreStats, Snapshot};
+use super::two_cores::{self, Outputs, Script};
 use super::*;
-use crate::port::{BufPool, PktBuf, RxQueue, RxStatus, TxQueue};
 
 /// Frames each core receives for each SA.
 const PER_SA: usize = 150;
-
-type Frames = Arc<Mutex<Vec<Vec<u8>>>>;
-/// Produces a queue's frames once they are ready (`None`: not yet).
-type Loader = Box<dyn FnMut() -> Option<Vec<Vec<u8>>> + Send>;
-
-/// A receive queue that hands out its frames (filled by `load` when first polled) and is then
-/// exhausted. Reports itself as spreading flows on its own, so only NF steering moves frames.
-struct Script {
-    frames: VecDeque<Vec<u8>>,
-    load: Option<Loader>,
-}
-
-impl RxQueue for Script {
-    fn rx_burst(&mut self, pool: &mut BufPool, out: &mut Vec<PktBuf>, max: usize) -> RxStatus {
-        if let Some(load) = self.load.as_mut() {
-            match load() {
-                Some(frames) => {
-                    self.frames.extend(frames);
-                    self.load = None;
-                }
-                None => return RxStatus::Received(0),
-            }
-        }
-        if self.frames.is_empty() {
-            return RxStatus::Exhausted;
-        }
-        let mut n = 0;
-        while n < max {
-            let Some(f) = self.frames.front() else { break };
-            let Some(mut b) = pool.get() else { break };
-            assert!(b.fill(f));
-            self.frames.pop_front();
-            out.push(b);
-            n += 1;
-        }
-        RxStatus::Received(n)
-    }
-
-    fn steered(&self) -> bool {
-        true
-    }
-}
-
-/// A transmit queue that keeps copies of what it sends.
-struct Capture(Frames);
-
-impl TxQueue for Capture {
-    fn tx_burst(&mut self, pkts: &mut Vec<PktBuf>, pool: &mut BufPool) -> usize {
-        let n = pkts.len();
-        let mut got = self.0.lock().unwrap();
-        for b in pkts.drain(..) {
-            got.push(b.data().to_vec());
-            pool.put(b);
-        }
-        n
-    }
-}
 
 /// Packet `i` of SA `sa` (0 or 1): from site 10.1.<sa>.0/24 to 10.2.<sa>.0/24.
 fn cleartext(sa: u8, i: usize) -> Vec<u8> {
@@ -141,56 +76,12 @@ steps = ["vpn"]
 output = "lan"
 "#;
     let config = Config::parse("esp2.toml", text).unwrap();
-    let (pipelines, _arenas) = build_pipelines(&config).unwrap();
-    let lan_tx: Vec<Frames> = (0..2).map(|_| Frames::default()).collect();
-    let wan_tx: Vec<Frames> = (0..2).map(|_| Frames::default()).collect();
-    let control = Arc::new(Control::default());
-    control.live_inputs.store(2, std::sync::atomic::Ordering::Release);
-    let steering = Steering { inbound: (0..2).map(|_| Arc::new(ArrayQueue::new(1024))).collect() };
-    let exchange = Arc::new(ArrayQueue::new(4096));
-    let publish: Vec<Arc<spin::Mutex<Snapshot>>> = (0..2).map(|_| Arc::default()).collect();
-    let loops: Vec<CoreLoop> = pipelines
-        .into_iter()
-        .enumerate()
-        .map(|(c, pipeline)| {
-            // Every core receives packets of both SAs, interleaved.
-            let frames = (0..PER_SA).flat_map(|i| [cleartext(0, i), cleartext(1, i)]).collect();
-            let lan = Script { frames, load: None };
-            let wan = Script { frames: VecDeque::new(), load: None };
-            CoreLoop {
-                mailbox: Arc::default(),
-                tap: crate::capture::Tap::off(),
-                id: CoreId(c as u16),
-                cores: 2,
-                rx: vec![(PortId(0), Box::new(lan) as Box<dyn RxQueue>), (PortId(1), Box::new(wan))],
-                tx: vec![
-                    Some(Box::new(Capture(Arc::clone(&lan_tx[c]))) as Box<dyn TxQueue>),
-                    Some(Box::new(Capture(Arc::clone(&wan_tx[c])))),
-                ],
-                pool: BufPool::with_exchange(1024, 2048, Arc::clone(&exchange)),
-                pipeline,
-                chains: ChainSelector::new(&config),
-                policy: config.parse,
-                burst: 32,
-                idle_sleep: Duration::from_micros(10),
-                steering: Some(steering.clone()),
-                control: Arc::clone(&control),
-                publish: Arc::clone(&publish[c]),
-                warmup: 0,
-            }
-        })
-        .collect();
-    let clock = MonotonicClock::new();
-    let stats: Vec<CoreStats> = std::thread::scope(|s| {
-        let handles: Vec<_> = loops
-            .into_iter()
-            .map(|l| {
-                let clock = clock.clone();
-                s.spawn(move || l.run(&clock))
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    let (stats, out) = two_cores::run(&config, |_, _| {
+        // Every core receives packets of both SAs, interleaved.
+        let lan = Script::frames((0..PER_SA).flat_map(|i| [cleartext(0, i), cleartext(1, i)]));
+        (lan, Script::frames([]))
     });
+    let Outputs { lan_tx, wan_tx, publish } = out;
 
     let mut seen = HashSet::new();
     for (c, st) in stats.iter().enumerate() {

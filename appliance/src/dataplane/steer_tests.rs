@@ -2,82 +2,20 @@
 //! are moved, before any chain runs, to the core owning their public port, even from ports
 //! that spread flows themselves (RSS-like queues, where hash steering is off).
 
-use std::collections::{HashSet, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_queue::ArrayQueue;
 use etherparse::PacketBuilder;
-use nflet_nfs::ids::{CoreId, PortId};
+use nflet_nfs::ids::PortId;
 use nflet_nfs::packet::{parse, IpProtocol, ParsePolicy};
-use nflet_nfs::time::MonotonicClock;
 
-use super::core::{Control, CoreLoop, Steering};
-use super::select::ChainSelector;
-use super::stats::{CoreStats, Snapshot};
+use super::two_cores::{self, Outputs, Script};
 use super::*;
-use crate::port::{BufPool, PktBuf, RxQueue, RxStatus, TxQueue};
 
 const FLOWS: usize = 200;
 const REMOTE: [u8; 4] = [198, 51, 100, 1];
 const PUBLIC: [u8; 4] = [203, 0, 113, 1];
-
-type Frames = Arc<Mutex<Vec<Vec<u8>>>>;
-/// Produces a queue's frames once they are ready (`None`: not yet).
-type Loader = Box<dyn FnMut() -> Option<Vec<Vec<u8>>> + Send>;
-
-/// A receive queue that hands out its frames (filled by `load` when first polled) and is then
-/// exhausted. Reports itself as spreading flows on its own, so only NF steering moves frames.
-struct Script {
-    frames: VecDeque<Vec<u8>>,
-    load: Option<Loader>,
-}
-
-impl RxQueue for Script {
-    fn rx_burst(&mut self, pool: &mut BufPool, out: &mut Vec<PktBuf>, max: usize) -> RxStatus {
-        if let Some(load) = self.load.as_mut() {
-            match load() {
-                Some(frames) => {
-                    self.frames.extend(frames);
-                    self.load = None;
-                }
-                None => return RxStatus::Received(0),
-            }
-        }
-        if self.frames.is_empty() {
-            return RxStatus::Exhausted;
-        }
-        let mut n = 0;
-        while n < max {
-            let Some(f) = self.frames.front() else { break };
-            let Some(mut b) = pool.get() else { break };
-            assert!(b.fill(f));
-            self.frames.pop_front();
-            out.push(b);
-            n += 1;
-        }
-        RxStatus::Received(n)
-    }
-
-    fn steered(&self) -> bool {
-        true
-    }
-}
-
-/// A transmit queue that keeps copies of what it sends.
-struct Capture(Frames);
-
-impl TxQueue for Capture {
-    fn tx_burst(&mut self, pkts: &mut Vec<PktBuf>, pool: &mut BufPool) -> usize {
-        let n = pkts.len();
-        let mut got = self.0.lock().unwrap();
-        for b in pkts.drain(..) {
-            got.push(b.data().to_vec());
-            pool.put(b);
-        }
-        n
-    }
-}
 
 /// Flow `i`: UDP from a distinct inside endpoint, every fourth one an ICMP echo.
 fn outbound(i: usize) -> Vec<u8> {
@@ -140,63 +78,20 @@ steps = ["nat"]
 output = "lan"
 "#;
     let config = Config::parse("nat2.toml", text).unwrap();
-    let (pipelines, _arenas) = build_pipelines(&config).unwrap();
-    let lan_tx: Vec<Frames> = (0..2).map(|_| Frames::default()).collect();
-    let wan_tx: Vec<Frames> = (0..2).map(|_| Frames::default()).collect();
-    let control = Arc::new(Control::default());
-    control.live_inputs.store(2, std::sync::atomic::Ordering::Release);
-    let steering = Steering { inbound: (0..2).map(|_| Arc::new(ArrayQueue::new(1024))).collect() };
-    let exchange = Arc::new(ArrayQueue::new(4096));
-    let publish: Vec<Arc<spin::Mutex<Snapshot>>> = (0..2).map(|_| Arc::default()).collect();
     let deadline = Instant::now() + Duration::from_secs(20);
-    let loops: Vec<CoreLoop> = pipelines
-        .into_iter()
-        .enumerate()
-        .map(|(c, pipeline)| {
-            // Core c's inside hosts send the flows i with i % 2 == c, so core c holds their
-            // mappings; the replies to them all arrive on the other core's wan queue.
-            let lan = Script { frames: (c..FLOWS).step_by(2).map(outbound).collect(), load: None };
-            let from_other = Arc::clone(&wan_tx[1 - c]);
-            let load = move || {
-                let sent = from_other.lock().unwrap();
-                (sent.len() >= FLOWS / 2 || Instant::now() > deadline)
-                    .then(|| sent.iter().map(|f| reply(f)).collect())
-            };
-            let wan = Script { frames: VecDeque::new(), load: Some(Box::new(load)) };
-            CoreLoop {
-                mailbox: Arc::default(),
-                id: CoreId(c as u16),
-                cores: 2,
-                rx: vec![(PortId(0), Box::new(lan) as Box<dyn RxQueue>), (PortId(1), Box::new(wan))],
-                tx: vec![
-                    Some(Box::new(Capture(Arc::clone(&lan_tx[c]))) as Box<dyn TxQueue>),
-                    Some(Box::new(Capture(Arc::clone(&wan_tx[c])))),
-                ],
-                pool: BufPool::with_exchange(1024, 2048, Arc::clone(&exchange)),
-                pipeline,
-                chains: ChainSelector::new(&config),
-                policy: config.parse,
-                burst: 32,
-                idle_sleep: Duration::from_micros(10),
-                steering: Some(steering.clone()),
-                control: Arc::clone(&control),
-                publish: Arc::clone(&publish[c]),
-                warmup: 0,
-                tap: crate::capture::Tap::off(),
-            }
-        })
-        .collect();
-    let clock = MonotonicClock::new();
-    let stats: Vec<CoreStats> = std::thread::scope(|s| {
-        let handles: Vec<_> = loops
-            .into_iter()
-            .map(|l| {
-                let clock = clock.clone();
-                s.spawn(move || l.run(&clock))
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    let (stats, out) = two_cores::run(&config, |c, out| {
+        // Core c's inside hosts send the flows i with i % 2 == c, so core c holds their
+        // mappings; the replies to them all arrive on the other core's wan queue.
+        let lan = Script::frames((c..FLOWS).step_by(2).map(outbound));
+        let from_other = Arc::clone(&out.wan_tx[1 - c]);
+        let wan = Script::later(Box::new(move || {
+            let sent = from_other.lock().unwrap();
+            (sent.len() >= FLOWS / 2 || Instant::now() > deadline)
+                .then(|| sent.iter().map(|f| reply(f)).collect())
+        }));
+        (lan, wan)
     });
+    let Outputs { lan_tx, wan_tx, publish } = out;
 
     let half = (FLOWS / 2) as u64;
     for (c, st) in stats.iter().enumerate() {
