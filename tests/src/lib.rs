@@ -102,6 +102,16 @@ impl TwoHosts {
         t
     }
 
+    /// The `[[port]]` tables of nflet's AF_PACKET ports on the root-namespace ends of the
+    /// veths: `a` towards host A, `b` towards host B.
+    pub fn af_packet_ports(&self) -> String {
+        format!(
+            "[[port]]\nname = \"a\"\nkind = \"af_packet\"\niface = \"{}\"\n\n\
+             [[port]]\nname = \"b\"\nkind = \"af_packet\"\niface = \"{}\"\n",
+            self.port_a, self.port_b
+        )
+    }
+
     /// Runs `peer` with `args` in namespace `ns` and waits for it.
     pub fn peer(&self, ns: &str, args: &[&str]) -> Output {
         let peer = binary("peer");

@@ -16,16 +16,7 @@ fn config(h: &TwoHosts, usage_dir: &Path, listen: u16) -> String {
 [appliance]
 cores = 2
 
-[[port]]
-name = "a"
-kind = "af_packet"
-iface = "{a}"
-
-[[port]]
-name = "b"
-kind = "af_packet"
-iface = "{b}"
-
+{ports}
 [[nf]]
 name = "mon"
 kind = "monitor"
@@ -51,8 +42,7 @@ listen = {listen}
 dir = "{dir}"
 interval_s = 1
 "#,
-        a = h.port_a,
-        b = h.port_b,
+        ports = h.af_packet_ports(),
         dir = usage_dir.display()
     )
 }

@@ -20,16 +20,7 @@ const PINGS: usize = 12;
 fn config(h: &TwoHosts, listen: u16, dir: &str) -> String {
     format!(
         r#"
-[[port]]
-name = "a"
-kind = "af_packet"
-iface = "{a}"
-
-[[port]]
-name = "b"
-kind = "af_packet"
-iface = "{b}"
-
+{ports}
 [[nf]]
 name = "mon"
 kind = "monitor"
@@ -51,8 +42,7 @@ listen = {listen}
 token = "{TOKEN}"
 capture_dir = "{dir}"
 "#,
-        a = h.port_a,
-        b = h.port_b,
+        ports = h.af_packet_ports(),
     )
 }
 

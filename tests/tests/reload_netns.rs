@@ -21,16 +21,7 @@ fn config(h: &TwoHosts, listen: u16, monitor_flows: usize) -> String {
 [appliance]
 cores = 2
 
-[[port]]
-name = "a"
-kind = "af_packet"
-iface = "{a}"
-
-[[port]]
-name = "b"
-kind = "af_packet"
-iface = "{b}"
-
+{ports}
 [[nf]]
 name = "fw"
 kind = "firewall"
@@ -62,8 +53,7 @@ output = "a"
 listen = {listen}
 token = "{TOKEN}"
 "#,
-        a = h.port_a,
-        b = h.port_b,
+        ports = h.af_packet_ports(),
         addr_b = h.addr_b,
     )
 }
