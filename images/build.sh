@@ -29,6 +29,8 @@ EOF
 
 die() { echo "images/build.sh: error: $*" >&2; exit 1; }
 log() { echo "images/build.sh: $*" >&2; }
+# shellcheck source=images/common.sh
+. "$here/common.sh"
 
 default_cmdline="console=ttyS0 panic=-1 quiet"
 config="" extra_cmdline="" init="" strip=1 kver=""
@@ -65,29 +67,10 @@ gptmbr=/usr/lib/syslinux/mbr/gptmbr.bin
 need_cmd python3 python3
 [ -f "$stub" ] || missing+=(systemd-boot-efi)
 compgen -G "/boot/vmlinuz-*-cloud-amd64" >/dev/null || [ -n "$kver" ] || missing+=(linux-image-cloud-amd64)
-if [ ${#missing[@]} -gt 0 ]; then
-    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
-    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
-        log "installing missing Debian packages: ${missing[*]}"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2 || {
-            apt-get update -q >&2
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2
-        } || die "could not install ${missing[*]}"
-    else
-        die "missing Debian package(s): ${missing[*]}; install with: sudo apt-get install ${missing[*]}"
-    fi
-fi
+install_missing
 
 # --- Inputs -----------------------------------------------------------------------------------
-if [ -z "$kver" ]; then
-    kver=$(find /lib/modules -mindepth 1 -maxdepth 1 -name '*-cloud-amd64' -printf '%f\n' |
-        sort -V | tail -n 1)
-    [ -n "$kver" ] || die "no /lib/modules/*-cloud-amd64; install with: sudo apt-get install linux-image-cloud-amd64"
-fi
-vmlinuz=/boot/vmlinuz-$kver
-moddir=/lib/modules/$kver
-[ -f "$vmlinuz" ] || die "$vmlinuz not found (kernel $kver); install with: sudo apt-get install linux-image-$kver"
-[ -f "$moddir/modules.dep" ] || die "$moddir/modules.dep not found; reinstall linux-image-$kver"
+find_kernel
 if [ -z "$init" ]; then
     [ -f "$nflet" ] || die "$nflet not found; build it with: cargo static"
     init=$nflet
@@ -116,8 +99,7 @@ trap 'rm -rf "$work"' EXIT
 wanted=(virtio_pci virtio_net uio uio_pci_generic vfio-pci vfio_iommu_type1 qemu_fw_cfg
     vfat nls_cp437 nls_ascii virtio_blk button evdev)
 
-# shellcheck source=images/modules.sh
-. "$here/modules.sh"
+resolve_modules
 
 manifest=$work/manifest
 modlist=$work/modules

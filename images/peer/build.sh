@@ -16,6 +16,8 @@ repo=$(cd "$images/.." && pwd)
 
 die() { echo "images/peer/build.sh: error: $*" >&2; exit 1; }
 log() { echo "images/peer/build.sh: $*" >&2; }
+# shellcheck source=images/common.sh
+. "$here/../common.sh"
 
 usage() {
     cat <<USAGE
@@ -42,27 +44,9 @@ dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static) # /bin/busyb
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 compgen -G "/boot/vmlinuz-*-cloud-amd64" >/dev/null || [ -n "$kver" ] || missing+=(linux-image-cloud-amd64)
-if [ ${#missing[@]} -gt 0 ]; then
-    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
-        log "installing missing Debian packages: ${missing[*]}"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2 || {
-            apt-get update -q >&2
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2
-        } || die "could not install ${missing[*]}"
-    else
-        die "missing Debian package(s): ${missing[*]}; install with: sudo apt-get install ${missing[*]}"
-    fi
-fi
+install_missing
 
-if [ -z "$kver" ]; then
-    kver=$(find /lib/modules -mindepth 1 -maxdepth 1 -name '*-cloud-amd64' -printf '%f\n' |
-        sort -V | tail -n 1)
-    [ -n "$kver" ] || die "no /lib/modules/*-cloud-amd64; install with: sudo apt-get install linux-image-cloud-amd64"
-fi
-vmlinuz=/boot/vmlinuz-$kver
-moddir=/lib/modules/$kver
-[ -f "$vmlinuz" ] || die "$vmlinuz not found (kernel $kver); install with: sudo apt-get install linux-image-$kver"
-[ -f "$moddir/modules.dep" ] || die "$moddir/modules.dep not found; reinstall linux-image-$kver"
+find_kernel
 ipbin=$(readlink -f "$(command -v ip)")
 
 if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
@@ -88,8 +72,7 @@ wanted=(virtio_pci virtio_net dummy xfrm_algo xfrm_user esp4 gf128mul ghash-gene
     ghash-clmulni-intel ctr gcm seqiv echainiv cryptd crypto_simd aesni-intel
     sha512_generic jitterentropy_rng drbg)
 
-# shellcheck source=images/modules.sh
-. "$here/../modules.sh"
+resolve_modules
 
 manifest=$work/manifest
 modlist=$work/modules
