@@ -26,3 +26,4 @@ pub mod load;
 pub mod replicate;
 pub mod scaling;
 pub mod units;
+pub mod wire;
