@@ -11,5 +11,6 @@ pub mod mgmt;
 pub mod observe;
 pub mod port;
 pub mod report;
+pub mod scaleout;
 pub mod top;
 pub mod traffic;

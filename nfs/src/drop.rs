@@ -148,6 +148,8 @@ drop_reasons! {
     /// IPsec: the outer header arrived marked CE (congestion experienced) over an inner packet
     /// that is not ECN-capable, so the mark cannot be passed on (RFC 6040 §4.2: drop).
     IpsecCeNotEct => "ipsec_ce_not_ect",
+    /// Scale-out: a worker's hold buffer for a flow whose state it is pulling was full.
+    HoldOverflow => "hold_overflow",
 }
 
 impl std::fmt::Display for DropReason {

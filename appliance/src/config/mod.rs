@@ -7,6 +7,7 @@
 
 mod error;
 pub mod raw;
+pub mod scale;
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -100,6 +101,8 @@ pub struct Config {
     pub management: Option<Management>,
     /// `[billing]`, when present.
     pub billing: Option<Billing>,
+    /// `[scale]`, when present: this file describes a scale-out deployment.
+    pub scale: Option<scale::Scale>,
 }
 
 /// The validated `[management]` section.
@@ -426,6 +429,13 @@ fn validate(map: &SourceMap<'_>, raw: raw::RawConfig) -> Result<Config, ConfigEr
         })?),
         None => None,
     };
+    let scale = match raw.scale {
+        Some(s) => Some(scale::scale(s).map_err(|(key, message)| {
+            let from = map.text.find("[scale]").unwrap_or(0);
+            ConfigError { at: map.key_in(from..map.text.len(), key), key: format!("scale.{key}"), message }
+        })?),
+        None => None,
+    };
     Ok(Config {
         source: map.file.to_string(),
         settings,
@@ -436,6 +446,7 @@ fn validate(map: &SourceMap<'_>, raw: raw::RawConfig) -> Result<Config, ConfigEr
         chains,
         management,
         billing,
+        scale,
     })
 }
 

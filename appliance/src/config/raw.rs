@@ -25,6 +25,8 @@ pub struct RawConfig {
     pub management: Option<RawManagement>,
     /// `[billing]`: periodic usage records (absent: none written; usage still in /metrics).
     pub billing: Option<RawBilling>,
+    /// `[scale]`: a scale-out deployment (director and workers).
+    pub scale: Option<super::scale::RawScale>,
 }
 
 /// `[billing]`: where and how often usage records are written.

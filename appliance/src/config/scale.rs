@@ -1,0 +1,183 @@
+//! `[scale]`: the scale-out deployment one configuration file describes — the director (which
+//! owns the `[[port]]`s), the workers (which run the chains), how they reach each other, the
+//! shared key of their state messages, and the director's SNF knobs.
+
+use std::net::SocketAddr;
+
+use nflet_nfs::ids::Bytes;
+use nflet_nfs::time::Nanos;
+use nflet_scale::config::DirectorConfig;
+use nflet_scale::units::Rate;
+use serde::Deserialize;
+
+/// `[scale]` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawScale {
+    /// UDP address the director receives workers' packets and messages on.
+    pub director: String,
+    /// UDP address of each worker, by worker id (0, 1, …); its length is the most workers.
+    pub workers: Vec<String>,
+    /// Secret of the state messages' HMAC-SHA256 (at least 16 bytes; same on every instance).
+    pub key: String,
+    #[serde(default = "d_initial")]
+    pub initial_workers: u16,
+    /// Workers started idle ahead of need, so that scaling out is an activation.
+    #[serde(default)]
+    pub warm_pool: u16,
+    /// `process` (the director starts `nflet worker` processes), `command` (it runs
+    /// `launch_command` / `stop_command`), or `static` (workers are started by someone else).
+    #[serde(default = "d_launcher")]
+    pub launcher: String,
+    pub launch_command: Option<String>,
+    pub stop_command: Option<String>,
+    /// What one worker can process, in megabits per second.
+    #[serde(default = "d_capacity")]
+    pub capacity_mbps: f64,
+    #[serde(default = "d_timeout")]
+    pub flowlet_timeout_us: u64,
+    #[serde(default = "d_max_kb")]
+    pub flowlet_max_kb: u64,
+    #[serde(default = "d_alpha")]
+    pub alpha: f64,
+    #[serde(default = "d_replicas")]
+    pub replicas: usize,
+    #[serde(default = "d_launch_util")]
+    pub launch_utilisation: f64,
+    #[serde(default = "d_retire")]
+    pub retire_idle_ms: u64,
+    /// A flow idle this long is forgotten by the director (keep it at least as long as the
+    /// longest NF state timeout, or a returning flow starts with fresh state).
+    #[serde(default = "d_flow_idle")]
+    pub flow_idle_s: u64,
+    /// Packets a worker holds per flow while it pulls the flow's state.
+    #[serde(default = "d_hold")]
+    pub hold_packets: usize,
+    #[serde(default = "d_pull_timeout")]
+    pub pull_timeout_ms: u64,
+}
+
+fn d_initial() -> u16 {
+    1
+}
+fn d_launcher() -> String {
+    "process".into()
+}
+fn d_capacity() -> f64 {
+    1000.0
+}
+fn d_timeout() -> u64 {
+    500
+}
+fn d_max_kb() -> u64 {
+    15
+}
+fn d_alpha() -> f64 {
+    0.25
+}
+fn d_replicas() -> usize {
+    3
+}
+fn d_launch_util() -> f64 {
+    0.9
+}
+fn d_retire() -> u64 {
+    1000
+}
+fn d_flow_idle() -> u64 {
+    7440
+}
+fn d_hold() -> usize {
+    64
+}
+fn d_pull_timeout() -> u64 {
+    20
+}
+
+/// How the director gets worker instances.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LauncherKind {
+    Process,
+    Command { launch: String, stop: Option<String> },
+    Static,
+}
+
+/// The validated `[scale]` section.
+#[derive(Debug, Clone)]
+pub struct Scale {
+    pub director: SocketAddr,
+    pub workers: Vec<SocketAddr>,
+    pub key: Vec<u8>,
+    pub warm_pool: u16,
+    pub launcher: LauncherKind,
+    pub hold_packets: usize,
+    pub pull_timeout: Nanos,
+    pub decisions: DirectorConfig,
+}
+
+fn addr(key: &'static str, text: &str) -> Result<SocketAddr, (&'static str, String)> {
+    text.parse().map_err(|_| (key, format!("expected an IP address and UDP port like \"127.0.0.1:4789\", got `{text}`")))
+}
+
+/// Validates `[scale]`; errors are `(key, message)`.
+pub fn scale(s: RawScale) -> Result<Scale, (&'static str, String)> {
+    let director = addr("director", &s.director)?;
+    let workers = s.workers.iter().map(|w| addr("workers", w)).collect::<Result<Vec<_>, _>>()?;
+    if workers.is_empty() || workers.len() > 1024 {
+        return Err(("workers", format!("expected 1 to 1024 worker addresses, got {}", workers.len())));
+    }
+    if s.key.len() < 16 {
+        return Err(("key", "expected a secret of at least 16 bytes, the same on every instance".into()));
+    }
+    let max = u16::try_from(workers.len()).unwrap_or(u16::MAX);
+    if s.initial_workers == 0 || s.initial_workers > max {
+        return Err(("initial_workers", format!("expected 1 to {max} (the number of `workers`), got {}", s.initial_workers)));
+    }
+    let launcher = match s.launcher.as_str() {
+        "process" => LauncherKind::Process,
+        "static" => LauncherKind::Static,
+        "command" => match s.launch_command {
+            Some(launch) if !launch.trim().is_empty() => LauncherKind::Command { launch, stop: s.stop_command },
+            _ => return Err(("launch_command", "`launcher = \"command\"` needs a `launch_command`".into())),
+        },
+        other => return Err(("launcher", format!("expected \"process\", \"command\" or \"static\", got `{other}`"))),
+    };
+    if !(1..=65_536).contains(&s.hold_packets) {
+        return Err(("hold_packets", format!("expected 1 to 65536 packets, got {}", s.hold_packets)));
+    }
+    if !(1..=10_000).contains(&s.pull_timeout_ms) {
+        return Err(("pull_timeout_ms", format!("expected 1 to 10000 ms, got {}", s.pull_timeout_ms)));
+    }
+    let decisions = DirectorConfig {
+        flowlet_timeout: Nanos::from_micros(s.flowlet_timeout_us),
+        flowlet_max_bytes: Bytes(s.flowlet_max_kb.saturating_mul(1000)),
+        alpha: s.alpha,
+        replicas: s.replicas,
+        worker_capacity: Rate(s.capacity_mbps * 1e6 / 8.0),
+        launch_utilisation: s.launch_utilisation,
+        retire_after: Nanos::from_millis(s.retire_idle_ms),
+        initial_workers: s.initial_workers,
+        min_workers: 1,
+        max_workers: max,
+        flow_idle_timeout: Nanos::from_secs(s.flow_idle_s),
+        ..DirectorConfig::default()
+    };
+    decisions.validate().map_err(|e| {
+        let text = e.to_string();
+        let key = ["flowlet_timeout", "flowlet_max", "alpha", "replicas", "launch_utilisation", "capacity", "flow_idle"]
+            .into_iter()
+            .find(|k| text.contains(k))
+            .unwrap_or("scale");
+        (key, text)
+    })?;
+    Ok(Scale {
+        director,
+        workers,
+        key: s.key.into_bytes(),
+        warm_pool: s.warm_pool,
+        launcher,
+        hold_packets: s.hold_packets,
+        pull_timeout: Nanos::from_millis(s.pull_timeout_ms),
+        decisions,
+    })
+}

@@ -1,0 +1,66 @@
+//! The inter-instance link: one non-blocking UDP socket per instance for data packets and
+//! state messages alike (they are told apart by their first bytes).
+
+use std::io::ErrorKind;
+use std::net::{SocketAddr, UdpSocket};
+
+/// Socket buffers asked for; the kernel caps them at `net.core.{r,w}mem_max`.
+const SOCKET_BUFFER: usize = 8 << 20;
+/// The largest datagram: a jumbo inner frame plus the steering header.
+pub const MAX_DATAGRAM: usize = 65_535;
+
+/// Why the fabric could not be set up.
+#[derive(Debug)]
+pub struct FabricError {
+    pub addr: SocketAddr,
+    pub source: std::io::Error,
+}
+
+impl std::fmt::Display for FabricError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot bind the scale-out fabric to {}: {}", self.addr, self.source)?;
+        if self.source.kind() == ErrorKind::AddrInUse {
+            write!(f, " (another instance uses this address; check `[scale]` addresses and `ss -ulpn`)")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for FabricError {}
+
+/// This instance's end of the fabric.
+#[derive(Debug)]
+pub struct Fabric {
+    socket: UdpSocket,
+    buf: Vec<u8>,
+    /// Datagrams the kernel refused to send (buffer full, peer unreachable).
+    pub send_errors: u64,
+}
+
+impl Fabric {
+    pub fn bind(addr: SocketAddr) -> Result<Fabric, FabricError> {
+        let err = |source| FabricError { addr, source };
+        let domain = if addr.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
+        let s = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP)).map_err(err)?;
+        // Best effort: a smaller buffer only means earlier drops under overload.
+        let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
+        let _ = s.set_send_buffer_size(SOCKET_BUFFER);
+        s.bind(&addr.into()).map_err(err)?;
+        s.set_nonblocking(true).map_err(err)?;
+        Ok(Fabric { socket: s.into(), buf: vec![0; MAX_DATAGRAM], send_errors: 0 })
+    }
+
+    /// The next datagram, if one is waiting.
+    pub fn recv(&mut self) -> Option<(&[u8], SocketAddr)> {
+        match self.socket.recv_from(&mut self.buf) {
+            Ok((n, from)) => self.buf.get(..n).map(|d| (d, from)),
+            Err(_) => None,
+        }
+    }
+
+    pub fn send(&mut self, datagram: &[u8], to: SocketAddr) {
+        if self.socket.send_to(datagram, to).is_err() {
+            self.send_errors += 1;
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! Scale-out: the director and worker roles of an nflet deployment (SNF §3–§5).
+//!
+//! One configuration file with a `[scale]` section describes the whole deployment. The
+//! *director* (`nflet director`) owns the `[[port]]`s: it receives every frame, asks the
+//! director decision library ([`nflet_scale::director`]) which worker runs the frame's
+//! flowlet, and sends the frame to that worker in VXLAN with nflet's metadata
+//! ([`nflet_scale::wire::header`]). A *worker* (`nflet worker --id N`) runs the configured
+//! chains on what it receives and sends each frame back with its egress port; the director
+//! transmits it there. Both directions of a flow therefore pass the director, which also
+//! learns the tuple an NF rewrote a flow to (the NAT's public side) so that replies find the
+//! flow's worker.
+//!
+//! Per-flow NF state lives on the worker that runs the flow's current flowlet. When the
+//! director moves a flowlet, the new worker pulls the state from the previous owner and holds
+//! the flow's packets meanwhile (bounded), unless a proactive replica (pushed when the flow
+//! went idle for half the flowlet timeout) is already current by the logical-clock rule
+//! ([`nflet_scale::clock`]). State messages are HMAC-authenticated and replay-protected
+//! ([`nflet_scale::wire::message`]).
+//!
+//! Instances reach each other over plain UDP/IP ([`fabric`]), so they may run on one host or
+//! on many. The director starts and stops workers through a [`launcher`].
+
+pub mod director;
+pub mod fabric;
+pub mod launcher;
+pub mod worker;
+mod worker_flows;
+
+/// A 64-bit fingerprint of the deployment's configuration text (FNV-1a): instances built
+/// from different files refuse each other's state.
+pub fn fingerprint(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// Nanoseconds since the Unix epoch: the first sequence number of this instance's messages,
+/// so that a restarted instance never reuses one.
+pub fn first_sequence() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}

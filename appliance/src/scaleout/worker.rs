@@ -1,0 +1,391 @@
+//! The worker role (`nflet worker --id N`): runs the configured chains on the frames the
+//! director sends it, keeps the state of the flows it serves, pulls the state of flows that
+//! moved to it, pushes state to replicas when the director asks, and answers other workers'
+//! pulls. One thread; a deployment scales by running more workers.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use nflet_nfs::chain::Pipeline;
+use nflet_nfs::drop::{DropCounters, DropReason};
+use nflet_nfs::flow::FlowKey;
+use nflet_nfs::ids::{ChainId, CoreId};
+use nflet_nfs::nf::{Ctx, Verdict};
+use nflet_nfs::packet::{parse, ParsePolicy};
+use nflet_nfs::time::{Clock, MonotonicClock, Nanos};
+use nflet_scale::units::{LogicalClock, WorkerId};
+use nflet_scale::wire::{
+    is_state_message, Direction, Kind, Message, MessageError, Sealer, SteerHeader, Verifier, DIRECTOR,
+    HEADER_LEN,
+};
+
+use super::fabric::{Fabric, FabricError};
+use super::worker_flows::{Admit, Expired, Held, WorkerFlows};
+use crate::config::scale::Scale;
+use crate::config::Config;
+use crate::dataplane::StartError;
+
+/// How often a worker tells the director it is alive.
+const HELLO_EVERY: Nanos = Nanos::from_millis(100);
+/// How often NF housekeeping and pull timeouts run.
+const HOUSEKEEPING_EVERY: Nanos = Nanos::from_millis(1);
+
+/// Why a worker could not start.
+#[derive(Debug)]
+pub enum WorkerError {
+    NoScale,
+    UnknownId { id: u16, workers: usize },
+    Fabric(FabricError),
+    Start(StartError),
+    /// A chain keeps per-flow state that cannot move between workers.
+    NotMigratable { chain: String, nfs: Vec<String> },
+}
+
+impl std::fmt::Display for WorkerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WorkerError::NoScale => f.write_str("the configuration has no `[scale]` section"),
+            WorkerError::UnknownId { id, workers } => {
+                write!(f, "worker id {id} is not in `[scale] workers` (ids 0 to {})", workers.saturating_sub(1))
+            }
+            WorkerError::Fabric(e) => write!(f, "{e}"),
+            WorkerError::Start(e) => write!(f, "{e}"),
+            WorkerError::NotMigratable { chain, nfs } => write!(
+                f,
+                "chain `{chain}` keeps per-flow state in {} that cannot move between workers; \
+                 such NFs cannot run scaled out",
+                nfs.join(", ")
+            ),
+        }
+    }
+}
+
+impl std::error::Error for WorkerError {}
+
+/// A worker's counters (printed as JSON when it stops).
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct WorkerCounters {
+    pub packets_in: u64,
+    pub packets_out: u64,
+    pub dropped: u64,
+    pub bad_headers: u64,
+    pub held: u64,
+    pub hold_overflow: u64,
+    pub pulls_sent: u64,
+    pub pull_retries: u64,
+    pub pull_timeouts: u64,
+    pub pulls_answered: u64,
+    pub pulls_empty: u64,
+    pub pulls_served: u64,
+    pub pushes_sent: u64,
+    pub pushes_installed: u64,
+    pub stale_refused: u64,
+    pub imports_failed: u64,
+    pub replicate_orders: u64,
+    pub state_bytes_sent: u64,
+    pub send_errors: u64,
+    pub rejected: std::collections::BTreeMap<&'static str, u64>,
+}
+
+/// One worker.
+pub struct Worker {
+    id: WorkerId,
+    fabric: Fabric,
+    director: SocketAddr,
+    peers: Vec<SocketAddr>,
+    pipeline: Pipeline,
+    policy: ParsePolicy,
+    flows: WorkerFlows,
+    sealer: Sealer,
+    verifier: Verifier,
+    pull_timeout: Nanos,
+    flow_idle: Nanos,
+    pub counters: WorkerCounters,
+    drops: DropCounters,
+    out: Vec<u8>,
+    state: Vec<u8>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").field("id", &self.id).finish()
+    }
+}
+
+impl Worker {
+    /// Builds worker `id` of the deployment `config` describes (`deployment`: its fingerprint).
+    pub fn new(mut config: Config, id: u16, deployment: u64) -> Result<Worker, WorkerError> {
+        let scale: Scale = config.scale.clone().ok_or(WorkerError::NoScale)?;
+        let addr = *scale
+            .workers
+            .get(usize::from(id))
+            .ok_or(WorkerError::UnknownId { id, workers: scale.workers.len() })?;
+        config.settings.cores = 1;
+        let instance = nflet_nfs::nf::Instance {
+            id,
+            count: u16::try_from(scale.workers.len()).unwrap_or(u16::MAX),
+        };
+        let (mut pipelines, _arenas) =
+            crate::dataplane::build_pipelines_for(&config, instance).map_err(WorkerError::Start)?;
+        let pipeline = pipelines.pop().ok_or(WorkerError::NoScale)?;
+        for (c, chain) in pipeline.chains.iter().enumerate() {
+            let stuck = pipeline.unmigratable(c);
+            if !stuck.is_empty() {
+                return Err(WorkerError::NotMigratable { chain: chain.name.clone(), nfs: stuck });
+            }
+        }
+        let fabric = Fabric::bind(addr).map_err(WorkerError::Fabric)?;
+        let me = WorkerId(id);
+        Ok(Worker {
+            id: me,
+            fabric,
+            director: scale.director,
+            peers: scale.workers.clone(),
+            pipeline,
+            policy: config.parse,
+            flows: WorkerFlows::new(me, scale.hold_packets),
+            sealer: Sealer::new(&scale.key, me, deployment, super::first_sequence()),
+            verifier: Verifier::new(&scale.key, deployment),
+            pull_timeout: scale.pull_timeout,
+            flow_idle: scale.decisions.flow_idle_timeout,
+            counters: WorkerCounters::default(),
+            drops: DropCounters::default(),
+            out: Vec::with_capacity(super::fabric::MAX_DATAGRAM),
+            state: Vec::new(),
+        })
+    }
+
+    /// Serves until `stop` is set.
+    pub fn run(&mut self, stop: &Arc<AtomicBool>) {
+        let clock = MonotonicClock::new();
+        let mut next_hello = Nanos::ZERO;
+        let mut next_chores = Nanos::ZERO;
+        let mut next_sweep = Nanos::ZERO;
+        let mut datagram = Vec::with_capacity(super::fabric::MAX_DATAGRAM);
+        let mut idle = 0u32;
+        while !stop.load(Ordering::Relaxed) {
+            let now = clock.now();
+            let mut got = 0;
+            while got < 64 {
+                let Some((d, _from)) = self.fabric.recv() else { break };
+                datagram.clear();
+                datagram.extend_from_slice(d);
+                got += 1;
+                self.on_datagram(&datagram, now);
+            }
+            if now >= next_hello {
+                next_hello = now.saturating_add(HELLO_EVERY);
+                self.send_message(Kind::Hello, ChainId(0), &FlowKey::default(), LogicalClock::ZERO, &[], self.director);
+            }
+            if now >= next_chores {
+                next_chores = now.saturating_add(HOUSEKEEPING_EVERY);
+                self.chores(now);
+            }
+            if now >= next_sweep {
+                next_sweep = now.saturating_add(Nanos::from_secs(1));
+                self.flows.sweep(now, self.flow_idle);
+            }
+            if got == 0 {
+                idle = idle.saturating_add(1);
+                if idle > 64 {
+                    std::thread::sleep(std::time::Duration::from_micros(50));
+                }
+            } else {
+                idle = 0;
+            }
+        }
+        self.counters.send_errors = self.fabric.send_errors;
+        self.counters.dropped = self.drops.total();
+    }
+
+    fn on_datagram(&mut self, d: &[u8], now: Nanos) {
+        if is_state_message(d) {
+            match self.verifier.open(d) {
+                Ok(m) => self.on_message(m, now),
+                Err(e) => self.reject(e),
+            }
+            return;
+        }
+        let h = match SteerHeader::parse(d) {
+            Ok(h) if h.direction == Direction::ToWorker => h,
+            _ => {
+                self.counters.bad_headers += 1;
+                return;
+            }
+        };
+        self.counters.packets_in += 1;
+        let mut frame = Some(d.get(HEADER_LEN..).unwrap_or_default().to_vec());
+        match self.flows.admit(&h, &mut frame, now) {
+            Admit::Run => {
+                if let Some(f) = frame {
+                    self.run_packet(&h, f, now);
+                }
+            }
+            Admit::Held => self.counters.held += 1,
+            Admit::Pull { from } => {
+                self.counters.held += 1;
+                self.counters.pulls_sent += 1;
+                self.pull(&h.flow, h.chain, h.clock, from);
+            }
+            Admit::Overflow => {
+                self.counters.hold_overflow += 1;
+                self.drops.count(DropReason::HoldOverflow);
+            }
+        }
+    }
+
+    fn pull(&mut self, flow: &FlowKey, chain: ChainId, clock: LogicalClock, from: WorkerId) {
+        if let Some(to) = self.peers.get(usize::from(from.0)).copied() {
+            self.send_message(Kind::PullRequest, chain, flow, clock, &[], to);
+        }
+    }
+
+    /// Runs one frame through its chain and returns it to the director.
+    fn run_packet(&mut self, h: &SteerHeader, frame: Vec<u8>, now: Nanos) {
+        let ctx = Ctx { now, core: CoreId(0) };
+        let meta = match parse(&frame, h.port, &self.policy) {
+            Ok(m) => m,
+            Err(reason) => {
+                self.drops.count(reason);
+                return;
+            }
+        };
+        let mut frames = [frame];
+        let mut metas = [meta];
+        let mut verdicts = [Verdict::Continue];
+        self.pipeline.run(usize::from(h.chain.0), &ctx, &mut frames, &mut metas, &mut verdicts, &[0]);
+        if !h.untracked {
+            self.flows.applied(&h.flow, h.clock);
+        }
+        let [frame] = frames;
+        match verdicts {
+            [Verdict::Out(port)] => {
+                let back = SteerHeader { direction: Direction::ToDirector, port, worker: self.id, ..*h };
+                self.out.clear();
+                self.out.resize(HEADER_LEN, 0);
+                back.write(&mut self.out);
+                self.out.extend_from_slice(&frame);
+                self.fabric.send(&self.out, self.director);
+                self.counters.packets_out += 1;
+            }
+            [Verdict::Drop(reason)] => self.drops.count(reason),
+            _ => self.drops.count(DropReason::NoOutput),
+        }
+    }
+
+    fn run_held(&mut self, held: VecDeque<Held>, now: Nanos) {
+        for Held { header, frame } in held {
+            self.run_packet(&header, frame, now);
+        }
+    }
+
+    fn on_message(&mut self, m: Message<'_>, now: Nanos) {
+        let ctx = Ctx { now, core: CoreId(0) };
+        let chain = usize::from(m.chain.0);
+        match m.kind {
+            Kind::PullRequest => {
+                let Some(to) = self.peers.get(usize::from(m.sender.0)).copied() else { return };
+                self.counters.pulls_served += 1;
+                self.state.clear();
+                let records = self.pipeline.export_flow(chain, &m.flow, &ctx, &mut self.state);
+                let clock = self.flows.clock(&m.flow).unwrap_or(LogicalClock::ZERO);
+                let kind = if records == 0 { Kind::NoState } else { Kind::State };
+                let body = std::mem::take(&mut self.state);
+                self.send_message(kind, m.chain, &m.flow, clock, &body, to);
+                self.state = body;
+            }
+            Kind::State | Kind::NoState => {
+                let copy = (m.kind == Kind::State).then_some(m.clock);
+                let (install, held) = self.flows.pull_answered(&m.flow, copy);
+                if m.kind == Kind::NoState {
+                    self.counters.pulls_empty += 1;
+                } else if install {
+                    self.counters.pulls_answered += 1;
+                    if self.pipeline.import_flow(chain, &m.flow, &ctx, m.body).is_err() {
+                        self.counters.imports_failed += 1;
+                    }
+                } else if !held.is_empty() {
+                    self.counters.stale_refused += 1;
+                }
+                self.run_held(held, now);
+            }
+            Kind::Push => {
+                if !self.flows.push_arrived(&m.flow, m.clock, now) {
+                    self.counters.stale_refused += 1;
+                } else if self.pipeline.import_flow(chain, &m.flow, &ctx, m.body).is_ok() {
+                    self.counters.pushes_installed += 1;
+                } else {
+                    self.counters.imports_failed += 1;
+                }
+            }
+            Kind::Replicate if m.sender == DIRECTOR => {
+                self.counters.replicate_orders += 1;
+                self.state.clear();
+                if self.pipeline.export_flow(chain, &m.flow, &ctx, &mut self.state) == 0 {
+                    return;
+                }
+                let clock = self.flows.clock(&m.flow).unwrap_or(LogicalClock::ZERO);
+                let body = std::mem::take(&mut self.state);
+                for pair in m.body.chunks_exact(2) {
+                    let target = usize::from(u16::from_be_bytes([pair[0], pair[1]]));
+                    if target == usize::from(self.id.0) {
+                        continue;
+                    }
+                    if let Some(to) = self.peers.get(target).copied() {
+                        self.counters.pushes_sent += 1;
+                        self.send_message(Kind::Push, m.chain, &m.flow, clock, &body, to);
+                    }
+                }
+                self.state = body;
+            }
+            Kind::Replicate | Kind::Hello => {}
+        }
+    }
+
+    fn chores(&mut self, now: Nanos) {
+        self.pipeline.housekeeping(&Ctx { now, core: CoreId(0) });
+        let mut expired = Vec::new();
+        self.flows.expired(now, self.pull_timeout, &mut expired);
+        for (e, held) in expired {
+            match e {
+                Expired::Retry { flow, from, chain, clock } => {
+                    self.counters.pull_retries += 1;
+                    self.pull(&flow, chain, clock, from);
+                }
+                Expired::GiveUp { .. } => {
+                    self.counters.pull_timeouts += 1;
+                    self.run_held(held, now);
+                }
+            }
+        }
+    }
+
+    fn send_message(
+        &mut self,
+        kind: Kind,
+        chain: ChainId,
+        flow: &FlowKey,
+        clock: LogicalClock,
+        body: &[u8],
+        to: SocketAddr,
+    ) {
+        let mut msg = std::mem::take(&mut self.out);
+        self.sealer.seal(kind, chain, flow, clock, body, &mut msg);
+        if matches!(kind, Kind::State | Kind::Push) {
+            self.counters.state_bytes_sent += msg.len() as u64;
+        }
+        self.fabric.send(&msg, to);
+        self.out = msg;
+    }
+
+    fn reject(&mut self, e: MessageError) {
+        *self.counters.rejected.entry(e.name()).or_default() += 1;
+    }
+
+    /// Drop counters by reason name.
+    pub fn drops(&self) -> Vec<(&'static str, u64)> {
+        self.drops.nonzero().map(|(r, n)| (r.name(), n)).collect()
+    }
+}

@@ -1,0 +1,254 @@
+//! A worker's record of the flows it has seen: the logical clock of the state it holds for
+//! each (SNF §5.3), and the packets it holds while it pulls a flow's state from the previous
+//! owner (§5.1). No I/O: [`WorkerFlows::admit`] says what to do with a packet and the worker
+//! carries it out.
+
+use std::collections::{HashMap, VecDeque};
+
+use nflet_nfs::flow::FlowKey;
+use nflet_nfs::ids::ChainId;
+use nflet_nfs::time::Nanos;
+use nflet_scale::clock::{check_packet, check_state, PacketClock, StateUpdate};
+use nflet_scale::units::{LogicalClock, WorkerId};
+use nflet_scale::wire::SteerHeader;
+
+/// A packet waiting for its flow's state.
+#[derive(Debug)]
+pub struct Held {
+    pub header: SteerHeader,
+    pub frame: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct Pull {
+    from: WorkerId,
+    chain: ChainId,
+    clock: LogicalClock,
+    sent: Nanos,
+    tries: u8,
+}
+
+#[derive(Debug, Default)]
+struct Entry {
+    /// Clock of the last packet applied to the state held here (`None`: no state here).
+    clock: Option<LogicalClock>,
+    pull: Option<Pull>,
+    held: VecDeque<Held>,
+    last: Nanos,
+}
+
+/// What to do with an arriving data packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// The state here is current: run the chain.
+    Run,
+    /// A pull is under way: the packet was held.
+    Held,
+    /// The state is elsewhere: the packet was held; send a pull request to `from`.
+    Pull { from: WorkerId },
+    /// The flow's hold buffer is full: drop the packet (counted).
+    Overflow,
+}
+
+/// A pull that timed out: ask again, or give up and run the held packets on what is here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expired {
+    Retry { flow: FlowKey, from: WorkerId, chain: ChainId, clock: LogicalClock },
+    GiveUp { flow: FlowKey },
+}
+
+/// Pull attempts before the held packets run on the state at hand.
+const PULL_TRIES: u8 = 3;
+
+/// The flows of one worker.
+#[derive(Debug)]
+pub struct WorkerFlows {
+    me: WorkerId,
+    hold_limit: usize,
+    map: HashMap<FlowKey, Entry>,
+}
+
+impl WorkerFlows {
+    pub fn new(me: WorkerId, hold_limit: usize) -> WorkerFlows {
+        WorkerFlows { me, hold_limit, map: HashMap::new() }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Clock of the state held for `flow`.
+    pub fn clock(&self, flow: &FlowKey) -> Option<LogicalClock> {
+        self.map.get(flow).and_then(|e| e.clock)
+    }
+
+    /// Decides for a data packet; a held packet is kept here (`frame` is taken).
+    pub fn admit(&mut self, h: &SteerHeader, frame: &mut Option<Vec<u8>>, now: Nanos) -> Admit {
+        if h.untracked {
+            return Admit::Run;
+        }
+        let e = self.map.entry(h.flow).or_default();
+        e.last = now;
+        let moved_here = h.moved && h.prev_owner.is_some_and(|p| p != self.me);
+        let admit = if e.pull.is_some() {
+            Admit::Held
+        } else if !moved_here {
+            return Admit::Run;
+        } else if e.clock.is_some_and(|c| check_packet(c, h.clock) == PacketClock::Apply) {
+            // A proactive replica that is current (SNF §5.2): no pull.
+            return Admit::Run;
+        } else {
+            let Some(from) = h.prev_owner else { return Admit::Run };
+            e.pull = Some(Pull { from, chain: h.chain, clock: h.clock, sent: now, tries: 1 });
+            Admit::Pull { from }
+        };
+        if e.held.len() >= self.hold_limit {
+            return Admit::Overflow;
+        }
+        if let Some(f) = frame.take() {
+            e.held.push_back(Held { header: *h, frame: f });
+        }
+        admit
+    }
+
+    /// The packet with clock `clock` of `flow` ran here.
+    pub fn applied(&mut self, flow: &FlowKey, clock: LogicalClock) {
+        if let Some(e) = self.map.get_mut(flow) {
+            e.clock = Some(e.clock.map_or(clock, |c| c.max(clock)));
+        }
+    }
+
+    /// A pulled copy (or word that the owner had none) arrived. Returns whether to install
+    /// the copy and the packets to run now, in arrival order. Stale copies are not installed.
+    pub fn pull_answered(&mut self, flow: &FlowKey, copy: Option<LogicalClock>) -> (bool, VecDeque<Held>) {
+        let Some(e) = self.map.get_mut(flow) else { return (false, VecDeque::new()) };
+        if e.pull.take().is_none() {
+            return (false, VecDeque::new());
+        }
+        let install = copy.is_some_and(|c| check_state(e.clock, c) == StateUpdate::Install);
+        if install {
+            e.clock = copy;
+        }
+        (install, std::mem::take(&mut e.held))
+    }
+
+    /// A proactive copy arrived: whether it is newer than what is held (then it is recorded).
+    pub fn push_arrived(&mut self, flow: &FlowKey, copy: LogicalClock, now: Nanos) -> bool {
+        let e = self.map.entry(*flow).or_default();
+        if e.pull.is_some() || check_state(e.clock, copy) == StateUpdate::RefuseStale {
+            return false;
+        }
+        e.clock = Some(copy);
+        e.last = now;
+        true
+    }
+
+    /// Pulls unanswered for `timeout`; a given-up pull's held packets are returned with it.
+    pub fn expired(&mut self, now: Nanos, timeout: Nanos, out: &mut Vec<(Expired, VecDeque<Held>)>) {
+        for (flow, e) in &mut self.map {
+            let Some(p) = &mut e.pull else { continue };
+            if now.saturating_sub(p.sent) < timeout {
+                continue;
+            }
+            if p.tries < PULL_TRIES {
+                p.tries += 1;
+                p.sent = now;
+                out.push((Expired::Retry { flow: *flow, from: p.from, chain: p.chain, clock: p.clock }, VecDeque::new()));
+            } else {
+                e.pull = None;
+                out.push((Expired::GiveUp { flow: *flow }, std::mem::take(&mut e.held)));
+            }
+        }
+    }
+
+    /// Forgets flows idle for `idle` with nothing pending.
+    pub fn sweep(&mut self, now: Nanos, idle: Nanos) {
+        self.map.retain(|_, e| e.pull.is_some() || now.saturating_sub(e.last) < idle);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nflet_nfs::ids::PortId;
+    use nflet_scale::wire::Direction;
+
+    fn header(clock: u64, moved_from: Option<u16>) -> SteerHeader {
+        SteerHeader {
+            direction: Direction::ToWorker,
+            chain: ChainId(0),
+            port: PortId(0),
+            worker: WorkerId(1),
+            prev_owner: moved_from.map(WorkerId),
+            clock: LogicalClock(clock),
+            flow: FlowKey::default(),
+            flowlet_start: moved_from.is_some(),
+            moved: moved_from.is_some(),
+            untracked: false,
+        }
+    }
+
+    fn admit(f: &mut WorkerFlows, h: SteerHeader) -> Admit {
+        f.admit(&h, &mut Some(vec![h.clock.0 as u8]), Nanos(0))
+    }
+
+    #[test]
+    fn local_flowlets_run_and_moved_ones_pull_then_release_in_order() {
+        let mut f = WorkerFlows::new(WorkerId(1), 2);
+        assert_eq!(admit(&mut f, header(1, None)), Admit::Run);
+        f.applied(&FlowKey::default(), LogicalClock(1));
+        assert_eq!(admit(&mut f, header(5, Some(0))), Admit::Pull { from: WorkerId(0) });
+        assert_eq!(admit(&mut f, header(6, None)), Admit::Held);
+        assert_eq!(admit(&mut f, header(7, None)), Admit::Overflow, "hold limit 2");
+        let (install, held) = f.pull_answered(&FlowKey::default(), Some(LogicalClock(4)));
+        assert!(install);
+        assert_eq!(held.iter().map(|h| h.header.clock.0).collect::<Vec<_>>(), vec![5, 6]);
+        assert_eq!(f.clock(&FlowKey::default()), Some(LogicalClock(4)));
+        assert_eq!(f.pull_answered(&FlowKey::default(), Some(LogicalClock(9))).0, false, "no pull pending");
+    }
+
+    #[test]
+    fn current_replica_runs_stale_one_pulls() {
+        let mut f = WorkerFlows::new(WorkerId(1), 8);
+        assert!(f.push_arrived(&FlowKey::default(), LogicalClock(10), Nanos(0)));
+        assert!(!f.push_arrived(&FlowKey::default(), LogicalClock(9), Nanos(0)), "older copy refused");
+        assert_eq!(admit(&mut f, header(11, Some(0))), Admit::Run);
+        f.applied(&FlowKey::default(), LogicalClock(11));
+        // Lingering packets reached the old owner after the push: the copy is behind.
+        assert_eq!(admit(&mut f, header(20, Some(2))), Admit::Pull { from: WorkerId(2) });
+        let (install, _) = f.pull_answered(&FlowKey::default(), Some(LogicalClock(11)));
+        assert!(!install, "a copy no newer than ours is not installed");
+    }
+
+    #[test]
+    fn unanswered_pulls_retry_then_give_up_with_their_packets() {
+        let mut f = WorkerFlows::new(WorkerId(1), 8);
+        assert_eq!(admit(&mut f, header(3, Some(0))), Admit::Pull { from: WorkerId(0) });
+        let mut out = Vec::new();
+        f.expired(Nanos(5), Nanos(10), &mut out);
+        assert!(out.is_empty());
+        for t in [10, 20] {
+            f.expired(Nanos(t), Nanos(10), &mut out);
+        }
+        assert_eq!(out.len(), 2);
+        assert!(out.iter().all(|(e, _)| matches!(e, Expired::Retry { .. })));
+        out.clear();
+        f.expired(Nanos(30), Nanos(10), &mut out);
+        assert!(matches!(out.as_slice(), [(Expired::GiveUp { .. }, held)] if held.len() == 1));
+        assert_eq!(admit(&mut f, header(4, None)), Admit::Run, "no pull pending any more");
+    }
+
+    #[test]
+    fn untracked_and_own_flowlets_never_pull() {
+        let mut f = WorkerFlows::new(WorkerId(1), 8);
+        let mut h = header(9, Some(1));
+        assert_eq!(admit(&mut f, h), Admit::Run, "previous owner is this worker");
+        h = header(9, Some(0));
+        h.untracked = true;
+        assert_eq!(admit(&mut f, h), Admit::Run);
+    }
+}
