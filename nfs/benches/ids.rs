@@ -149,6 +149,7 @@ fn main() -> Result<(), String> {
         let mut shared = SharedRegistry::default();
         let ports = ["in".to_string()];
         let mut rt = InitCtx {
+            instance: nflet_nfs::ids::Instance::default(),
             name: "ids",
             core: CoreId(0),
             cores: 1,

@@ -15,7 +15,15 @@ fn nf(kind: &str, params: &str, arena: &mut Arena, shared: &mut SharedRegistry, 
     let v: toml::Value = toml::from_str::<toml::Table>(params).map(toml::Value::Table).unwrap();
     let cfg = AnyConfig::parse(kind, v).unwrap();
     let ports = ["inside".to_string(), "outside".to_string()];
-    let mut rt = InitCtx { name, core: CoreId(0), cores: 1, ports: &ports, arena, shared };
+    let mut rt = InitCtx {
+        instance: crate::ids::Instance::default(),
+        name,
+        core: CoreId(0),
+        cores: 1,
+        ports: &ports,
+        arena,
+        shared,
+    };
     NfSlot { name: name.into(), nf: AnyNf::init(&cfg, &mut rt).unwrap(), stats: NfStats::default() }
 }
 
@@ -175,6 +183,7 @@ fn chains_holding_a_steering_nf_ask_it_which_core_a_frame_belongs_to() {
                 let v = toml::Value::Table(toml::from_str::<toml::Table>(params).unwrap());
                 let cfg = AnyConfig::parse(kind, v).unwrap();
                 let mut rt = InitCtx {
+                    instance: crate::ids::Instance::default(),
                     name,
                     core: CoreId(core),
                     cores: 2,

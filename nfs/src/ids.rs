@@ -18,6 +18,29 @@ pub struct ChainId(pub u16);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct Label(pub u16);
 
+/// This appliance's place among the instances of a scaled-out deployment: instance `id` of
+/// `count` running the same configuration behind a director. Resources the instances must
+/// not hand out twice (NAT public ports) are split by instance first, then by core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Instance {
+    pub id: u16,
+    pub count: u16,
+}
+
+impl Default for Instance {
+    /// A stand-alone appliance: instance 0 of 1.
+    fn default() -> Self {
+        Instance { id: 0, count: 1 }
+    }
+}
+
+impl Instance {
+    /// Instance `id` of `count`; `None` unless `id < count`.
+    pub fn new(id: u16, count: u16) -> Option<Instance> {
+        (id < count).then_some(Instance { id, count })
+    }
+}
+
 /// Packets (a count).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct Packets(pub u64);

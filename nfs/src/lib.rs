@@ -13,6 +13,7 @@ pub mod flow;
 pub mod frame;
 pub mod functions;
 pub mod ids;
+pub mod migration;
 pub mod nf;
 pub mod packet;
 pub mod rng;
@@ -21,6 +22,8 @@ pub mod time;
 
 #[cfg(test)]
 mod chain_tests;
+#[cfg(test)]
+mod migration_tests;
 
 #[cfg(test)]
 pub(crate) mod testutil;

@@ -14,7 +14,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::drop::DropReason;
-use crate::ids::{CoreId, Label, PortId};
+use crate::flow::FlowKey;
+use crate::ids::{CoreId, Instance, Label, PortId};
 use crate::packet::Meta;
 use crate::state::{Arena, StateDecl, StateError, TableStats};
 use crate::time::Nanos;
@@ -99,6 +100,57 @@ impl From<StateError> for NfError {
     }
 }
 
+/// Why per-flow state could not be imported ([`NetworkFunction::import_flow`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImportError {
+    /// The bytes do not parse: too short, trailing bytes, or a value out of range; names the
+    /// field.
+    Malformed(&'static str),
+    /// This NF kind does not migrate per-flow state.
+    Unsupported,
+    /// A table has no room for the state.
+    Full,
+    /// The record was written by another NF kind (its tag is `got`).
+    WrongKind { got: u8, want: u8 },
+    /// The record's format version is not the one this build reads.
+    Version { got: u8, want: u8 },
+    /// The state refers to configuration this instance does not have (a pool address, a
+    /// rule, a backend): the exporter ran another configuration.
+    Config(&'static str),
+    /// Pipeline: no chain with this index.
+    NoChain(usize),
+    /// Pipeline: a record for an NF index that is not a step of the chain.
+    NotInChain(u16),
+    /// Pipeline: a record for an NF (of this kind) that does not migrate per-flow state.
+    NotMigrating(&'static str),
+}
+
+impl std::fmt::Display for ImportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ImportError::Malformed(what) => write!(f, "malformed flow state: bad or missing {what}"),
+            ImportError::Unsupported => f.write_str("this NF does not migrate per-flow state"),
+            ImportError::Full => f.write_str("no room for the flow's state (table full)"),
+            ImportError::WrongKind { got, want } => {
+                write!(f, "flow state of another NF kind (tag {got}, expected {want})")
+            }
+            ImportError::Version { got, want } => {
+                write!(f, "flow state format version {got}, this build reads version {want}")
+            }
+            ImportError::Config(what) => {
+                write!(f, "flow state does not fit this instance's configuration ({what})")
+            }
+            ImportError::NoChain(c) => write!(f, "no chain {c} in the pipeline"),
+            ImportError::NotInChain(n) => write!(f, "flow state for NF {n}, which is not in the chain"),
+            ImportError::NotMigrating(kind) => {
+                write!(f, "flow state for a `{kind}` NF, which does not migrate per-flow state")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ImportError {}
+
 /// A network function.
 pub trait NetworkFunction: Send + Sized + 'static {
     /// The name used for `kind = "..."` in the configuration.
@@ -149,6 +201,32 @@ pub trait NetworkFunction: Send + Sized + 'static {
 
     /// Counters and table statistics for metrics and summaries.
     fn report(&self, _out: &mut Report) {}
+
+    /// Appends this NF's state for `flow` to `out` in its own format; returns false
+    /// (appending nothing) when it holds no state for the flow.
+    ///
+    /// `flow` is the director's key: the direction-normalised 5-tuple of the packets as they
+    /// *enter* the chain (for a NAT'd outbound connection the inside tuple, for a
+    /// port-forwarded inbound one the public tuple). `&mut self`: an NF may mark the state as
+    /// moved away (the NAT keeps a moved mapping's port reserved). Deadlines travel as time
+    /// left, never as absolute times (`state::wire`).
+    fn export_flow(&mut self, _flow: &FlowKey, _ctx: &Ctx, _out: &mut Vec<u8>) -> bool {
+        false
+    }
+
+    /// Installs state exported by [`NetworkFunction::export_flow`] of the same NF kind and
+    /// configuration on another instance, replacing what this instance holds for the flow.
+    /// Never panics on any input; on `Err` this instance's state is unchanged.
+    fn import_flow(&mut self, _flow: &FlowKey, _ctx: &Ctx, _bytes: &[u8]) -> Result<(), ImportError> {
+        Err(ImportError::Unsupported)
+    }
+
+    /// True when the NF keeps per-flow state and implements export/import.
+    const MIGRATES: bool = false;
+
+    /// True when the NF keeps per-flow state a flow's packets depend on (so a chain holding
+    /// it can only be scaled out if it also [`MIGRATES`](NetworkFunction::MIGRATES)).
+    const FLOW_STATE: bool = false;
 }
 
 /// What an NF reports about itself.
@@ -186,6 +264,8 @@ pub struct InitCtx<'a> {
     pub ports: &'a [String],
     pub arena: &'a mut Arena,
     pub shared: &'a mut SharedRegistry,
+    /// This appliance's share of a scaled-out deployment ([`Instance::default`] alone).
+    pub instance: Instance,
 }
 
 impl InitCtx<'_> {

@@ -68,6 +68,7 @@ pub fn try_build<N: NetworkFunction>(config_toml: &str) -> Result<N, crate::nf::
     let mut shared = SharedRegistry::default();
     let ports = ["inside".to_string(), "outside".to_string()];
     let mut rt = InitCtx {
+        instance: crate::ids::Instance::default(),
         name: "under_test",
         core: CoreId(0),
         cores: 1,
@@ -87,6 +88,7 @@ pub fn build_in<N: NetworkFunction>(config_toml: &str, dir: &std::path::Path) ->
     let mut shared = SharedRegistry::default();
     let ports = ["inside".to_string(), "outside".to_string()];
     let mut rt = InitCtx {
+        instance: crate::ids::Instance::default(),
         name: "under_test",
         core: CoreId(0),
         cores: 1,

@@ -89,6 +89,7 @@ fn build(cfg: &str) -> Ipsec {
     let mut shared = SharedRegistry::default();
     let ports = ["inside".to_string(), "outside".to_string()];
     let mut rt = InitCtx {
+        instance: nflet_nfs::ids::Instance::default(),
         name: "vpn",
         core: CoreId(0),
         cores: 1,

@@ -95,7 +95,15 @@ pub fn build_pipelines_in(
         }
         let mut nfs = Vec::with_capacity(config.nfs.len());
         for (name, cfg) in &config.nfs {
-            let mut rt = InitCtx { name, core, cores, ports: &ports, arena: &mut arena, shared: &mut shared };
+            let mut rt = InitCtx {
+                instance: nflet_nfs::ids::Instance::default(),
+                name,
+                core,
+                cores,
+                ports: &ports,
+                arena: &mut arena,
+                shared: &mut shared,
+            };
             let nf = AnyNf::init(cfg, &mut rt).map_err(|source| StartError::Nf {
                 core,
                 nf: name.clone(),

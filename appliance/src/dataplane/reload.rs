@@ -195,7 +195,15 @@ pub fn plan(new: &Config, keep: &[String]) -> Result<Vec<Plan>, String> {
                 nfs.push(NextNf::Keep(name.clone()));
                 continue;
             }
-            let mut rt = InitCtx { name, core, cores, ports: &ports, arena: &mut arena, shared: &mut shared };
+            let mut rt = InitCtx {
+                instance: nflet_nfs::ids::Instance::default(),
+                name,
+                core,
+                cores,
+                ports: &ports,
+                arena: &mut arena,
+                shared: &mut shared,
+            };
             let nf = AnyNf::init(cfg, &mut rt).map_err(|e| format!("NF `{name}` on {core}: {e}"))?;
             nfs.push(NextNf::Fresh(Box::new(NfSlot { name: name.clone(), nf, stats: NfStats::default() })));
         }

@@ -18,8 +18,9 @@ pub mod policer;
 pub mod whitelist;
 
 use crate::frame::Frame;
+use crate::flow::FlowKey;
 use crate::ids::CoreId;
-use crate::nf::{Burst, Ctx, InitCtx, NetworkFunction, NfError, Report};
+use crate::nf::{Burst, Ctx, ImportError, InitCtx, NetworkFunction, NfError, Report};
 use crate::packet::Meta;
 
 macro_rules! registry {
@@ -111,6 +112,34 @@ macro_rules! registry {
             pub fn report(&self, out: &mut Report) {
                 match self {
                     $(AnyNf::$variant(nf) => nf.report(out),)*
+                }
+            }
+
+            /// Whether this NF migrates per-flow state ([`NetworkFunction::MIGRATES`]).
+            pub fn migrates(&self) -> bool {
+                match self {
+                    $(AnyNf::$variant(_) => <$ty as NetworkFunction>::MIGRATES,)*
+                }
+            }
+
+            /// Whether this NF keeps per-flow state ([`NetworkFunction::FLOW_STATE`]).
+            pub fn keeps_flow_state(&self) -> bool {
+                match self {
+                    $(AnyNf::$variant(_) => <$ty as NetworkFunction>::FLOW_STATE,)*
+                }
+            }
+
+            /// See [`NetworkFunction::export_flow`].
+            pub fn export_flow(&mut self, flow: &FlowKey, ctx: &Ctx, out: &mut Vec<u8>) -> bool {
+                match self {
+                    $(AnyNf::$variant(nf) => nf.export_flow(flow, ctx, out),)*
+                }
+            }
+
+            /// See [`NetworkFunction::import_flow`].
+            pub fn import_flow(&mut self, flow: &FlowKey, ctx: &Ctx, bytes: &[u8]) -> Result<(), ImportError> {
+                match self {
+                    $(AnyNf::$variant(nf) => nf.import_flow(flow, ctx, bytes),)*
                 }
             }
         }

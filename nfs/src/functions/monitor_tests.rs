@@ -20,6 +20,7 @@ fn monitors(params: &str, cores: usize) -> (Vec<Monitor>, Vec<Arena>) {
         .enumerate()
         .map(|(c, arena)| {
             let mut rt = InitCtx {
+                instance: crate::ids::Instance::default(),
                 name: "mon",
                 core: CoreId(c as u16),
                 cores,

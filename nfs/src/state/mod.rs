@@ -19,6 +19,7 @@ mod owners;
 mod persist;
 mod release;
 mod table;
+pub mod wire;
 
 pub use arena::{Arena, Backing, Region, StateError};
 pub use eventual::{Delta, Eventual};

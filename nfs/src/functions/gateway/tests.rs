@@ -380,6 +380,7 @@ fn two_cores() -> Vec<Gateway> {
         .map(|core| {
             let mut arena = Arena::new(CoreId(core), 1 << 20, Backing::Normal);
             let mut rt = InitCtx {
+                instance: crate::ids::Instance::default(),
                 name: "gw",
                 core: CoreId(core),
                 cores: 2,
@@ -467,6 +468,7 @@ fn bad_configurations_say_what_is_wrong() {
                 let mut shared = SharedRegistry::default();
                 let ports = ["inside".to_string(), "outside".to_string()];
                 let mut rt = InitCtx {
+                    instance: crate::ids::Instance::default(),
                     name: "gw",
                     core: CoreId(0),
                     cores: 1,

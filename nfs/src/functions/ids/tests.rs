@@ -283,6 +283,7 @@ fn ten_thousand_rules_load_and_match() {
         let mut shared = crate::nf::SharedRegistry::default();
         let ports = ["inside".to_string()];
         let mut rt = InitCtx {
+            instance: crate::ids::Instance::default(),
             name: "t",
             core: crate::ids::CoreId(0),
             cores: 1,

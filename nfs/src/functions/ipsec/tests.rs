@@ -62,8 +62,15 @@ pub(super) fn build_cores(config: &str, cores: usize) -> Vec<Ipsec> {
         .map(|c| {
             let core = CoreId(c as u16);
             let mut arena = Arena::new(core, 1 << 20, Backing::Normal);
-            let mut rt =
-                InitCtx { name: "vpn", core, cores, ports: &ports, arena: &mut arena, shared: &mut shared };
+            let mut rt = InitCtx {
+                instance: crate::ids::Instance::default(),
+                name: "vpn",
+                core,
+                cores,
+                ports: &ports,
+                arena: &mut arena,
+                shared: &mut shared,
+            };
             Ipsec::init(&cfg, &mut rt).unwrap()
         })
         .collect()

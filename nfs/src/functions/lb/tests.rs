@@ -401,6 +401,7 @@ fn init(toml_text: &str) -> Result<Lb, NfError> {
     let mut shared = SharedRegistry::default();
     let ports = ["inside".to_string()];
     let mut rt = InitCtx {
+        instance: crate::ids::Instance::default(),
         name: "t",
         core: CoreId(0),
         cores: 1,

@@ -312,6 +312,7 @@ fn init_err(cfg: &str) -> String {
     let mut shared = crate::nf::SharedRegistry::default();
     let ports = ["inside".to_string()];
     let mut rt = crate::nf::InitCtx {
+        instance: crate::ids::Instance::default(),
         name: "t",
         core: CoreId(0),
         cores: 1,

@@ -204,6 +204,7 @@ fn bad_configurations_say_what_is_wrong() {
         let mut arena = Arena::new(CoreId(0), 64 << 20, Backing::Normal);
         let mut shared = SharedRegistry::default();
         let mut rt = InitCtx {
+            instance: crate::ids::Instance::default(),
             name: "nat",
             core: CoreId(0),
             cores: 1,

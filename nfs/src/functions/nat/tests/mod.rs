@@ -172,6 +172,7 @@ fn two_cores(config: &str) -> Vec<Nat> {
         .map(|core| {
             let mut arena = Arena::new(CoreId(core), 64 << 20, Backing::Normal);
             let mut rt = InitCtx {
+                instance: crate::ids::Instance::default(),
                 name: "nat",
                 core: CoreId(core),
                 cores: 2,

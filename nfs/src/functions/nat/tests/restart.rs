@@ -18,6 +18,7 @@ fn two_cores_in(config: &str, dir: &std::path::Path) -> Vec<Nat> {
             let mut arena =
                 Arena::new(CoreId(core), 64 << 20, Backing::Normal).with_state_dir(Arc::clone(&state));
             let mut rt = InitCtx {
+                instance: crate::ids::Instance::default(),
                 name: "nat",
                 core: CoreId(core),
                 cores: 2,
