@@ -105,6 +105,22 @@ enum Command {
         #[arg(short, long)]
         config: Option<PathBuf>,
     },
+    /// Run the director of a scale-out deployment (`[scale]`): it owns the ports, steers
+    /// flowlets to workers and launches and retires them.
+    Director {
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Stop after this many seconds.
+        #[arg(short, long)]
+        duration: Option<f64>,
+    },
+    /// Run worker N of a scale-out deployment (normally started by the director).
+    Worker {
+        #[arg(short, long)]
+        config: PathBuf,
+        #[arg(long)]
+        id: u16,
+    },
     /// Live rates of a running appliance (per core, chain and port), from its management
     /// endpoint's /status. Ctrl-C quits.
     Top {
@@ -287,6 +303,10 @@ fn dispatch(command: Command) -> Result<(), String> {
             println!("{}", report::summary(&summary));
             Ok(())
         }
+        Command::Director { config, duration } => {
+            nflet::scaleout::run_director(&config, duration.map(Duration::from_secs_f64), stop_on_signals())
+        }
+        Command::Worker { config, id } => nflet::scaleout::run_worker(&config, id, stop_on_signals()),
         Command::Process { config, input, output, ingress } => {
             let mut cfg = load(&config)?;
             cfg.settings.cores = 1;

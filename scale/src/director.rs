@@ -283,6 +283,11 @@ impl Director {
         })
     }
 
+    /// Tracked flows whose state is on worker `id` (still answering pulls after it retired).
+    pub fn owned_by(&self, id: WorkerId) -> usize {
+        self.flows.values().filter(|r| r.owner == id).count()
+    }
+
     /// The pending launch `id` is up: it joins the packing.
     pub fn worker_ready(&mut self, id: WorkerId) -> Result<(), NotPending> {
         self.pool.ready(id)
@@ -386,13 +391,12 @@ impl Director {
             out.push(Decision::Scale(d));
         }
         if let Some(d) = self.pool.retire_decision(now) {
-            if let ScaleDecision::Retire { worker, successor } = d {
+            if let ScaleDecision::Retire { worker, .. } = d {
                 self.counters.retirements += 1;
-                // The retiring worker hands its flows' state to the successor.
+                // Flows keep the retired worker as their owner: the next flowlet of each is
+                // packed onto an active worker, which pulls the state from the retired one
+                // (the caller keeps it answering pulls while [`Director::owned_by`] is not 0).
                 for r in self.flows.values_mut() {
-                    if r.owner == worker {
-                        r.owner = successor;
-                    }
                     r.replicas.remove(worker);
                 }
             }

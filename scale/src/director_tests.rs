@@ -314,7 +314,7 @@ fn launch_when_saturated_then_ready_joins_the_packing() {
 }
 
 #[test]
-fn retire_waits_for_active_flowlets_and_hands_flows_over() {
+fn retire_waits_for_active_flowlets_and_the_next_flowlet_pulls_from_the_retired() {
     let mut d = director(DirectorConfig { retire_after: Nanos(5 * MS), replicas: 0, ..cfg(2) });
     set_reserved(&mut d, 0, 0.95);
     assert_eq!(d.steer(Nanos(0), key(1), Bytes(64)).worker(), Some(WorkerId(1)));
@@ -347,11 +347,14 @@ fn retire_waits_for_active_flowlets_and_hands_flows_over() {
     let (at, worker, successor) = retired.unwrap();
     assert_eq!((worker, successor), (WorkerId(1), WorkerId(0)));
     assert!(at >= last + 500 * US + 5 * MS && at <= last + 500 * US + 6 * MS, "retired at {}", at - last);
-    assert_eq!(d.flow(&key(1)).unwrap().owner, WorkerId(0));
+    // The retired worker still holds the flow's state until the flow's next flowlet pulls it.
+    assert_eq!(d.flow(&key(1)).unwrap().owner, WorkerId(1));
+    assert_eq!((d.owned_by(WorkerId(1)), d.owned_by(WorkerId(0))), (1, 0));
     d.pool.get_mut(WorkerId(0)).unwrap().active_flowlets = 0;
-    // The flow's next flowlet finds its state at the successor.
     let a = start(d.steer(Nanos(now + MS), key(1), Bytes(64))).unwrap();
-    assert_eq!(a.state, StateSource::Local);
+    assert_eq!(a.state, StateSource::Pull { from: WorkerId(1) });
+    assert_eq!(d.flow(&key(1)).unwrap().owner, WorkerId(0));
+    assert_eq!(d.owned_by(WorkerId(1)), 0, "the retired worker may now stop");
     assert_eq!(d.workers().len(), 1);
     assert_eq!(d.counters().retirements, 1);
 }

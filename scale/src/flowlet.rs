@@ -155,6 +155,10 @@ impl<V> FlowTable<V> {
     }
 
     /// Every tracked flow, for rare whole-table updates (a worker retiring).
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.map.values()
+    }
+
     pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
         self.map.values_mut()
     }

@@ -82,6 +82,23 @@ pub fn build_pipelines_in(
     config: &Config,
     state: Option<&Arc<StateDir>>,
 ) -> Result<(Vec<Pipeline>, Vec<Arena>), StartError> {
+    build(config, state, nflet_nfs::ids::Instance::default())
+}
+
+/// [`build_pipelines`] for one instance of a scale-out deployment (NFs that split global
+/// resources, like the NAT's ports, take this instance's share).
+pub fn build_pipelines_for(
+    config: &Config,
+    instance: nflet_nfs::ids::Instance,
+) -> Result<(Vec<Pipeline>, Vec<Arena>), StartError> {
+    build(config, None, instance)
+}
+
+fn build(
+    config: &Config,
+    state: Option<&Arc<StateDir>>,
+    instance: nflet_nfs::ids::Instance,
+) -> Result<(Vec<Pipeline>, Vec<Arena>), StartError> {
     let cores = config.settings.cores;
     let mut shared = SharedRegistry::default();
     let ports = config.port_names();
@@ -96,7 +113,7 @@ pub fn build_pipelines_in(
         let mut nfs = Vec::with_capacity(config.nfs.len());
         for (name, cfg) in &config.nfs {
             let mut rt = InitCtx {
-                instance: nflet_nfs::ids::Instance::default(),
+                instance,
                 name,
                 core,
                 cores,

@@ -39,3 +39,49 @@ pub fn first_sequence() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
+
+/// `nflet director`: runs the director of the deployment in `path` until `stop` is set (or
+/// for `duration`), then prints its summary as one JSON line.
+pub fn run_director(
+    path: &std::path::Path,
+    duration: Option<std::time::Duration>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Result<(), String> {
+    let (config, deployment) = load(path)?;
+    let scale = config.scale.clone().ok_or("the configuration has no `[scale]` section")?;
+    let launcher = launcher::from_config(&scale.launcher, path.to_path_buf())?;
+    let mut role = director::DirectorRole::new(config, launcher, deployment).map_err(|e| e.to_string())?;
+    if let Some(d) = duration {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            std::thread::sleep(d);
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+    }
+    log::info!("director of {} up: {} worker slot(s)", path.display(), scale.workers.len());
+    role.run(&stop);
+    println!("{}", role.summary());
+    Ok(())
+}
+
+/// `nflet worker --id N`: serves as worker `id` of the deployment in `path` until the
+/// director stops it or `stop` is set, then prints its counters as one JSON line.
+pub fn run_worker(
+    path: &std::path::Path,
+    id: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Result<(), String> {
+    let (config, deployment) = load(path)?;
+    let mut w = worker::Worker::new(config, id, deployment).map_err(|e| format!("worker {id}: {e}"))?;
+    log::info!("worker {id} of {} up", path.display());
+    w.run(&stop);
+    let summary = serde_json::json!({ "worker": id, "counters": w.counters, "drops": w.drops() });
+    println!("{summary}");
+    Ok(())
+}
+
+fn load(path: &std::path::Path) -> Result<(crate::config::Config, u64), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let config = crate::config::Config::parse(&path.display().to_string(), &text).map_err(|e| e.to_string())?;
+    Ok((config, fingerprint(&text)))
+}

@@ -106,6 +106,8 @@ pub struct Worker {
     drops: DropCounters,
     out: Vec<u8>,
     state: Vec<u8>,
+    /// The director asked this worker to stop.
+    stopping: bool,
 }
 
 impl std::fmt::Debug for Worker {
@@ -123,7 +125,7 @@ impl Worker {
             .get(usize::from(id))
             .ok_or(WorkerError::UnknownId { id, workers: scale.workers.len() })?;
         config.settings.cores = 1;
-        let instance = nflet_nfs::nf::Instance {
+        let instance = nflet_nfs::ids::Instance {
             id,
             count: u16::try_from(scale.workers.len()).unwrap_or(u16::MAX),
         };
@@ -131,9 +133,9 @@ impl Worker {
             crate::dataplane::build_pipelines_for(&config, instance).map_err(WorkerError::Start)?;
         let pipeline = pipelines.pop().ok_or(WorkerError::NoScale)?;
         for (c, chain) in pipeline.chains.iter().enumerate() {
-            let stuck = pipeline.unmigratable(c);
-            if !stuck.is_empty() {
-                return Err(WorkerError::NotMigratable { chain: chain.name.clone(), nfs: stuck });
+            if let Some(stuck) = pipeline.unmigratable(c).filter(|s| !s.is_empty()) {
+                let nfs = stuck.into_iter().map(|(name, kind)| format!("`{name}` ({kind})")).collect();
+                return Err(WorkerError::NotMigratable { chain: chain.name.clone(), nfs });
             }
         }
         let fabric = Fabric::bind(addr).map_err(WorkerError::Fabric)?;
@@ -154,6 +156,7 @@ impl Worker {
             drops: DropCounters::default(),
             out: Vec::with_capacity(super::fabric::MAX_DATAGRAM),
             state: Vec::new(),
+            stopping: false,
         })
     }
 
@@ -165,7 +168,7 @@ impl Worker {
         let mut next_sweep = Nanos::ZERO;
         let mut datagram = Vec::with_capacity(super::fabric::MAX_DATAGRAM);
         let mut idle = 0u32;
-        while !stop.load(Ordering::Relaxed) {
+        while !stop.load(Ordering::Relaxed) && !self.stopping {
             let now = clock.now();
             let mut got = 0;
             while got < 64 {
@@ -340,7 +343,8 @@ impl Worker {
                 }
                 self.state = body;
             }
-            Kind::Replicate | Kind::Hello => {}
+            Kind::Stop if m.sender == DIRECTOR => self.stopping = true,
+            Kind::Replicate | Kind::Hello | Kind::Stop => {}
         }
     }
 

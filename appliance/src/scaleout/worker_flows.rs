@@ -73,14 +73,6 @@ impl WorkerFlows {
         WorkerFlows { me, hold_limit, map: HashMap::new() }
     }
 
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-
     /// Clock of the state held for `flow`.
     pub fn clock(&self, flow: &FlowKey) -> Option<LogicalClock> {
         self.map.get(flow).and_then(|e| e.clock)

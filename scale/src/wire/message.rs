@@ -51,6 +51,8 @@ pub enum Kind {
     Replicate,
     /// Worker → director: I am up and serving (sent at start and as a heartbeat).
     Hello,
+    /// Director → worker: stop serving and exit (retirement, shutdown).
+    Stop,
 }
 
 impl Kind {
@@ -62,6 +64,7 @@ impl Kind {
             Kind::Push => 4,
             Kind::Replicate => 5,
             Kind::Hello => 6,
+            Kind::Stop => 7,
         }
     }
 
@@ -73,6 +76,7 @@ impl Kind {
             4 => Kind::Push,
             5 => Kind::Replicate,
             6 => Kind::Hello,
+            7 => Kind::Stop,
             _ => return None,
         })
     }

@@ -1,0 +1,515 @@
+//! The director role (`nflet director`): owns the ports, steers every frame's flowlet to a
+//! worker (SNF §4 through [`nflet_scale::director::Director`]), transmits what the workers send
+//! back, and carries out the library's decisions — launching, activating and retiring workers
+//! through the [`Launcher`](super::launcher::Launcher) and ordering proactive state pushes.
+//!
+//! Reply steering: a worker's frame comes back with the director's flow key in its header; if
+//! an NF rewrote the tuple (the NAT's public address and port), the director records the new
+//! tuple as an alias of the flow, so the replies to it — which carry the rewritten tuple — are
+//! steered as packets of the same flow, with the same clock sequence and worker.
+//!
+//! Worker life cycle: `Down → Starting → (Warm | Active)`; a warm worker is running but gets no
+//! flowlets until the library asks for a launch, which then is an activation. A retired worker
+//! keeps running until no tracked flow's state is on it any more (the next flowlet of each
+//! such flow pulls the state from it), then returns to the warm pool or is stopped.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use nflet_nfs::flow::FlowKey;
+use nflet_nfs::ids::{Bytes, ChainId, PortId};
+use nflet_nfs::packet::{parse, ParsePolicy};
+use nflet_nfs::time::{Clock, MonotonicClock, Nanos};
+use nflet_scale::director::{Decision, Director, Steer};
+use nflet_scale::scaling::ScaleDecision;
+use nflet_scale::units::{LogicalClock, WorkerId};
+use nflet_scale::wire::{
+    is_state_message, Direction, Kind, Sealer, SteerHeader, Verifier, DIRECTOR, HEADER_LEN,
+};
+
+use super::fabric::{Fabric, FabricError};
+use super::launcher::Launcher;
+use crate::config::Config;
+use crate::dataplane::open::open_ports;
+use crate::dataplane::select::ChainSelector;
+use crate::port::{BufPool, PktBuf, PortError, RxQueue, RxStatus, TxQueue};
+use crate::traffic::ProbeSession;
+
+/// Aliases kept at most (rewritten tuples of tracked flows).
+const MAX_ALIASES: usize = 1 << 20;
+const BURST: usize = 32;
+
+/// Why the director could not start.
+#[derive(Debug)]
+pub enum DirectorError {
+    NoScale,
+    Ports(PortError),
+    Fabric(FabricError),
+    Decisions(String),
+    Launcher(String),
+}
+
+impl std::fmt::Display for DirectorError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DirectorError::NoScale => f.write_str("the configuration has no `[scale]` section"),
+            DirectorError::Ports(e) => write!(f, "{e}"),
+            DirectorError::Fabric(e) => write!(f, "{e}"),
+            DirectorError::Decisions(e) | DirectorError::Launcher(e) => f.write_str(e),
+        }
+    }
+}
+
+impl std::error::Error for DirectorError {}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Slot {
+    Down,
+    /// Launched, no hello yet; `activate`: it joins the packing once it says hello.
+    Starting { since: Instant, activate: bool },
+    Warm,
+    Active,
+    /// Retired by the scaling rule; still answers pulls for the flows whose state it holds.
+    Retired,
+}
+
+/// Launch, activation and retirement events with their latencies (also logged).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Event {
+    pub at_ms: f64,
+    pub worker: u16,
+    pub what: &'static str,
+    /// Launch: start to first hello. Activation: decision to active. Others: 0.
+    pub latency_us: f64,
+}
+
+/// The director's own counters (the library's are reported beside them).
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct DirectorRoleCounters {
+    pub received: u64,
+    pub not_parsed: u64,
+    pub no_chain: u64,
+    pub no_worker: u64,
+    pub to_workers: Vec<u64>,
+    pub from_workers: u64,
+    pub transmitted: u64,
+    pub tx_dropped: u64,
+    pub bad_headers: u64,
+    pub aliases_learned: u64,
+    pub alias_table_full: u64,
+    pub replicate_orders: u64,
+    pub rejected: std::collections::BTreeMap<&'static str, u64>,
+    pub send_errors: u64,
+}
+
+/// The director.
+pub struct DirectorRole {
+    decisions: Director,
+    fabric: Fabric,
+    workers: Vec<SocketAddr>,
+    slots: Vec<Slot>,
+    warm_target: usize,
+    launcher: Box<dyn Launcher>,
+    rx: Vec<(PortId, Box<dyn RxQueue>)>,
+    tx: Vec<Option<Box<dyn TxQueue>>>,
+    pending: Vec<Vec<PktBuf>>,
+    pool: BufPool,
+    selector: ChainSelector,
+    policy: ParsePolicy,
+    aliases: HashMap<FlowKey, FlowKey>,
+    sealer: Sealer,
+    verifier: Verifier,
+    started: Instant,
+    pub counters: DirectorRoleCounters,
+    pub events: Vec<Event>,
+    out: Vec<u8>,
+}
+
+impl std::fmt::Debug for DirectorRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectorRole").field("workers", &self.workers.len()).finish()
+    }
+}
+
+impl DirectorRole {
+    pub fn new(mut config: Config, launcher: Box<dyn Launcher>, deployment: u64) -> Result<DirectorRole, DirectorError> {
+        let scale = config.scale.clone().ok_or(DirectorError::NoScale)?;
+        config.settings.cores = 1;
+        let decisions = Director::new(scale.decisions.clone()).map_err(|e| DirectorError::Decisions(e.to_string()))?;
+        let fabric = Fabric::bind(scale.director).map_err(DirectorError::Fabric)?;
+        let mut queues = open_ports(&config, None, &ProbeSession::new()).map_err(DirectorError::Ports)?;
+        let rx = queues.rx.pop().unwrap_or_default();
+        let tx = queues.tx.pop().unwrap_or_default();
+        let nports = tx.len();
+        let nworkers = scale.workers.len();
+        Ok(DirectorRole {
+            decisions,
+            fabric,
+            slots: vec![Slot::Down; nworkers],
+            warm_target: usize::from(scale.warm_pool),
+            launcher,
+            rx,
+            tx,
+            pending: (0..nports).map(|_| Vec::with_capacity(BURST)).collect(),
+            pool: BufPool::new(config.settings.buffers_per_core, config.settings.frame_size),
+            selector: ChainSelector::new(&config),
+            policy: config.parse,
+            aliases: HashMap::new(),
+            sealer: Sealer::new(&scale.key, DIRECTOR, deployment, super::first_sequence()),
+            verifier: Verifier::new(&scale.key, deployment),
+            started: Instant::now(),
+            counters: DirectorRoleCounters { to_workers: vec![0; nworkers], ..Default::default() },
+            events: Vec::new(),
+            workers: scale.workers,
+            out: Vec::with_capacity(super::fabric::MAX_DATAGRAM),
+        })
+    }
+
+    fn event(&mut self, worker: WorkerId, what: &'static str, latency_us: f64) {
+        let at_ms = self.started.elapsed().as_secs_f64() * 1e3;
+        log::info!("{worker}: {what} (latency {latency_us:.0} µs) at {at_ms:.1} ms");
+        self.events.push(Event { at_ms, worker: worker.0, what, latency_us });
+    }
+
+    fn start_worker(&mut self, id: WorkerId, activate: bool) -> bool {
+        let Some(addr) = self.workers.get(usize::from(id.0)).copied() else { return false };
+        match self.launcher.start(id, addr) {
+            Ok(()) => {
+                if let Some(s) = self.slots.get_mut(usize::from(id.0)) {
+                    *s = Slot::Starting { since: Instant::now(), activate };
+                }
+                true
+            }
+            Err(e) => {
+                log::error!("{e}");
+                false
+            }
+        }
+    }
+
+    fn stop_worker(&mut self, id: WorkerId) {
+        let Some(addr) = self.workers.get(usize::from(id.0)).copied() else { return };
+        self.send(Kind::Stop, &FlowKey::default(), &[], addr);
+        self.launcher.stop(id);
+        if let Some(s) = self.slots.get_mut(usize::from(id.0)) {
+            *s = Slot::Down;
+        }
+        self.event(id, "stopped", 0.0);
+    }
+
+    /// Tops the warm pool up with the lowest ids that are down.
+    fn refill_warm(&mut self) {
+        let warm = self
+            .slots
+            .iter()
+            .filter(|s| matches!(s, Slot::Warm | Slot::Starting { activate: false, .. }))
+            .count();
+        let mut missing = self.warm_target.saturating_sub(warm);
+        for i in 0..self.slots.len() {
+            if missing == 0 {
+                break;
+            }
+            if self.slots.get(i) == Some(&Slot::Down) {
+                let id = WorkerId(u16::try_from(i).unwrap_or(u16::MAX));
+                if self.start_worker(id, false) {
+                    missing -= 1;
+                }
+            }
+        }
+    }
+
+    /// Runs until `stop` is set; stops every worker on the way out.
+    pub fn run(&mut self, stop: &Arc<AtomicBool>) {
+        let initial = self.decisions.workers().iter().map(|w| w.id).collect::<Vec<_>>();
+        for id in initial {
+            self.start_worker(id, true);
+        }
+        self.refill_warm();
+        let clock = MonotonicClock::new();
+        let bucket = self.decisions.config().load_bucket;
+        let mut next_tick = Nanos::ZERO;
+        let mut next_manage = Nanos::ZERO;
+        let mut bufs = Vec::with_capacity(BURST);
+        let mut datagram = Vec::with_capacity(super::fabric::MAX_DATAGRAM);
+        let mut decisions = Vec::new();
+        let mut idle = 0u32;
+        while !stop.load(Ordering::Relaxed) {
+            let now = clock.now();
+            let mut got = 0;
+            for q in 0..self.rx.len() {
+                let Some((port, queue)) = self.rx.get_mut(q) else { continue };
+                let port = *port;
+                if let RxStatus::Received(n) = queue.rx_burst(&mut self.pool, &mut bufs, BURST) {
+                    got += n;
+                }
+                for buf in bufs.drain(..) {
+                    self.steer(port, buf.data(), now);
+                    self.pool.put(buf);
+                }
+            }
+            while got < 256 {
+                let Some((d, _)) = self.fabric.recv() else { break };
+                datagram.clear();
+                datagram.extend_from_slice(d);
+                got += 1;
+                self.from_fabric(&datagram);
+            }
+            self.flush();
+            if now >= next_tick {
+                next_tick = now.saturating_add(bucket);
+                decisions.clear();
+                self.decisions.tick(now, &mut decisions);
+                for d in decisions.drain(..) {
+                    self.carry_out(d);
+                }
+            }
+            if now >= next_manage {
+                next_manage = now.saturating_add(Nanos::from_millis(100));
+                self.manage();
+            }
+            if got == 0 {
+                idle = idle.saturating_add(1);
+                if idle > 64 {
+                    std::thread::sleep(std::time::Duration::from_micros(20));
+                }
+            } else {
+                idle = 0;
+            }
+        }
+        for i in 0..self.slots.len() {
+            if self.slots.get(i) != Some(&Slot::Down) {
+                self.stop_worker(WorkerId(u16::try_from(i).unwrap_or(u16::MAX)));
+            }
+        }
+        self.counters.send_errors = self.fabric.send_errors;
+    }
+
+    /// A frame from a port: to its flowlet's worker.
+    fn steer(&mut self, port: PortId, frame: &[u8], now: Nanos) {
+        self.counters.received += 1;
+        let Ok(meta) = parse(frame, port, &self.policy) else {
+            self.counters.not_parsed += 1;
+            return;
+        };
+        let Some(chain) = self.selector.select(&meta) else {
+            self.counters.no_chain += 1;
+            return;
+        };
+        let flow = self.aliases.get(&meta.key).copied().unwrap_or(meta.key);
+        let len = Bytes(u64::try_from(frame.len()).unwrap_or(u64::MAX));
+        let (worker, clock, start, untracked) = match self.decisions.steer(now, flow, len) {
+            Steer::Flow { worker, clock, start } => (worker, clock, start, false),
+            Steer::Untracked { worker } => (worker, LogicalClock::ZERO, None, true),
+            Steer::NoWorker => {
+                self.counters.no_worker += 1;
+                return;
+            }
+        };
+        let Some(addr) = self.workers.get(usize::from(worker.0)).copied() else {
+            self.counters.no_worker += 1;
+            return;
+        };
+        let from = start.and_then(|a| a.state.moves_from());
+        let h = SteerHeader {
+            direction: Direction::ToWorker,
+            chain: ChainId(u16::try_from(chain).unwrap_or(u16::MAX)),
+            port,
+            worker,
+            prev_owner: from,
+            clock,
+            flow,
+            flowlet_start: start.is_some(),
+            moved: from.is_some(),
+            untracked,
+        };
+        self.out.clear();
+        self.out.resize(HEADER_LEN, 0);
+        h.write(&mut self.out);
+        self.out.extend_from_slice(frame);
+        self.fabric.send(&self.out, addr);
+        if let Some(c) = self.counters.to_workers.get_mut(usize::from(worker.0)) {
+            *c += 1;
+        }
+    }
+
+    /// A datagram from a worker: a processed frame to transmit, or a message.
+    fn from_fabric(&mut self, d: &[u8]) {
+        if is_state_message(d) {
+            match self.verifier.open(d) {
+                Ok(m) if m.kind == Kind::Hello => self.hello(m.sender),
+                Ok(_) => {}
+                Err(e) => *self.counters.rejected.entry(e.name()).or_default() += 1,
+            }
+            return;
+        }
+        let h = match SteerHeader::parse(d) {
+            Ok(h) if h.direction == Direction::ToDirector => h,
+            _ => {
+                self.counters.bad_headers += 1;
+                return;
+            }
+        };
+        self.counters.from_workers += 1;
+        let frame = d.get(HEADER_LEN..).unwrap_or_default();
+        if !h.untracked {
+            if let Ok(meta) = parse(frame, h.port, &self.policy) {
+                if meta.key != h.flow && !self.aliases.contains_key(&meta.key) {
+                    if self.aliases.len() < MAX_ALIASES {
+                        self.aliases.insert(meta.key, h.flow);
+                        self.counters.aliases_learned += 1;
+                    } else {
+                        self.counters.alias_table_full += 1;
+                    }
+                }
+            }
+        }
+        let Some(mut buf) = self.pool.get() else {
+            self.counters.tx_dropped += 1;
+            return;
+        };
+        if !buf.fill(frame) {
+            self.pool.put(buf);
+            self.counters.tx_dropped += 1;
+            return;
+        }
+        match self.pending.get_mut(usize::from(h.port.0)) {
+            Some(q) => q.push(buf),
+            None => {
+                self.pool.put(buf);
+                self.counters.tx_dropped += 1;
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        for (p, q) in self.pending.iter_mut().enumerate() {
+            if q.is_empty() {
+                continue;
+            }
+            if let Some(txq) = self.tx.get_mut(p).and_then(Option::as_mut) {
+                self.counters.transmitted += txq.tx_burst(q, &mut self.pool) as u64;
+            }
+            // Whatever the port did not take now is dropped: the loop must not stall.
+            self.counters.tx_dropped += q.len() as u64;
+            for b in q.drain(..) {
+                self.pool.put(b);
+            }
+        }
+    }
+
+    fn hello(&mut self, id: WorkerId) {
+        let Some(slot) = self.slots.get(usize::from(id.0)).copied() else { return };
+        if let Slot::Starting { since, activate } = slot {
+            let us = since.elapsed().as_secs_f64() * 1e6;
+            self.event(id, "launched", us);
+            let next = if activate {
+                if self.decisions.pending_launch() == Some(id) {
+                    let _ = self.decisions.worker_ready(id);
+                }
+                Slot::Active
+            } else {
+                Slot::Warm
+            };
+            if let Some(s) = self.slots.get_mut(usize::from(id.0)) {
+                *s = next;
+            }
+        }
+    }
+
+    fn carry_out(&mut self, d: Decision) {
+        match d {
+            Decision::Scale(ScaleDecision::Launch(id)) => {
+                let slot = self.slots.get(usize::from(id.0)).copied().unwrap_or(Slot::Down);
+                match slot {
+                    Slot::Warm | Slot::Retired => {
+                        let t = Instant::now();
+                        let ok = self.decisions.worker_ready(id).is_ok();
+                        let us = t.elapsed().as_secs_f64() * 1e6;
+                        if let Some(s) = self.slots.get_mut(usize::from(id.0)) {
+                            *s = Slot::Active;
+                        }
+                        if ok {
+                            self.event(id, "activated", us);
+                        }
+                        self.refill_warm();
+                    }
+                    Slot::Down => {
+                        if !self.start_worker(id, true) {
+                            let _ = self.decisions.launch_failed(id);
+                        }
+                    }
+                    Slot::Starting { since, .. } => {
+                        if let Some(s) = self.slots.get_mut(usize::from(id.0)) {
+                            *s = Slot::Starting { since, activate: true };
+                        }
+                    }
+                    Slot::Active => {
+                        let _ = self.decisions.worker_ready(id);
+                    }
+                }
+            }
+            Decision::Scale(ScaleDecision::Retire { worker, .. }) => {
+                if let Some(s) = self.slots.get_mut(usize::from(worker.0)) {
+                    *s = Slot::Retired;
+                }
+                self.event(worker, "retired", 0.0);
+            }
+            Decision::Replicate(r) => {
+                let Some(addr) = self.workers.get(usize::from(r.from.0)).copied() else { return };
+                let body: Vec<u8> = r.to.as_slice().iter().flat_map(|w| w.0.to_be_bytes()).collect();
+                self.counters.replicate_orders += 1;
+                self.send(Kind::Replicate, &r.flow, &body, addr);
+            }
+        }
+    }
+
+    /// Retired workers whose flows all moved go back to the warm pool or stop; aliases of
+    /// forgotten flows go.
+    fn manage(&mut self) {
+        for i in 0..self.slots.len() {
+            let id = WorkerId(u16::try_from(i).unwrap_or(u16::MAX));
+            if self.slots.get(i) != Some(&Slot::Retired) || self.decisions.owned_by(id) > 0 {
+                continue;
+            }
+            let warm = self.slots.iter().filter(|s| matches!(s, Slot::Warm)).count();
+            if warm < self.warm_target {
+                if let Some(s) = self.slots.get_mut(i) {
+                    *s = Slot::Warm;
+                }
+                self.event(id, "back to the warm pool", 0.0);
+            } else {
+                self.stop_worker(id);
+            }
+        }
+        let decisions = &self.decisions;
+        self.aliases.retain(|_, flow| decisions.flow(flow).is_some());
+    }
+
+    fn send(&mut self, kind: Kind, flow: &FlowKey, body: &[u8], to: SocketAddr) {
+        let mut msg = std::mem::take(&mut self.out);
+        self.sealer.seal(kind, ChainId(0), flow, LogicalClock::ZERO, body, &mut msg);
+        self.fabric.send(&msg, to);
+        self.out = msg;
+    }
+
+    /// The summary printed when the director stops.
+    pub fn summary(&self) -> serde_json::Value {
+        let c = self.decisions.counters();
+        serde_json::json!({
+            "director": self.counters,
+            "events": self.events,
+            "decisions": {
+                "packets": c.packets, "flowlets": c.flowlets, "new_flows": c.new_flows,
+                "idle_starts": c.idle_starts, "size_starts": c.size_starts,
+                "state_local": c.state_local, "state_replica": c.state_replica, "state_pull": c.state_pull,
+                "overflows": c.overflows, "untracked": c.untracked, "no_worker": c.no_worker,
+                "replications": c.replications, "launches": c.launches, "retirements": c.retirements,
+            },
+            "flows": self.decisions.flows(),
+            "aliases": self.aliases.len(),
+        })
+    }
+}

@@ -1,0 +1,198 @@
+//! Scale-out end to end: a director (`nflet director`) on two af_packet ports between two
+//! Linux network namespaces, and worker processes it launches itself, running a NAT and an
+//! IDS. Real TCP connections from host A to host B cross the NAT while the director moves
+//! their flowlets between workers, launches workers as the load ramps up and retires them
+//! when it stops.
+//!
+//! ```text
+//!  [ns a: 10.77.0.1] ── a ─ director ─ b ── [ns b: 10.77.0.2]
+//!                            │ UDP 127.0.0.1 (VXLAN + state messages)
+//!                     worker0 worker1 worker2   (nat → ids)
+//! ```
+//!
+//! Host B reaches the NAT's public address 10.77.0.100 through a static neighbour entry
+//! (host A's MAC); host A has a static entry for B, so only the test's IPv4 crosses.
+
+use std::process::{Child, Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use nflet_tests::{binary, sh, spawn_peer_in, TwoHosts};
+
+const PUBLIC: &str = "10.77.0.100";
+
+fn mac(ns: &str, dev: &str) -> String {
+    let out = sh(&["ip", "-n", ns, "-br", "link", "show", dev]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.split_whitespace().nth(2).unwrap_or_else(|| panic!("no MAC in `{text}`")).to_string()
+}
+
+fn config(t: &TwoHosts, base: u16, capacity_mbps: u32) -> String {
+    let workers: Vec<String> = (1..=3).map(|i| format!("\"127.0.0.1:{}\"", base + i)).collect();
+    format!(
+        r#"
+[appliance]
+idle_sleep_us = 20
+
+{ports}
+[[nf]]
+name = "nat"
+kind = "nat"
+inside = "a"
+public = "{PUBLIC}"
+
+[[nf]]
+name = "ids"
+kind = "ids"
+rules = ['''
+alert tcp any any -> any any (msg:"split marker"; content:"NFLET-SPLIT-MARKER"; sid:9001;)''']
+
+[[chain]]
+name = "out"
+ingress = ["a"]
+steps = ["nat", "ids"]
+output = "b"
+
+[[chain]]
+name = "in"
+ingress = ["b"]
+steps = ["nat", "ids"]
+output = "a"
+
+[scale]
+director = "127.0.0.1:{base}"
+workers = [{workers}]
+key = "scale-out test key, not a secret"
+initial_workers = 1
+warm_pool = 1
+capacity_mbps = {capacity_mbps}
+retire_idle_ms = 300
+launch_utilisation = 0.5
+"#,
+        ports = t.af_packet_ports(),
+        workers = workers.join(", "),
+    )
+}
+
+struct Director {
+    child: Option<Child>,
+}
+
+impl Director {
+    fn start(path: &std::path::Path) -> Director {
+        let child = Command::new(binary("nflet"))
+            .args(["director", "-c"])
+            .arg(path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the director");
+        Director { child: Some(child) }
+    }
+
+    fn stop(mut self) -> (String, String) {
+        let child = self.child.take().expect("running");
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let out = child.wait_with_output().expect("director exit");
+        let (so, se) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+        assert!(out.status.success(), "director failed:\n{se}");
+        (so, se)
+    }
+}
+
+impl Drop for Director {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn value(s: &str, key: &str) -> String {
+    s.lines()
+        .flat_map(str::split_whitespace)
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key}= in:\n{s}"))
+        .to_string()
+}
+
+#[test]
+fn tcp_through_a_scaled_out_nat_survives_moves_launches_and_retirement() {
+    let t = TwoHosts::new("so");
+    let a_mac = mac(&t.ns_a, "a0");
+    let b_mac = mac(&t.ns_b, "b0");
+    sh(&["ip", "-n", &t.ns_a, "neigh", "replace", t.addr_b, "lladdr", &b_mac, "dev", "a0", "nud", "permanent"]);
+    sh(&["ip", "-n", &t.ns_b, "neigh", "replace", PUBLIC, "lladdr", &a_mac, "dev", "b0", "nud", "permanent"]);
+    let base = 40_000 + u16::try_from(std::process::id() % 2_000).unwrap() * 10;
+    let path = std::env::temp_dir().join(format!("nflet-scaleout-{}.toml", std::process::id()));
+    std::fs::write(&path, config(&t, base, 40)).unwrap();
+    let director = Director::start(&path);
+    sleep(Duration::from_millis(1500));
+
+    // Four connections, ramping: two start at 2 MB/s each, two more join at 6 MB/s each.
+    const CONNS: usize = 4;
+    const BYTES: u64 = 6_000_000;
+    let servers: Vec<Child> = (0..CONNS)
+        .map(|i| spawn_peer_in(&t.ns_b, &["tcp-serve", &(9000 + i).to_string(), "show-peer"]))
+        .collect();
+    sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let mut senders = Vec::new();
+    for i in 0..CONNS {
+        if i == 2 {
+            sleep(Duration::from_millis(1500));
+        }
+        let rate = if i < 2 { "2000000" } else { "6000000" };
+        senders.push(spawn_peer_in(
+            &t.ns_a,
+            &["tcp-send", t.addr_b, &(9000 + i).to_string(), &BYTES.to_string(), rate],
+        ));
+    }
+    let sent: Vec<String> = senders
+        .into_iter()
+        .map(|c| {
+            let o = c.wait_with_output().unwrap();
+            assert!(o.status.success(), "tcp-send: {}", String::from_utf8_lossy(&o.stderr));
+            String::from_utf8_lossy(&o.stdout).into_owned()
+        })
+        .collect();
+    let got: Vec<String> = servers
+        .into_iter()
+        .map(|c| String::from_utf8_lossy(&c.wait_with_output().unwrap().stdout).into_owned())
+        .collect();
+    let elapsed = started.elapsed();
+    // Idle: the extra workers retire.
+    sleep(Duration::from_millis(2500));
+    let (out, err) = director.stop();
+    let _ = std::fs::remove_file(&path);
+
+    for (s, g) in sent.iter().zip(&got) {
+        assert_eq!(value(g, "bytes"), BYTES.to_string(), "server saw:\n{g}\ndirector log:\n{err}");
+        assert_eq!(value(s, "hash"), value(g, "hash"), "stream corrupted");
+        let from = value(g, "from");
+        assert!(from.starts_with(&format!("{PUBLIC}:")), "server saw the connection from {from}");
+    }
+    let summary: serde_json::Value = out
+        .lines()
+        .find(|l| l.contains("\"director\""))
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no director summary in:\n{out}\n{err}"));
+    let workers: Vec<serde_json::Value> =
+        out.lines().filter(|l| l.starts_with("{\"worker\"") || l.contains("\"worker\":")).filter_map(|l| serde_json::from_str(l).ok()).collect();
+    eprintln!("transfers took {elapsed:?}\n{summary:#}\n{workers:#?}");
+    let d = &summary["decisions"];
+    let events = summary["events"].as_array().unwrap();
+    let count = |what: &str| events.iter().filter(|e| e["what"] == what).count();
+    assert!(count("activated") + count("launched") >= 3, "launches/activations: {events:?}");
+    assert!(count("activated") >= 1, "the warm worker was activated: {events:?}");
+    assert!(count("retired") >= 1, "no worker retired: {events:?}");
+    let moved = d["state_pull"].as_u64().unwrap() + d["state_replica"].as_u64().unwrap();
+    assert!(moved >= 1, "no flowlet moved between workers: {d}");
+    let sum = |k: &str| workers.iter().map(|w| w["counters"][k].as_u64().unwrap_or(0)).sum::<u64>();
+    assert!(sum("pulls_answered") + sum("pushes_installed") >= 1, "no state moved: {workers:#?}");
+    assert_eq!(sum("imports_failed"), 0);
+    assert_eq!(sum("hold_overflow"), 0);
+    assert!(summary["director"]["aliases_learned"].as_u64().unwrap() >= CONNS as u64);
+}
