@@ -61,6 +61,58 @@ pub fn build<N: NetworkFunction>(config_toml: &str) -> N {
     try_build::<N>(config_toml).unwrap()
 }
 
+/// [`build`] as instance `id` of `count` of a scaled-out deployment (same configuration on
+/// every instance), for migration tests.
+pub fn build_instance<N: NetworkFunction>(config_toml: &str, id: u16, count: u16) -> N {
+    let cfg: N::Config = toml::from_str(config_toml).unwrap();
+    let mut arena = Arena::new(CoreId(0), 256 << 20, Backing::Normal);
+    let mut shared = SharedRegistry::default();
+    let ports = ["inside".to_string(), "outside".to_string()];
+    let mut rt = InitCtx {
+        instance: crate::ids::Instance::new(id, count).unwrap(),
+        name: "under_test",
+        core: CoreId(0),
+        cores: 1,
+        ports: &ports,
+        arena: &mut arena,
+        shared: &mut shared,
+    };
+    N::init(&cfg, &mut rt).unwrap()
+}
+
+/// The context of a burst at `now` on core 0.
+pub fn ctx(now: Nanos) -> Ctx {
+    Ctx { now, core: CoreId(0) }
+}
+
+/// The direction-normalised flow key of `frame` as parsed on `ingress`.
+pub fn flow_of(frame: &[u8], ingress: u16) -> crate::flow::FlowKey {
+    parse(frame, PortId(ingress), &ParsePolicy::default()).unwrap().key
+}
+
+/// [`run`], also returning the frame as it leaves the NF.
+pub fn run_out<N: NetworkFunction>(nf: &mut N, now: Nanos, ingress: u16, frame: &[u8]) -> (Verdict, Vec<u8>) {
+    let mut f = frame.to_vec();
+    let mut meta: Meta = parse(&f, PortId(ingress), &ParsePolicy::default()).unwrap();
+    let v = nf.process_packet(&ctx(now), &mut f, &mut meta);
+    (v, f)
+}
+
+/// Moves the state of `flow` from `from` (its clock reading `at`) to `to` (reading `to_at`:
+/// instances' clocks differ); returns the record.
+pub fn move_flow<N: NetworkFunction>(
+    from: &mut N,
+    at: Nanos,
+    to: &mut N,
+    to_at: Nanos,
+    flow: &crate::flow::FlowKey,
+) -> Vec<u8> {
+    let mut blob = Vec::new();
+    assert!(from.export_flow(flow, &ctx(at), &mut blob), "exporter holds state for the flow");
+    to.import_flow(flow, &ctx(to_at), &blob).unwrap();
+    blob
+}
+
 /// [`build`], returning `init`'s error (for configuration tests; the TOML itself must parse).
 pub fn try_build<N: NetworkFunction>(config_toml: &str) -> Result<N, crate::nf::NfError> {
     let cfg: N::Config = toml::from_str(config_toml).unwrap();

@@ -56,6 +56,11 @@ impl<R: Splittable> Release<R> {
             .collect()
     }
 
+    /// This core's share, read-only.
+    pub fn local_ref(&self) -> &R {
+        &self.local
+    }
+
     /// This core's share, for allocation on the packet path.
     #[inline]
     pub fn local(&mut self) -> &mut R {

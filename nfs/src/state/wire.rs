@@ -1,7 +1,8 @@
 //! The byte format of per-flow state moving between instances (scale-out migration).
 //!
 //! Every NF writes its own record with a [`Writer`] and reads it back with a [`Reader`]: all
-//! integers big-endian, every record starting with the NF kind's tag and a version byte the NF checks. A
+//! integers big-endian, every record starting with the NF kind's tag and a version byte the NF checks, and ending with
+//! a check value ([`Writer::seal`], [`Reader::sealed`]) so a damaged record is refused. A
 //! [`Reader`] is bounded by its slice: each read either returns a value from inside it or
 //! fails with [`ImportError::Malformed`] naming what was being read, so format code is a
 //! short sequence of `?`s and cannot panic or read past the input, whatever bytes arrive.
@@ -25,15 +26,30 @@ pub mod tag {
 }
 use crate::time::Nanos;
 
+/// FNV-1a over `bytes`: every single-byte change alters it, so a damaged record is refused
+/// rather than installed with a wrong field.
+fn check(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(*b)).wrapping_mul(0x0100_0193))
+}
+
 /// Appends big-endian fields to a record.
 #[derive(Debug)]
 pub struct Writer<'a> {
     out: &'a mut Vec<u8>,
+    start: usize,
 }
 
 impl<'a> Writer<'a> {
+    /// A record appended to `out` from its current end.
     pub fn new(out: &'a mut Vec<u8>) -> Writer<'a> {
-        Writer { out }
+        let start = out.len();
+        Writer { out, start }
+    }
+
+    /// Ends the record with a check value over it ([`Reader::sealed`] verifies it).
+    pub fn seal(self) {
+        let c = check(self.out.get(self.start..).unwrap_or_default());
+        self.out.extend_from_slice(&c.to_be_bytes());
     }
 
     pub fn u8(&mut self, v: u8) -> &mut Self {
@@ -86,6 +102,17 @@ pub struct Reader<'a> {
 impl<'a> Reader<'a> {
     pub fn new(bytes: &'a [u8]) -> Reader<'a> {
         Reader { rest: bytes }
+    }
+
+    /// A reader over a record written with [`Writer::seal`], once its check value matches.
+    pub fn sealed(bytes: &'a [u8]) -> Result<Reader<'a>, ImportError> {
+        let at = bytes.len().checked_sub(4).ok_or(ImportError::Malformed("check value"))?;
+        let (body, c) = bytes.split_at(at);
+        let c: [u8; 4] = c.try_into().map_err(|_| ImportError::Malformed("check value"))?;
+        if u32::from_be_bytes(c) != check(body) {
+            return Err(ImportError::Malformed("check value (damaged record)"));
+        }
+        Ok(Reader { rest: body })
     }
 
     /// The next `n` bytes; `what` names the field in the error.
@@ -191,6 +218,34 @@ mod tests {
         assert_eq!(read(&long).unwrap_err(), ImportError::Malformed("trailing bytes"));
         buf[0] = 2;
         assert_eq!(read(&buf).unwrap_err(), ImportError::Version { got: 2, want: 1 });
+    }
+
+    #[test]
+    fn sealed_records_refuse_every_single_byte_change() {
+        let mut buf = vec![0xaa];
+        let mut w = Writer::new(&mut buf);
+        w.header(tag::NAT, 1).u32(7).u64(u64::MAX);
+        w.seal();
+        let body = &buf[1..];
+        let mut r = Reader::sealed(body).unwrap();
+        r.header(tag::NAT, 1).unwrap();
+        assert_eq!((r.u32("a").unwrap(), r.u64("b").unwrap()), (7, u64::MAX));
+        r.finish().unwrap();
+        for i in 0..body.len() {
+            for bit in 0..8 {
+                let mut bad = body.to_vec();
+                bad[i] ^= 1 << bit;
+                assert!(Reader::sealed(&bad).is_err(), "byte {i} bit {bit}");
+            }
+        }
+        for n in 0..body.len() {
+            assert!(Reader::sealed(&body[..n]).is_err(), "len {n}");
+        }
+        let mut r = Reader::sealed(body).unwrap();
+        assert_eq!(
+            r.header(tag::FIREWALL, 1).unwrap_err(),
+            ImportError::WrongKind { got: tag::NAT, want: tag::FIREWALL }
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use serde::Deserialize;
 
 use crate::addr::{OneOrMany, PortRange};
-use crate::ids::PortId;
+use crate::ids::{Instance, PortId};
 use crate::nf::{InitCtx, NfError};
 use crate::packet::IpProtocol;
 use crate::time::Nanos;
@@ -109,6 +109,14 @@ pub struct NatConfig {
     /// that spread flows themselves (see the module doc).
     #[serde(default)]
     pub steer_outbound: bool,
+    /// Seconds a mapping exported to another instance keeps its public port reserved here
+    /// after it expires (module doc, "Scale-out"); default: the established TCP timeout.
+    #[serde(default = "default_moved_hold")]
+    pub moved_hold_s: u64,
+}
+
+fn default_moved_hold() -> u64 {
+    7440
 }
 
 fn default_ports() -> PortRange {
@@ -159,6 +167,12 @@ pub struct Settings {
     pub timeouts: Timeouts,
     pub hairpin: Hairpin,
     pub steer_outbound: bool,
+    /// This appliance among the deployment's instances.
+    pub instance: Instance,
+    /// The slice of `ports` this instance hands out (`Instance::id` of `count` equal slices).
+    pub share: PortRange,
+    /// How long a moved mapping's port stays reserved after the mapping expires.
+    pub moved_hold: Nanos,
 }
 
 impl Settings {
@@ -185,6 +199,12 @@ impl Settings {
 
     pub fn icmp(&self) -> Nanos {
         Nanos::from_secs(self.timeouts.icmp)
+    }
+
+    /// Whether public `port` is in this instance's share of the pool (a port outside it
+    /// belongs to another instance, or to no pool at all).
+    pub fn owns_port(&self, port: u16) -> bool {
+        self.share.contains(port)
     }
 
     /// Validates `config`, resolving port names through `rt`.
@@ -265,7 +285,20 @@ impl Settings {
                 }
             }
         }
+        let instance = rt.instance;
+        let share = instance_share(config.ports, instance).ok_or_else(|| {
+            param(
+                "ports",
+                format!(
+                    "{}-{} cannot be split among {} instances (each needs at least one port)",
+                    config.ports.lo, config.ports.hi, instance.count
+                ),
+            )
+        })?;
         Ok(Settings {
+            instance,
+            share,
+            moved_hold: Nanos::from_secs(config.moved_hold_s),
             inside,
             public,
             ports: config.ports,
@@ -275,5 +308,52 @@ impl Settings {
             hairpin: config.hairpin,
             steer_outbound: config.steer_outbound,
         })
+    }
+}
+
+/// The `instance.id`-th of `instance.count` equal, contiguous slices of `ports`; `None` when
+/// the instance is out of range or its slice would be empty.
+pub fn instance_share(ports: PortRange, instance: Instance) -> Option<PortRange> {
+    let (id, count) = (u32::from(instance.id), u32::from(instance.count));
+    if id >= count {
+        return None;
+    }
+    let span = u32::from(ports.hi).checked_sub(u32::from(ports.lo))? + 1;
+    let start = u32::from(ports.lo) + span * id / count;
+    let end = u32::from(ports.lo) + span * (id + 1) / count;
+    if end <= start {
+        return None;
+    }
+    Some(PortRange { lo: u16::try_from(start).ok()?, hi: u16::try_from(end - 1).ok()? })
+}
+
+#[cfg(test)]
+mod share_tests {
+    use super::*;
+
+    #[test]
+    fn instance_shares_tile_the_range() {
+        let r = |lo, hi| PortRange { lo, hi };
+        let cases = [
+            (r(1024, 65535), 0, 1, Some(r(1024, 65535))),
+            (r(1024, 65535), 0, 2, Some(r(1024, 33279))),
+            (r(1024, 65535), 1, 2, Some(r(33280, 65535))),
+            (r(10, 12), 2, 3, Some(r(12, 12))),
+            (r(10, 11), 0, 3, None),
+            (r(10, 11), 2, 3, Some(r(11, 11))),
+            (r(10, 11), 3, 3, None),
+        ];
+        for (ports, id, count, want) in cases {
+            assert_eq!(instance_share(ports, Instance { id, count }), want, "{id}/{count}");
+        }
+        // Every port of the range is in exactly one share.
+        for count in 1..6u16 {
+            let mut n = 0u32;
+            for id in 0..count {
+                let s = instance_share(r(1024, 2047), Instance { id, count }).unwrap();
+                n += u32::from(s.hi - s.lo) + 1;
+            }
+            assert_eq!(n, 1024);
+        }
     }
 }

@@ -86,7 +86,19 @@ pub struct Mapping {
     pub remotes: [Remote; REMOTES],
     /// Next ring slot to overwrite.
     pub next_remote: u8,
-    pub _pad: [u8; 7],
+    /// [`flags`] bits: moved away to another instance, or holding a foreign port.
+    pub flags: u8,
+    pub _pad: [u8; 6],
+}
+
+/// Migration bits of [`Mapping::flags`] (see the module doc of `nat`, "Scale-out").
+pub mod flags {
+    /// Exported to another instance: no longer refreshed here, and its port is held for
+    /// `moved_hold_s` once it expires.
+    pub const MOVED: u8 = 1;
+    /// Imported with a public port from another instance's share: the port never enters
+    /// this instance's pool.
+    pub const FOREIGN: u8 = 2;
 }
 
 impl Mapping {
@@ -133,8 +145,13 @@ pub struct Mappings {
     cursor: usize,
 }
 
-/// What a reclaimed mapping gives back: its public endpoint.
-pub type Freed = Endpoint;
+/// What a reclaimed mapping gives back: its public endpoint, and its [`flags`], which say
+/// whether the port goes back to the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Freed {
+    pub public: Endpoint,
+    pub flags: u8,
+}
 
 impl Mappings {
     pub fn new(arena: &mut Arena, name: &str, capacity: usize) -> Result<Mappings, StateError> {
@@ -199,14 +216,15 @@ impl Mappings {
         }
     }
 
-    fn reclaim(&mut self, idx: FlowIdx, freed: &mut Vec<Freed>) {
+    /// Removes the mapping at `idx` and its reverse entry, pushing its public endpoint.
+    pub fn reclaim(&mut self, idx: FlowIdx, freed: &mut Vec<Freed>) {
         let Some(e) = self.out.entry(idx).copied() else { return };
         let p = Endpoint::new(e.value.public_addr, e.value.public_port, e.key.proto);
         if let Some(b) = self.back.find(p.hash(), &p, Nanos::ZERO) {
             self.back.remove(b);
         }
         self.out.remove(idx);
-        freed.push(p);
+        freed.push(Freed { public: p, flags: e.value.flags });
     }
 
     /// Reclaims expired mappings among the next `budget` slots.

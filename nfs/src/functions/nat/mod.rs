@@ -54,7 +54,35 @@
 //! endpoint only while that address is still in `public` and the port in `ports` (a changed
 //! pool leaves it to expire unanswered, and its port is not given back).
 //!
-//! # Choices and limits
+//! # Scale-out
+
+Instances of a scaled-out deployment run the same configuration, and a director moves flows
+between them (`export_flow`/`import_flow`, `migrate.rs`). Public ports are split first by
+instance — instance `id` of `count` hands out the `id`-th of `count` equal, contiguous slices
+of `ports` ([`Settings::share`]) — then by core, so two instances never allocate the same
+port. A flow's state is the mapping of each of its ends that is an inside endpoint (with its
+reverse entry, TCP phase, filtering ring and time left; the director's key for a NAT'd flow
+is its inside tuple); static forwards keep no per-flow state and move with nothing to send.
+After an import, the flow's packets in both directions translate on the importer exactly as
+on the exporter, with the same public port. The rule for that port:
+
+- On the exporter the mapping is marked *moved*: it still translates packets that reach it
+  but is no longer refreshed, and when it expires its port is not returned to the pool but
+  held for a further `moved_hold_s` (default 7440 s, the RFC 5382 established timeout), so no
+  new flow here takes a port that is live elsewhere. Importing the flow back ends the mark (or
+  the hold): the mapping is live here again.
+- On the importer, a mapping whose port is in another instance's share is *foreign*: it
+  lives, refreshes and steers like any other, but its port never enters this instance's pool
+  when it expires.
+- Mappings are endpoint-independent, so moving one flow moves the mapping every flow of that
+  inside endpoint uses; flows of the endpoint left on the exporter keep using it until it
+  expires there, then get a new port. A flow kept alive elsewhere for longer than the mapping
+  timeout plus `moved_hold_s` must not come back: its port may have been handed out again.
+- Holds are kept in memory only (a restart returns held ports to the pool). With several
+  cores, a mapping coming home must be imported on the core that exported it (where its port
+  is held); a port sitting in another core's share is refused.
+
+# Choices and limits
 //!
 //! - Paired address pooling (RFC 4787 REQ-2): an inside address always maps to the same pool
 //!   address (chosen by hash) while that address has free ports on the core.
@@ -69,6 +97,7 @@ mod config;
 mod frag;
 mod icmp;
 mod mapping;
+mod migrate;
 mod pool;
 mod steer;
 mod translate;
@@ -85,7 +114,8 @@ pub use pool::{PortPool, Slot};
 pub use steer::PortOwners;
 
 use crate::ids::CoreId;
-use crate::nf::{Burst, Ctx, InitCtx, NetworkFunction, NfError, Report, Verdict};
+use crate::flow::FlowKey;
+use crate::nf::{Burst, Ctx, ImportError, InitCtx, NetworkFunction, NfError, Report, Verdict};
 use crate::packet::{IpProtocol, L3Kind, Meta};
 use crate::rng::Rng;
 use crate::state::{Release, StateDecl, TableStats};
@@ -138,6 +168,9 @@ pub struct Nat {
     restored: Option<Arc<Restored>>,
     /// Per-burst (outbound?, endpoint hash) of the packets to prefetch; reused, not reallocated.
     scratch: Vec<(bool, u32)>,
+    /// Public endpoints of expired moved mappings, reserved until the time given (module
+    /// doc, "Scale-out").
+    held: Vec<(Endpoint, Nanos)>,
     c: Counters,
 }
 
@@ -166,8 +199,8 @@ impl NetworkFunction for Nat {
             let s = Arc::clone(&s);
             rt.per_core(name, move |cores| {
                 let whole = PortPool::full(s.public.len(), s.ports.lo, s.ports.hi, |a, port| {
-                    // Static forwards own their public ports.
-                    s.forwards.iter().any(|f| {
+                    // Other instances' shares are theirs; static forwards own their ports.
+                    !s.owns_port(port) || s.forwards.iter().any(|f| {
                         f.proto == proto
                             && Some(a) == s.public_index(f.public_addr)
                             && f.public.contains(port)
@@ -206,7 +239,8 @@ impl NetworkFunction for Nat {
         // Seed: the configuration and the core, so cores and appliances differ.
         let seed = s.public.iter().fold(u64::from(s.ports.lo) << 16 | u64::from(s.ports.hi), |h, a| {
             (h ^ u64::from(u32::from_be_bytes(*a))).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        }) ^ (u64::from(rt.core.0) + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        }) ^ (u64::from(rt.core.0) + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9)
+            ^ u64::from(rt.instance.id).wrapping_mul(0x94D0_49BB_1331_11EB);
         Ok(Nat {
             s,
             maps: Box::new(maps),
@@ -219,6 +253,7 @@ impl NetworkFunction for Nat {
             freed: Vec::with_capacity(SWEEP_PER_BURST),
             restored: Some(restored),
             scratch: Vec::with_capacity(256),
+            held: Vec::new(),
             c: Counters::default(),
         })
     }
@@ -253,7 +288,7 @@ impl NetworkFunction for Nat {
 
     fn process_packet(&mut self, ctx: &Ctx, frame: &mut [u8], meta: &mut Meta) -> Verdict {
         let v = self.translate(ctx.now, frame, meta);
-        self.return_freed();
+        self.return_freed(ctx.now);
         match v {
             Ok(v) => v,
             Err(reason) => Verdict::Drop(reason),
@@ -289,9 +324,22 @@ impl NetworkFunction for Nat {
         }
     }
 
+    /// The flow's mapping(s); the exported ones are marked moved (module doc, "Scale-out").
+    fn export_flow(&mut self, flow: &FlowKey, ctx: &Ctx, out: &mut Vec<u8>) -> bool {
+        self.export(flow, ctx, out)
+    }
+
+    fn import_flow(&mut self, flow: &FlowKey, ctx: &Ctx, bytes: &[u8]) -> Result<(), ImportError> {
+        self.import(flow, ctx, bytes)
+    }
+
+    const MIGRATES: bool = true;
+    const FLOW_STATE: bool = true;
+
     fn housekeeping(&mut self, ctx: &Ctx) {
         self.maps.sweep(ctx.now, SWEEP_PER_BURST, &mut self.freed);
-        self.return_freed();
+        self.return_freed(ctx.now);
+        self.release_held(ctx.now);
         for p in self.pools.iter_mut() {
             p.balance();
         }
@@ -352,18 +400,43 @@ impl Nat {
         pool_index(proto).and_then(|i| self.pools.get(i)).map_or(0, |p| p.available())
     }
 
-    /// Gives the public ports of reclaimed mappings back to their pools.
-    fn return_freed(&mut self) {
+    /// Gives the public ports of reclaimed mappings back to their pools: a moved mapping's
+    /// port is held first, a foreign one never comes back (module doc, "Scale-out").
+    fn return_freed(&mut self, now: Nanos) {
         self.c.expired_mappings += self.freed.len() as u64;
-        for p in self.freed.drain(..) {
-            let (Some(i), Some(a)) = (pool_index(p.proto), self.s.public_index(p.addr)) else { continue };
-            // A mapping restored from before a change of `ports` holds a port outside them.
-            if !(self.s.ports.lo..=self.s.ports.hi).contains(&p.port) {
+        let hold_until = now.saturating_add(self.s.moved_hold);
+        for f in std::mem::take(&mut self.freed) {
+            let p = f.public;
+            // A port of another instance's share (an imported mapping's), or outside
+            // `ports` (a mapping restored from before a change of them), is not ours to give.
+            if f.flags & mapping::flags::FOREIGN != 0 || !self.s.owns_port(p.port) {
                 continue;
             }
-            if let Some(pool) = self.pools.get_mut(i) {
-                pool.local().put(Slot::new(a, p.port));
+            if f.flags & mapping::flags::MOVED != 0 {
+                self.held.push((p, hold_until));
+                continue;
             }
+            self.put_port(p);
+        }
+    }
+
+    /// Puts public endpoint `p` back into this core's share of its pool.
+    fn put_port(&mut self, p: Endpoint) {
+        let (Some(i), Some(a)) = (pool_index(p.proto), self.s.public_index(p.addr)) else { return };
+        if let Some(pool) = self.pools.get_mut(i) {
+            pool.local().put(Slot::new(a, p.port));
+        }
+    }
+
+    /// Ends the holds that are over, returning their ports to the pool.
+    fn release_held(&mut self, now: Nanos) {
+        if self.held.iter().all(|(_, until)| *until > now) {
+            return;
+        }
+        let (over, kept): (Vec<_>, Vec<_>) = self.held.drain(..).partition(|(_, until)| *until <= now);
+        self.held = kept;
+        for (p, _) in over {
+            self.put_port(p);
         }
     }
 }

@@ -178,7 +178,10 @@ impl Nat {
             IpProtocol::Udp => s.udp(),
             _ => s.icmp(),
         };
-        m.deadline = now.saturating_add(timeout).0;
+        // A mapping moved to another instance is no longer refreshed here.
+        if m.flags & mapping::flags::MOVED == 0 {
+            m.deadline = now.saturating_add(timeout).0;
+        }
         Ok(Endpoint::new(m.public_addr, m.public_port, k.proto))
     }
 
@@ -285,7 +288,9 @@ impl Nat {
         // only; TCP follows the connection in both directions (RFC 5382 REQ-5).
         if meta.proto == IpProtocol::Tcp {
             let t = mapping::track_tcp(m, false, meta.tcp_flags, s);
-            m.deadline = now.saturating_add(t).0;
+            if m.flags & mapping::flags::MOVED == 0 {
+                m.deadline = now.saturating_add(t).0;
+            }
         }
         Ok(inside)
     }

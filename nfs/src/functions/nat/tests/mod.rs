@@ -19,6 +19,7 @@ mod fragments;
 mod hairpin;
 mod icmp;
 mod mapping;
+mod migrate;
 mod restart;
 
 const IN: u16 = 0;
