@@ -17,6 +17,10 @@ use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use nflet_nfs::flow::FlowKey;
+use nflet_nfs::ids::ChainId;
+use nflet_scale::units::{LogicalClock, WorkerId};
+use nflet_scale::wire::{deployment_fingerprint, Kind, Sealer};
 use nflet_tests::{binary, sh, spawn_peer_in, TwoHosts};
 
 const PUBLIC: &str = "10.77.0.100";
@@ -50,13 +54,13 @@ alert tcp any any -> any any (msg:"split marker"; content:"NFLET-SPLIT-MARKER"; 
 [[chain]]
 name = "out"
 ingress = ["a"]
-steps = ["nat", "ids"]
+steps = ["nat"]
 output = "b"
 
 [[chain]]
 name = "in"
 ingress = ["b"]
-steps = ["nat", "ids"]
+steps = ["nat"]
 output = "a"
 
 [scale]
@@ -127,9 +131,11 @@ fn tcp_through_a_scaled_out_nat_survives_moves_launches_and_retirement() {
     sh(&["ip", "-n", &t.ns_b, "neigh", "replace", PUBLIC, "lladdr", &a_mac, "dev", "b0", "nud", "permanent"]);
     let base = 40_000 + u16::try_from(std::process::id() % 2_000).unwrap() * 10;
     let path = std::env::temp_dir().join(format!("nflet-scaleout-{}.toml", std::process::id()));
-    std::fs::write(&path, config(&t, base, 40)).unwrap();
+    let text = config(&t, base, 40);
+    std::fs::write(&path, &text).unwrap();
     let director = Director::start(&path);
     sleep(Duration::from_millis(1500));
+    attack(&text, base + 1);
 
     // Four connections, ramping: two start at 2 MB/s each, two more join at 6 MB/s each.
     const CONNS: usize = 4;
@@ -195,4 +201,37 @@ fn tcp_through_a_scaled_out_nat_survives_moves_launches_and_retirement() {
     assert_eq!(sum("imports_failed"), 0);
     assert_eq!(sum("hold_overflow"), 0);
     assert!(summary["director"]["aliases_learned"].as_u64().unwrap() >= CONNS as u64);
+    // One NAT mapping per connection over the whole deployment: every move carried the
+    // mapping (and its public port) along, and no reply ever missed it.
+    let nat = |k: &str| workers.iter().map(|w| w["nf"]["nat"][k].as_u64().unwrap_or(0)).sum::<u64>();
+    assert_eq!(nat("new_mappings"), CONNS as u64, "{workers:#?}");
+    assert_eq!(nat("no_mapping"), 0);
+    // The forged, replayed and malformed datagrams of `attack` were refused and counted.
+    let w0 = workers.iter().find(|w| w["worker"] == 0).expect("worker 0 summary");
+    assert_eq!(w0["counters"]["rejected"]["msg_forged"], 1, "{w0:#}");
+    assert_eq!(w0["counters"]["rejected"]["msg_replayed"], 1, "{w0:#}");
+    assert_eq!(w0["counters"]["rejected"]["msg_other_deployment"], 1, "{w0:#}");
+    assert_eq!(w0["counters"]["bad_headers"], 1, "{w0:#}");
+}
+
+/// Sends worker 0 a message sealed with another key, one sealed with the right key twice, one
+/// from another deployment and a datagram that is neither a message nor a steered frame.
+fn attack(config: &str, worker0: u16) {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = ("127.0.0.1", worker0);
+    let deployment = deployment_fingerprint(config);
+    let mut msg = Vec::new();
+    let mut seal = |key: &[u8], deployment: u64, msg: &mut Vec<u8>| {
+        let mut s = Sealer::new(key, WorkerId(99), deployment, 1);
+        s.seal(Kind::Hello, ChainId(0), &FlowKey::default(), LogicalClock::ZERO, &[], msg);
+    };
+    seal(b"not the deployment's key at all", deployment, &mut msg);
+    sock.send_to(&msg, to).unwrap();
+    seal(b"scale-out test key, not a secret", deployment, &mut msg);
+    sock.send_to(&msg, to).unwrap();
+    sock.send_to(&msg, to).unwrap();
+    let mut other = Sealer::new(b"scale-out test key, not a secret", WorkerId(98), deployment ^ 1, 1);
+    other.seal(Kind::Hello, ChainId(0), &FlowKey::default(), LogicalClock::ZERO, &[], &mut msg);
+    sock.send_to(&msg, to).unwrap();
+    sock.send_to(b"\x0c not a frame", to).unwrap();
 }

@@ -26,11 +26,7 @@ pub mod launcher;
 pub mod worker;
 mod worker_flows;
 
-/// A 64-bit fingerprint of the deployment's configuration text (FNV-1a): instances built
-/// from different files refuse each other's state.
-pub fn fingerprint(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
-}
+pub use nflet_scale::wire::deployment_fingerprint as fingerprint;
 
 /// Nanoseconds since the Unix epoch: the first sequence number of this instance's messages,
 /// so that a restarted instance never reuses one.
@@ -75,7 +71,8 @@ pub fn run_worker(
     let mut w = worker::Worker::new(config, id, deployment).map_err(|e| format!("worker {id}: {e}"))?;
     log::info!("worker {id} of {} up", path.display());
     w.run(&stop);
-    let summary = serde_json::json!({ "worker": id, "counters": w.counters, "drops": w.drops() });
+    let summary =
+        serde_json::json!({ "worker": id, "counters": w.counters, "drops": w.drops(), "nf": w.nf_counters() });
     println!("{summary}");
     Ok(())
 }

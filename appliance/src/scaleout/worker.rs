@@ -388,6 +388,17 @@ impl Worker {
         *self.counters.rejected.entry(e.name()).or_default() += 1;
     }
 
+    /// Every NF's counters, by NF name.
+    pub fn nf_counters(&self) -> serde_json::Value {
+        let mut all = serde_json::Map::new();
+        for (name, _kind, _stats, report) in self.pipeline.reports() {
+            let counters: serde_json::Map<String, serde_json::Value> =
+                report.counters.iter().map(|(k, v)| ((*k).to_string(), (*v).into())).collect();
+            all.insert(name, counters.into());
+        }
+        all.into()
+    }
+
     /// Drop counters by reason name.
     pub fn drops(&self) -> Vec<(&'static str, u64)> {
         self.drops.nonzero().map(|(r, n)| (r.name(), n)).collect()

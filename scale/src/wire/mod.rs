@@ -10,3 +10,9 @@ mod replay;
 
 pub use header::{Direction, SteerHeader, HEADER_LEN, VXLAN_PORT};
 pub use message::{is_state_message, Kind, Message, MessageError, Sealer, Verifier, DIRECTOR};
+
+/// A 64-bit fingerprint (FNV-1a) of a deployment's configuration text. State messages carry
+/// it, so instances built from different files refuse each other's state.
+pub fn deployment_fingerprint(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
