@@ -185,9 +185,29 @@ fn tcp_through_a_scaled_out_nat_survives_moves_launches_and_retirement() {
         .find(|l| l.contains("\"director\""))
         .and_then(|l| serde_json::from_str(l).ok())
         .unwrap_or_else(|| panic!("no director summary in:\n{out}\n{err}"));
-    let workers: Vec<serde_json::Value> =
-        out.lines().filter(|l| l.starts_with("{\"worker\"") || l.contains("\"worker\":")).filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let workers: Vec<serde_json::Value> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["worker"].is_u64() && v.get("director").is_none())
+        .collect();
     eprintln!("transfers took {elapsed:?}\n{summary:#}\n{workers:#?}");
+    // The figures BENCHMARKS.md quotes (one line, for the record).
+    let state_bytes: u64 = workers.iter().map(|w| w["counters"]["state_bytes_sent"].as_u64().unwrap_or(0)).sum();
+    let lat: Vec<String> = workers
+        .iter()
+        .map(|w| format!("w{} pull p50 {} p99 {} us (n={}), push p50 {} us", w["worker"], w["latency"]["pull"]["p50_us"], w["latency"]["pull"]["p99_us"], w["latency"]["pull"]["count"], w["latency"]["push"]["p50_us"]))
+        .collect();
+    let ev: Vec<String> = summary["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["what"] == "launched" || e["what"] == "activated")
+        .map(|e| format!("{} w{} {:.0} us", e["what"], e["worker"], e["latency_us"].as_f64().unwrap_or(0.0)))
+        .collect();
+    eprintln!(
+        "measured: {} packets in {:.2} s; state traffic {} B ({:.0} B/s); {}; {}",
+        summary["director"]["received"], elapsed.as_secs_f64(), state_bytes, state_bytes as f64 / elapsed.as_secs_f64(), lat.join("; "), ev.join(", ")
+    );
     let d = &summary["decisions"];
     let events = summary["events"].as_array().unwrap();
     let count = |what: &str| events.iter().filter(|e| e["what"] == what).count();

@@ -72,7 +72,7 @@ pub fn run_worker(
     log::info!("worker {id} of {} up", path.display());
     w.run(&stop);
     let summary =
-        serde_json::json!({ "worker": id, "counters": w.counters, "drops": w.drops(), "nf": w.nf_counters() });
+        serde_json::json!({ "worker": id, "counters": w.counters, "drops": w.drops(), "nf": w.nf_counters(), "latency": w.latencies() });
     println!("{summary}");
     Ok(())
 }

@@ -26,6 +26,7 @@ use super::worker_flows::{Admit, Expired, Held, WorkerFlows};
 use crate::config::scale::Scale;
 use crate::config::Config;
 use crate::dataplane::StartError;
+use crate::traffic::histogram::Histogram;
 
 /// How often a worker tells the director it is alive.
 const HELLO_EVERY: Nanos = Nanos::from_millis(100);
@@ -108,6 +109,10 @@ pub struct Worker {
     state: Vec<u8>,
     /// The director asked this worker to stop.
     stopping: bool,
+    /// Pull request to answer, per pull (ns).
+    pub pull_latency: Histogram,
+    /// Export, seal and send of the pushes one replication order asks for (ns).
+    pub push_cost: Histogram,
 }
 
 impl std::fmt::Debug for Worker {
@@ -157,6 +162,8 @@ impl Worker {
             out: Vec::with_capacity(super::fabric::MAX_DATAGRAM),
             state: Vec::new(),
             stopping: false,
+            pull_latency: Histogram::default(),
+            push_cost: Histogram::default(),
         })
     }
 
@@ -301,18 +308,21 @@ impl Worker {
             }
             Kind::State | Kind::NoState => {
                 let copy = (m.kind == Kind::State).then_some(m.clock);
-                let (install, held) = self.flows.pull_answered(&m.flow, copy);
+                let answered = self.flows.pull_answered(&m.flow, copy, now);
+                if let Some(w) = answered.waited {
+                    self.pull_latency.record(w.0);
+                }
                 if m.kind == Kind::NoState {
                     self.counters.pulls_empty += 1;
-                } else if install {
+                } else if answered.install {
                     self.counters.pulls_answered += 1;
                     if self.pipeline.import_flow(chain, &m.flow, &ctx, m.body).is_err() {
                         self.counters.imports_failed += 1;
                     }
-                } else if !held.is_empty() {
+                } else if answered.waited.is_some() {
                     self.counters.stale_refused += 1;
                 }
-                self.run_held(held, now);
+                self.run_held(answered.held, now);
             }
             Kind::Push => {
                 if !self.flows.push_arrived(&m.flow, m.clock, now) {
@@ -325,6 +335,7 @@ impl Worker {
             }
             Kind::Replicate if m.sender == DIRECTOR => {
                 self.counters.replicate_orders += 1;
+                let started = std::time::Instant::now();
                 self.state.clear();
                 if self.pipeline.export_flow(chain, &m.flow, &ctx, &mut self.state) == 0 {
                     return;
@@ -342,6 +353,7 @@ impl Worker {
                     }
                 }
                 self.state = body;
+                self.push_cost.record(u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX));
             }
             Kind::Stop if m.sender == DIRECTOR => self.stopping = true,
             Kind::Replicate | Kind::Hello | Kind::Stop => {}
@@ -386,6 +398,15 @@ impl Worker {
 
     fn reject(&mut self, e: MessageError) {
         *self.counters.rejected.entry(e.name()).or_default() += 1;
+    }
+
+    /// The latency histograms as microsecond percentiles.
+    pub fn latencies(&self) -> serde_json::Value {
+        let pct = |h: &Histogram| {
+            let us = |q: f64| h.quantile(q).map_or(0.0, |ns| ns as f64 / 1e3);
+            serde_json::json!({ "count": h.count(), "p50_us": us(0.5), "p99_us": us(0.99), "max_us": h.max().map_or(0.0, |ns| ns as f64 / 1e3) })
+        };
+        serde_json::json!({ "pull": pct(&self.pull_latency), "push": pct(&self.push_cost) })
     }
 
     /// Every NF's counters, by NF name.

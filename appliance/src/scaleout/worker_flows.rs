@@ -24,6 +24,8 @@ struct Pull {
     from: WorkerId,
     chain: ChainId,
     clock: LogicalClock,
+    /// When the first request went out (for the pull latency).
+    first: Nanos,
     sent: Nanos,
     tries: u8,
 }
@@ -48,6 +50,15 @@ pub enum Admit {
     Pull { from: WorkerId },
     /// The flow's hold buffer is full: drop the packet (counted).
     Overflow,
+}
+
+/// The outcome of a pull's answer.
+#[derive(Debug, Default)]
+pub struct Answered {
+    pub install: bool,
+    /// From the first request to the answer; `None` when no pull was pending.
+    pub waited: Option<Nanos>,
+    pub held: VecDeque<Held>,
 }
 
 /// A pull that timed out: ask again, or give up and run the held packets on what is here.
@@ -95,7 +106,7 @@ impl WorkerFlows {
             return Admit::Run;
         } else {
             let Some(from) = h.prev_owner else { return Admit::Run };
-            e.pull = Some(Pull { from, chain: h.chain, clock: h.clock, sent: now, tries: 1 });
+            e.pull = Some(Pull { from, chain: h.chain, clock: h.clock, first: now, sent: now, tries: 1 });
             Admit::Pull { from }
         };
         if e.held.len() >= self.hold_limit {
@@ -114,18 +125,17 @@ impl WorkerFlows {
         }
     }
 
-    /// A pulled copy (or word that the owner had none) arrived. Returns whether to install
-    /// the copy and the packets to run now, in arrival order. Stale copies are not installed.
-    pub fn pull_answered(&mut self, flow: &FlowKey, copy: Option<LogicalClock>) -> (bool, VecDeque<Held>) {
-        let Some(e) = self.map.get_mut(flow) else { return (false, VecDeque::new()) };
-        if e.pull.take().is_none() {
-            return (false, VecDeque::new());
-        }
+    /// A pulled copy (or word that the owner had none) arrived at `now`. Says whether to
+    /// install the copy (stale copies are not) and how long the pull took, and hands back the
+    /// packets to run now, in arrival order.
+    pub fn pull_answered(&mut self, flow: &FlowKey, copy: Option<LogicalClock>, now: Nanos) -> Answered {
+        let Some(e) = self.map.get_mut(flow) else { return Answered::default() };
+        let Some(pull) = e.pull.take() else { return Answered::default() };
         let install = copy.is_some_and(|c| check_state(e.clock, c) == StateUpdate::Install);
         if install {
             e.clock = copy;
         }
-        (install, std::mem::take(&mut e.held))
+        Answered { install, waited: Some(now.saturating_sub(pull.first)), held: std::mem::take(&mut e.held) }
     }
 
     /// A proactive copy arrived: whether it is newer than what is held (then it is recorded).
@@ -196,11 +206,13 @@ mod tests {
         assert_eq!(admit(&mut f, header(5, Some(0))), Admit::Pull { from: WorkerId(0) });
         assert_eq!(admit(&mut f, header(6, None)), Admit::Held);
         assert_eq!(admit(&mut f, header(7, None)), Admit::Overflow, "hold limit 2");
-        let (install, held) = f.pull_answered(&FlowKey::default(), Some(LogicalClock(4)));
-        assert!(install);
-        assert_eq!(held.iter().map(|h| h.header.clock.0).collect::<Vec<_>>(), vec![5, 6]);
+        let a = f.pull_answered(&FlowKey::default(), Some(LogicalClock(4)), Nanos(7));
+        assert!(a.install);
+        assert_eq!(a.waited, Some(Nanos(7)));
+        assert_eq!(a.held.iter().map(|h| h.header.clock.0).collect::<Vec<_>>(), vec![5, 6]);
         assert_eq!(f.clock(&FlowKey::default()), Some(LogicalClock(4)));
-        assert_eq!(f.pull_answered(&FlowKey::default(), Some(LogicalClock(9))).0, false, "no pull pending");
+        let again = f.pull_answered(&FlowKey::default(), Some(LogicalClock(9)), Nanos(8));
+        assert!(!again.install && again.waited.is_none(), "no pull pending");
     }
 
     #[test]
@@ -212,8 +224,8 @@ mod tests {
         f.applied(&FlowKey::default(), LogicalClock(11));
         // Lingering packets reached the old owner after the push: the copy is behind.
         assert_eq!(admit(&mut f, header(20, Some(2))), Admit::Pull { from: WorkerId(2) });
-        let (install, _) = f.pull_answered(&FlowKey::default(), Some(LogicalClock(11)));
-        assert!(!install, "a copy no newer than ours is not installed");
+        let a = f.pull_answered(&FlowKey::default(), Some(LogicalClock(11)), Nanos(1));
+        assert!(!a.install, "a copy no newer than ours is not installed");
     }
 
     #[test]
