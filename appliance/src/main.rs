@@ -221,6 +221,24 @@ fn boot_main() -> ! {
 fn run_booted(boot: &nflet_boot::Boot) -> Result<(), String> {
     let src = boot.config();
     let origin = src.origin.to_string();
+    if let Some(id) = boot.cmdline.worker {
+        // A scale-out worker VM: the management NIC (DHCP unless configured) carries the
+        // fabric; no data NICs, no hugepages.
+        let text = src.text.ok_or("nflet.worker needs a configuration with a `[scale]` section")??;
+        let cfg = Config::parse(&origin, &text).map_err(|e| e.to_string())?;
+        let nic = match &cfg.management {
+            Some(m) => nflet_boot::mgmt::Interface {
+                name: m.iface.clone(),
+                address: m.address,
+                gateway: m.gateway,
+                dhcp: m.dhcp,
+            },
+            None => nflet_boot::mgmt::Interface { name: "eth0".into(), address: None, gateway: None, dhcp: true },
+        };
+        boot.configure_management(&nic);
+        log::info!("boot: serving as worker {id}, {} ms after PID 1 started", boot.started.elapsed().as_millis());
+        return nflet::scaleout::serve_worker(&origin, &text, id, boot.cmdline.fabric_via, boot.stop_flag());
+    }
     let cfg = match src.text {
         Some(text) => Config::parse(&origin, &text?).map_err(|e| e.to_string())?,
         None => Config::embedded().map_err(|e| e.to_string())?,

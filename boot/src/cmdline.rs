@@ -6,6 +6,8 @@
 //! | `nflet.hugepages=N` | 2 MiB hugepages to reserve | a quarter of memory, at most 512 |
 //! | `nflet.config=BASE64` | the configuration, base64-encoded TOML (the command line holds ~2 KiB) | — |
 //! | `nflet.nic_driver=uio_pci_generic\|vfio-pci` | driver the data NICs are bound to | `uio_pci_generic` |
+//! | `nflet.worker=N` | serve as worker N of the scale-out deployment the configuration describes | — |
+//! | `nflet.fabric_via=IPV4` | loopback addresses in `[scale]` are the host's, reached through this address (QEMU user networking: `10.0.2.2`) | — |
 
 use base64::Engine as _;
 
@@ -26,6 +28,10 @@ pub struct Cmdline {
     /// The decoded `nflet.config`, or why it could not be decoded.
     pub config: Option<Result<String, String>>,
     pub nic_driver: String,
+    /// `nflet.worker`: the scale-out worker id this instance serves as.
+    pub worker: Option<u16>,
+    /// `nflet.fabric_via`: where the host's loopback addresses are reached from the guest.
+    pub fabric_via: Option<std::net::Ipv4Addr>,
 }
 
 impl Cmdline {
@@ -41,6 +47,8 @@ impl Cmdline {
             hugepages: None,
             config: None,
             nic_driver: "uio_pci_generic".into(),
+            worker: None,
+            fabric_via: None,
         };
         for word in raw.split_whitespace() {
             let Some((key, value)) = word.strip_prefix("nflet.").and_then(|w| w.split_once('=')) else {
@@ -71,6 +79,14 @@ impl Cmdline {
                     )
                 }
                 "nic_driver" => c.nic_driver = value.to_string(),
+                "worker" => match value.parse() {
+                    Ok(n) => c.worker = Some(n),
+                    Err(_) => log::warn!("boot: nflet.worker={value}: expected a worker id (0 to 65535)"),
+                },
+                "fabric_via" => match value.parse() {
+                    Ok(a) => c.fabric_via = Some(a),
+                    Err(_) => log::warn!("boot: nflet.fabric_via={value}: expected an IPv4 address"),
+                },
                 other => log::warn!("boot: unknown kernel parameter nflet.{other} (ignored)"),
             }
         }

@@ -43,11 +43,22 @@ pub enum Wire {
     Tap { ifname: String },
 }
 
-/// A host port forwarded to the guest's management NIC.
+/// A host port forwarded to the guest's management NIC (TCP unless `udp`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Forward {
     pub host: u16,
     pub guest: u16,
+    pub udp: bool,
+}
+
+impl Forward {
+    pub fn tcp(host: u16, guest: u16) -> Forward {
+        Forward { host, guest, udp: false }
+    }
+
+    pub fn udp(host: u16, guest: u16) -> Forward {
+        Forward { host, guest, udp: true }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,7 +222,8 @@ impl Vm {
         if let Some(fwd) = &self.mgmt {
             let mut netdev = String::from("user,id=mgmt");
             for f in fwd {
-                netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{}-:{}", f.host, f.guest));
+                let proto = if f.udp { "udp" } else { "tcp" };
+                netdev.push_str(&format!(",hostfwd={proto}:127.0.0.1:{}-:{}", f.host, f.guest));
             }
             c.args(["-netdev", &netdev, "-device", "virtio-net-pci,netdev=mgmt,addr=0x3"]);
         }

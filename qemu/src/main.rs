@@ -68,7 +68,7 @@ fn parse_wire(s: &str) -> Result<Wire, String> {
 fn parse_forward(s: &str) -> Result<Forward, String> {
     let (h, g) = s.split_once(':').ok_or_else(|| format!("`{s}`: expected HOST:GUEST ports"))?;
     let port = |p: &str| p.parse::<u16>().map_err(|_| format!("`{p}` is not a TCP port"));
-    Ok(Forward { host: port(h)?, guest: port(g)? })
+    Ok(Forward::tcp(port(h)?, port(g)?))
 }
 
 fn main() -> ExitCode {

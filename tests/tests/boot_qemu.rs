@@ -324,7 +324,7 @@ fn appliance_boots_translates_and_powers_off_cleanly() {
         "{}\n[management]\naddress = \"10.0.2.15/24\"\ngateway = \"10.0.2.2\"\nlisten = 8080\ntoken = \"{TOKEN}\"\n",
         nat_config()
     );
-    let mgmt = Some(vec![Forward { host: http, guest: 8080 }]);
+    let mgmt = Some(vec![Forward::tcp(http, 8080)]);
     let mut guest = Guest::boot_with_mgmt("nat", image, &config, nics, mgmt);
     let log = guest.wait_for("ports up: inside, outside", Duration::from_secs(120));
     assert!(log.contains("boot: configuration from fw_cfg:opt/nflet/config"), "{log}");
@@ -443,7 +443,7 @@ fn the_disk_image_boots_under_uefi() {
     // The management NIC leases its address from QEMU's user-network DHCP server.
     let http = free_tcp_port();
     let config = format!("{}\n[management]\naddress = \"dhcp\"\nlisten = 8080\n", nat_config());
-    let mgmt = Some(vec![Forward { host: http, guest: 8080 }]);
+    let mgmt = Some(vec![Forward::tcp(http, 8080)]);
     let mut guest = Guest::boot_with_mgmt("disk", Image::Disk(dir.join("nflet.img")), &config, nics, mgmt);
     let log = guest.wait_for("ports up: inside, outside", Duration::from_secs(180));
     assert!(log.contains("boot: configuration from fw_cfg:opt/nflet/config"), "{log}");

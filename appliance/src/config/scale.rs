@@ -31,6 +31,12 @@ pub struct RawScale {
     pub launcher: String,
     pub launch_command: Option<String>,
     pub stop_command: Option<String>,
+    /// `launcher = "qemu"`: the appliance image's kernel and initramfs (relative paths are
+    /// relative to this file) and each worker VM's memory.
+    pub qemu_kernel: Option<String>,
+    pub qemu_initrd: Option<String>,
+    #[serde(default = "d_qemu_memory")]
+    pub qemu_memory_mib: u32,
     /// What one worker can process, in megabits per second.
     #[serde(default = "d_capacity")]
     pub capacity_mbps: f64,
@@ -57,6 +63,9 @@ pub struct RawScale {
     pub pull_timeout_ms: u64,
 }
 
+fn d_qemu_memory() -> u32 {
+    512
+}
 fn d_initial() -> u16 {
     1
 }
@@ -100,6 +109,8 @@ pub enum LauncherKind {
     Process,
     Command { launch: String, stop: Option<String> },
     Static,
+    /// Worker VMs booted from the appliance image under QEMU.
+    Qemu { kernel: std::path::PathBuf, initrd: std::path::PathBuf, memory_mib: u32 },
 }
 
 /// The validated `[scale]` section.
@@ -140,7 +151,26 @@ pub fn scale(s: RawScale) -> Result<Scale, (&'static str, String)> {
             Some(launch) if !launch.trim().is_empty() => LauncherKind::Command { launch, stop: s.stop_command },
             _ => return Err(("launch_command", "`launcher = \"command\"` needs a `launch_command`".into())),
         },
-        other => return Err(("launcher", format!("expected \"process\", \"command\" or \"static\", got `{other}`"))),
+        "qemu" => {
+            let path = |key: &'static str, v: Option<String>| match v {
+                Some(p) if !p.trim().is_empty() => Ok(std::path::PathBuf::from(p)),
+                _ => Err((key, format!("`launcher = \"qemu\"` needs `{key}` (see images/build.sh)"))),
+            };
+            if !(128..=65_536).contains(&s.qemu_memory_mib) {
+                return Err(("qemu_memory_mib", format!("expected 128 to 65536 MiB, got {}", s.qemu_memory_mib)));
+            }
+            LauncherKind::Qemu {
+                kernel: path("qemu_kernel", s.qemu_kernel)?,
+                initrd: path("qemu_initrd", s.qemu_initrd)?,
+                memory_mib: s.qemu_memory_mib,
+            }
+        }
+        other => {
+            return Err((
+                "launcher",
+                format!("expected \"process\", \"command\", \"qemu\" or \"static\", got `{other}`"),
+            ))
+        }
     };
     if !(1..=65_536).contains(&s.hold_packets) {
         return Err(("hold_packets", format!("expected 1 to 65536 packets, got {}", s.hold_packets)));

@@ -1,7 +1,8 @@
 //! Starting and stopping worker instances.
 //!
 //! The director decides *when* a worker is needed; a [`Launcher`] makes one exist. nflet ships
-//! three: [`ProcessLauncher`] runs `nflet worker` processes on this host, [`CommandLauncher`]
+//! four: [`ProcessLauncher`] runs `nflet worker` processes on this host, [`QemuLauncher`] boots
+//! worker VMs from the appliance image (kernel command line `nflet.worker=N`), [`CommandLauncher`]
 //! runs a site's own commands (a libvirt domain, a Kubernetes scale call, `qemu` through the
 //! nflet QEMU launcher, an ssh to another box) with `{id}`, `{addr}` and `{config}` filled in,
 //! and [`StaticLauncher`] expects workers that someone else keeps running. A worker counts as
@@ -12,6 +13,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command};
+use std::thread::JoinHandle;
 
 use nflet_scale::units::WorkerId;
 
@@ -44,12 +46,40 @@ pub fn from_config(kind: &LauncherKind, config: PathBuf) -> Result<Box<dyn Launc
     Ok(match kind {
         LauncherKind::Process => {
             let exe = std::env::current_exe().map_err(|e| format!("cannot find the nflet executable: {e}"))?;
-            Box::new(ProcessLauncher { exe, config, children: HashMap::new() })
+            Box::new(ProcessLauncher { exe, config, children: HashMap::new(), reapers: Vec::new() })
         }
         LauncherKind::Command { launch, stop } => {
             Box::new(CommandLauncher { launch: launch.clone(), stop: stop.clone(), config })
         }
         LauncherKind::Static => Box::new(StaticLauncher),
+        LauncherKind::Qemu { kernel, initrd, memory_mib } => {
+            let base = config.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+            Box::new(QemuLauncher {
+                kernel: base.join(kernel),
+                initrd: base.join(initrd),
+                memory_mib: *memory_mib,
+                config,
+                children: HashMap::new(),
+                reapers: Vec::new(),
+            })
+        }
+    })
+}
+
+/// Waits up to `grace` for a stopping child to exit on its own (it was sent a stop message),
+/// then kills it; in the background, so the director's loop never blocks on it.
+fn reap(id: WorkerId, mut child: Child, grace: std::time::Duration) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + grace;
+        while std::time::Instant::now() < deadline {
+            if !matches!(child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        log::warn!("worker{} did not stop within {grace:?}; killing it", id.0);
+        let _ = child.kill();
+        let _ = child.wait();
     })
 }
 
@@ -59,6 +89,7 @@ pub struct ProcessLauncher {
     exe: PathBuf,
     config: PathBuf,
     children: HashMap<WorkerId, Child>,
+    reapers: Vec<JoinHandle<()>>,
 }
 
 impl Launcher for ProcessLauncher {
@@ -81,26 +112,75 @@ impl Launcher for ProcessLauncher {
     }
 
     fn stop(&mut self, id: WorkerId) {
-        let Some(mut child) = self.children.remove(&id) else { return };
-        // The stop message asked it to exit; give it a moment to print its counters.
-        for _ in 0..200 {
-            if !matches!(child.try_wait(), Ok(None)) {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
+        if let Some(child) = self.children.remove(&id) {
+            self.reapers.push(reap(id, child, std::time::Duration::from_secs(2)));
         }
-        log::warn!("worker{} did not stop within 2 s; killing it", id.0);
-        let _ = child.kill();
-        let _ = child.wait();
+    }
+}
+
+/// Stops what is still running (grace `grace`) and waits for every stopping instance.
+fn shut_down(children: &mut HashMap<WorkerId, Child>, reapers: &mut Vec<JoinHandle<()>>, grace: std::time::Duration) {
+    for (id, child) in children.drain() {
+        reapers.push(reap(id, child, grace));
+    }
+    for r in reapers.drain(..) {
+        let _ = r.join();
     }
 }
 
 impl Drop for ProcessLauncher {
     fn drop(&mut self) {
-        let ids: Vec<WorkerId> = self.children.keys().copied().collect();
-        for id in ids {
-            self.stop(id);
+        shut_down(&mut self.children, &mut self.reapers, std::time::Duration::from_secs(2));
+    }
+}
+
+/// Worker VMs under QEMU (KVM when it works, else TCG): the appliance image boots with the
+/// deployment's file by fw_cfg and `nflet.worker=N` on the kernel command line. The VM's
+/// management NIC is QEMU user networking: the worker's UDP port is forwarded from the host's
+/// loopback, and the guest reaches the host's loopback addresses of `[scale]` through
+/// 10.0.2.2 (`nflet.fabric_via`).
+#[derive(Debug)]
+pub struct QemuLauncher {
+    kernel: PathBuf,
+    initrd: PathBuf,
+    memory_mib: u32,
+    config: PathBuf,
+    children: HashMap<WorkerId, Child>,
+    reapers: Vec<JoinHandle<()>>,
+}
+
+impl Launcher for QemuLauncher {
+    fn start(&mut self, id: WorkerId, addr: SocketAddr) -> Result<(), LaunchError> {
+        let err = |detail: String| LaunchError { worker: id, detail };
+        let mut vm = nflet_qemu::Vm::new(nflet_qemu::Image::Kernel {
+            kernel: self.kernel.clone(),
+            initrd: self.initrd.clone(),
+        });
+        vm.memory_mib = self.memory_mib;
+        vm.mgmt = Some(vec![nflet_qemu::Forward::udp(addr.port(), addr.port())]);
+        vm.config = Some(self.config.clone());
+        vm.serial = Some(std::env::temp_dir().join(format!("nflet-worker{}-{}.log", id.0, std::process::id())));
+        vm.append = format!("nflet.worker={} nflet.fabric_via=10.0.2.2 nflet.on_error=poweroff", id.0);
+        vm.check().map_err(|e| err(e.to_string()))?;
+        let child = vm.command().spawn().map_err(|e| err(format!("qemu-system-x86_64: {e}")))?;
+        if let Some(serial) = &vm.serial {
+            log::info!("worker{} VM booting; serial console in {}", id.0, serial.display());
         }
+        self.children.insert(id, child);
+        Ok(())
+    }
+
+    fn stop(&mut self, id: WorkerId) {
+        if let Some(child) = self.children.remove(&id) {
+            // The guest powers off after the worker exits; TCG takes a few seconds.
+            self.reapers.push(reap(id, child, std::time::Duration::from_secs(30)));
+        }
+    }
+}
+
+impl Drop for QemuLauncher {
+    fn drop(&mut self) {
+        shut_down(&mut self.children, &mut self.reapers, std::time::Duration::from_secs(30));
     }
 }
 

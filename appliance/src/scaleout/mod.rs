@@ -67,12 +67,25 @@ pub fn run_worker(
     id: u16,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<(), String> {
-    let (config, deployment) = load(path)?;
-    let mut w = worker::Worker::new(config, id, deployment).map_err(|e| format!("worker {id}: {e}"))?;
-    log::info!("worker {id} of {} up", path.display());
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serve_worker(&path.display().to_string(), &text, id, None, stop)
+}
+
+/// Worker `id` of the deployment in `text` (from `origin`); `via`: see [`worker::Worker::new`].
+pub fn serve_worker(
+    origin: &str,
+    text: &str,
+    id: u16,
+    via: Option<std::net::Ipv4Addr>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Result<(), String> {
+    let config = crate::config::Config::parse(origin, text).map_err(|e| e.to_string())?;
+    let mut w = worker::Worker::new(config, id, fingerprint(text), via).map_err(|e| format!("worker {id}: {e}"))?;
+    log::info!("worker {id} of {origin} up");
     w.run(&stop);
-    let summary =
-        serde_json::json!({ "worker": id, "counters": w.counters, "drops": w.drops(), "nf": w.nf_counters(), "latency": w.latencies() });
+    let summary = serde_json::json!({
+        "worker": id, "counters": w.counters, "drops": w.drops(), "nf": w.nf_counters(), "latency": w.latencies(),
+    });
     println!("{summary}");
     Ok(())
 }

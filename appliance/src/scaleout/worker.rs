@@ -4,7 +4,7 @@
 //! pulls. One thread; a deployment scales by running more workers.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -123,8 +123,19 @@ impl std::fmt::Debug for Worker {
 
 impl Worker {
     /// Builds worker `id` of the deployment `config` describes (`deployment`: its fingerprint).
-    pub fn new(mut config: Config, id: u16, deployment: u64) -> Result<Worker, WorkerError> {
-        let scale: Scale = config.scale.clone().ok_or(WorkerError::NoScale)?;
+    /// With `via`, the loopback addresses of `[scale]` are another machine's (the VM host's),
+    /// reached through `via`.
+    pub fn new(mut config: Config, id: u16, deployment: u64, via: Option<Ipv4Addr>) -> Result<Worker, WorkerError> {
+        let mut scale: Scale = config.scale.clone().ok_or(WorkerError::NoScale)?;
+        if let Some(via) = via {
+            let reroute = |a: &mut SocketAddr| {
+                if a.ip().is_loopback() {
+                    a.set_ip(via.into());
+                }
+            };
+            reroute(&mut scale.director);
+            scale.workers.iter_mut().for_each(reroute);
+        }
         let addr = *scale
             .workers
             .get(usize::from(id))
@@ -143,7 +154,10 @@ impl Worker {
                 return Err(WorkerError::NotMigratable { chain: chain.name.clone(), nfs });
             }
         }
-        let fabric = Fabric::bind(addr).map_err(WorkerError::Fabric)?;
+        // Any local address on the worker's port: behind NAT or port forwarding (a VM's user
+        // networking) the configured address is not the one packets arrive at.
+        let any: IpAddr = if addr.is_ipv4() { Ipv4Addr::UNSPECIFIED.into() } else { std::net::Ipv6Addr::UNSPECIFIED.into() };
+        let fabric = Fabric::bind(SocketAddr::new(any, addr.port())).map_err(WorkerError::Fabric)?;
         let me = WorkerId(id);
         Ok(Worker {
             id: me,
