@@ -5,6 +5,7 @@
 //! can run side by side and leave nothing behind.
 
 pub mod appliance;
+pub mod scaleout;
 pub mod xfrm_peer;
 
 use std::path::{Path, PathBuf};

@@ -13,7 +13,7 @@
 //! Host B reaches the NAT's public address 10.77.0.100 through a static neighbour entry
 //! (host A's MAC); host A has a static entry for B, so only the test's IPv4 crosses.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -21,15 +21,10 @@ use nflet_nfs::flow::FlowKey;
 use nflet_nfs::ids::ChainId;
 use nflet_scale::units::{LogicalClock, WorkerId};
 use nflet_scale::wire::{deployment_fingerprint, Kind, Sealer};
-use nflet_tests::{binary, sh, spawn_peer_in, TwoHosts};
+use nflet_tests::scaleout::{director_summary, static_neighbours, value, worker_summaries, Director};
+use nflet_tests::{spawn_peer_in, TwoHosts};
 
 const PUBLIC: &str = "10.77.0.100";
-
-fn mac(ns: &str, dev: &str) -> String {
-    let out = sh(&["ip", "-n", ns, "-br", "link", "show", dev]);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.split_whitespace().nth(2).unwrap_or_else(|| panic!("no MAC in `{text}`")).to_string()
-}
 
 fn config(t: &TwoHosts, base: u16, capacity_mbps: u32) -> String {
     let workers: Vec<String> = (1..=3).map(|i| format!("\"127.0.0.1:{}\"", base + i)).collect();
@@ -78,57 +73,10 @@ launch_utilisation = 0.5
     )
 }
 
-struct Director {
-    child: Option<Child>,
-}
-
-impl Director {
-    fn start(path: &std::path::Path) -> Director {
-        let child = Command::new(binary("nflet"))
-            .args(["director", "-c"])
-            .arg(path)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the director");
-        Director { child: Some(child) }
-    }
-
-    fn stop(mut self) -> (String, String) {
-        let child = self.child.take().expect("running");
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-        let out = child.wait_with_output().expect("director exit");
-        let (so, se) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
-        assert!(out.status.success(), "director failed:\n{se}");
-        (so, se)
-    }
-}
-
-impl Drop for Director {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn value(s: &str, key: &str) -> String {
-    s.lines()
-        .flat_map(str::split_whitespace)
-        .find_map(|w| w.strip_prefix(&format!("{key}=")))
-        .unwrap_or_else(|| panic!("no {key}= in:\n{s}"))
-        .to_string()
-}
-
 #[test]
 fn tcp_through_a_scaled_out_nat_survives_moves_launches_and_retirement() {
     let t = TwoHosts::new("so");
-    let a_mac = mac(&t.ns_a, "a0");
-    let b_mac = mac(&t.ns_b, "b0");
-    sh(&["ip", "-n", &t.ns_a, "neigh", "replace", t.addr_b, "lladdr", &b_mac, "dev", "a0", "nud", "permanent"]);
-    sh(&["ip", "-n", &t.ns_b, "neigh", "replace", PUBLIC, "lladdr", &a_mac, "dev", "b0", "nud", "permanent"]);
+    static_neighbours(&t, PUBLIC);
     let base = 40_000 + u16::try_from(std::process::id() % 2_000).unwrap() * 10;
     let path = std::env::temp_dir().join(format!("nflet-scaleout-{}.toml", std::process::id()));
     let text = config(&t, base, 40);
@@ -180,16 +128,8 @@ fn tcp_through_a_scaled_out_nat_survives_moves_launches_and_retirement() {
         let from = value(g, "from");
         assert!(from.starts_with(&format!("{PUBLIC}:")), "server saw the connection from {from}");
     }
-    let summary: serde_json::Value = out
-        .lines()
-        .find(|l| l.contains("\"director\""))
-        .and_then(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| panic!("no director summary in:\n{out}\n{err}"));
-    let workers: Vec<serde_json::Value> = out
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["worker"].is_u64() && v.get("director").is_none())
-        .collect();
+    let summary = director_summary(&out, &err);
+    let workers = worker_summaries(&out);
     eprintln!("transfers took {elapsed:?}\n{summary:#}\n{workers:#?}");
     // The figures BENCHMARKS.md quotes (one line, for the record).
     let state_bytes: u64 = workers.iter().map(|w| w["counters"]["state_bytes_sent"].as_u64().unwrap_or(0)).sum();

@@ -1,0 +1,84 @@
+//! Helpers of the scale-out tests: the director process, the two hosts' static neighbours,
+//! and the JSON summaries the director and its workers print.
+
+use std::process::{Child, Command, Stdio};
+
+use crate::{binary, sh, TwoHosts};
+
+pub fn mac(ns: &str, dev: &str) -> String {
+    let out = sh(&["ip", "-n", ns, "-br", "link", "show", dev]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.split_whitespace().nth(2).unwrap_or_else(|| panic!("no MAC in `{text}`")).to_string()
+}
+
+/// Host A reaches B, and B reaches the NAT's public address `public`, through permanent
+/// neighbour entries (the MAC of the other side), so only the test's IPv4 crosses nflet.
+pub fn static_neighbours(t: &TwoHosts, public: &str) {
+    let a_mac = mac(&t.ns_a, "a0");
+    let b_mac = mac(&t.ns_b, "b0");
+    sh(&["ip", "-n", &t.ns_a, "neigh", "replace", t.addr_b, "lladdr", &b_mac, "dev", "a0", "nud", "permanent"]);
+    sh(&["ip", "-n", &t.ns_b, "neigh", "replace", public, "lladdr", &a_mac, "dev", "b0", "nud", "permanent"]);
+}
+
+/// A running `nflet director`, stopped (SIGTERM) by [`Director::stop`] or killed on drop.
+pub struct Director {
+    pub child: Option<Child>,
+}
+
+impl Director {
+    pub fn start(path: &std::path::Path) -> Director {
+        let child = Command::new(binary("nflet"))
+            .args(["director", "-c"])
+            .arg(path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the director");
+        Director { child: Some(child) }
+    }
+
+    pub fn stop(mut self) -> (String, String) {
+        let child = self.child.take().expect("running");
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let out = child.wait_with_output().expect("director exit");
+        let (so, se) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+        assert!(out.status.success(), "director failed:\n{se}");
+        (so, se)
+    }
+}
+
+impl Drop for Director {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The value after `key=` in a peer's output.
+pub fn value(s: &str, key: &str) -> String {
+    s.lines()
+        .flat_map(str::split_whitespace)
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key}= in:\n{s}"))
+        .to_string()
+}
+
+/// The director's summary line.
+pub fn director_summary(out: &str, err: &str) -> serde_json::Value {
+    out.lines()
+        .find(|l| l.contains("\"director\""))
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no director summary in:\n{out}\n{err}"))
+}
+
+/// The summary lines of the workers (printed by worker processes on the same stdout, or on
+/// a worker VM's console).
+pub fn worker_summaries(out: &str) -> Vec<serde_json::Value> {
+    out.lines()
+        .filter_map(|l| l.find('{').and_then(|i| serde_json::from_str::<serde_json::Value>(&l[i..]).ok()))
+        .filter(|v| v["worker"].is_u64() && v.get("director").is_none())
+        .collect()
+}

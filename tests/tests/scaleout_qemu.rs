@@ -1,0 +1,104 @@
+//! A scale-out worker as a VM: the director's QEMU launcher boots the appliance image with
+//! `nflet.worker=0` (TCG here), the worker says hello over QEMU user networking, and a TCP
+//! connection from host A to host B crosses the director and the NAT running in the VM.
+//! Measures the VM's launch-to-ready time (logged by the director).
+//!
+//! Needs the images (`cargo static && ./images/build.sh`, which ./tests/run.sh runs first).
+
+use std::path::Path;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use nflet_tests::scaleout::{director_summary, static_neighbours, value, worker_summaries, Director};
+use nflet_tests::{spawn_peer_in, TwoHosts};
+
+const PUBLIC: &str = "10.77.0.100";
+
+#[test]
+fn a_worker_vm_boots_serves_nat_and_powers_off() {
+    let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("../images/out");
+    assert!(images.join("vmlinuz").exists(), "no images in {}: run `cargo static && ./images/build.sh`", images.display());
+    let t = TwoHosts::new("sq");
+    static_neighbours(&t, PUBLIC);
+    let base = 44_000 + u16::try_from(std::process::id() % 1_000).unwrap() * 4;
+    let config = format!(
+        r#"
+{ports}
+[[nf]]
+name = "nat"
+kind = "nat"
+inside = "a"
+public = "{PUBLIC}"
+
+[[chain]]
+name = "out"
+ingress = ["a"]
+steps = ["nat"]
+output = "b"
+
+[[chain]]
+name = "in"
+ingress = ["b"]
+steps = ["nat"]
+output = "a"
+
+[scale]
+director = "127.0.0.1:{base}"
+workers = ["127.0.0.1:{w0}"]
+key = "scale-out VM test key, not secret"
+launcher = "qemu"
+qemu_kernel = "{kernel}"
+qemu_initrd = "{initrd}"
+"#,
+        ports = t.af_packet_ports(),
+        w0 = base + 1,
+        kernel = images.join("vmlinuz").display(),
+        initrd = images.join("initramfs.cpio").display(),
+    );
+    let path = std::env::temp_dir().join(format!("nflet-scaleout-vm-{}.toml", std::process::id()));
+    std::fs::write(&path, &config).unwrap();
+    let director = Director::start(&path);
+    let pid = director.child.as_ref().unwrap().id();
+    let serial = std::env::temp_dir().join(format!("nflet-worker0-{pid}.log"));
+    let console = || String::from_utf8_lossy(&std::fs::read(&serial).unwrap_or_default()).into_owned();
+    let start = Instant::now();
+    while !console().contains("worker 0 of") {
+        assert!(start.elapsed() < Duration::from_secs(240), "the worker VM did not come up:\n{}", console());
+        sleep(Duration::from_millis(200));
+    }
+    // The hello reaches the director a moment after the worker is up.
+    sleep(Duration::from_millis(500));
+
+    const BYTES: u64 = 300_000;
+    let server = spawn_peer_in(&t.ns_b, &["tcp-serve", "9300", "show-peer"]);
+    sleep(Duration::from_millis(200));
+    let sender = spawn_peer_in(&t.ns_a, &["tcp-send", t.addr_b, "9300", &BYTES.to_string()]);
+    let sent = sender.wait_with_output().unwrap();
+    let got = server.wait_with_output().unwrap();
+    let (sent, got) = (String::from_utf8_lossy(&sent.stdout).into_owned(), String::from_utf8_lossy(&got.stdout).into_owned());
+    let (out, err) = director.stop();
+    let log = console();
+    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(&serial);
+
+    assert_eq!(value(&got, "bytes"), BYTES.to_string(), "server:\n{got}\ndirector:\n{err}\nVM:\n{log}");
+    assert_eq!(value(&sent, "hash"), value(&got, "hash"));
+    assert!(value(&got, "from").starts_with(&format!("{PUBLIC}:")));
+    let summary = director_summary(&out, &err);
+    let launched: Vec<f64> = summary["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["what"] == "launched" && e["worker"] == 0)
+        .filter_map(|e| e["latency_us"].as_f64())
+        .collect();
+    assert_eq!(launched.len(), 1, "{summary:#}");
+    eprintln!("measured: worker VM launch-to-ready {:.2} s (TCG)", launched[0] / 1e6);
+    // The worker stopped on the director's word and printed its counters on the console;
+    // then the VM powered off (the launcher waited for QEMU to exit).
+    let workers = worker_summaries(&log);
+    assert_eq!(workers.len(), 1, "no worker summary on the console:\n{log}");
+    assert_eq!(workers[0]["nf"]["nat"]["new_mappings"], 1, "{:#}", workers[0]);
+    assert!(workers[0]["counters"]["packets_in"].as_u64().unwrap() > 100);
+    assert!(log.contains("power"), "no power-off on the console:\n{log}");
+}
