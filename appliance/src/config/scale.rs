@@ -97,7 +97,7 @@ fn d_flow_idle() -> u64 {
     7440
 }
 fn d_hold() -> usize {
-    64
+    256
 }
 fn d_pull_timeout() -> u64 {
     20
