@@ -468,3 +468,40 @@ fn load_in_packets_per_second() {
     // 50 packets in the 100 ms window: 500 packets/s.
     assert_eq!(d.workers()[0].drained.last_rate(), Rate(500.0));
 }
+
+#[test]
+fn failed_worker_orphans_its_flows_and_state_comes_from_its_logger() {
+    let mut d = director(cfg(2));
+    // Flow 1 on worker 0 (running flowlet), flow 2 on worker 1 once worker 0 is full.
+    assert_eq!(d.steer(Nanos(0), key(1), Bytes(100)).worker(), Some(WorkerId(0)));
+    set_reserved(&mut d, 0, 0.95);
+    assert_eq!(d.steer(Nanos(10 * US), key(2), Bytes(100)).worker(), Some(WorkerId(1)));
+    set_reserved(&mut d, 0, 0.0);
+    assert_eq!(d.worker_failed(WorkerId(0)), Ok(1));
+    assert_eq!(d.worker_failed(WorkerId(0)), Err(NotActive(WorkerId(0))));
+    assert_eq!(d.workers().iter().map(|w| w.id).collect::<Vec<_>>(), [WorkerId(1)]);
+    // Within flow 1's flowlet: still cut, placed on worker 1, state from the logger.
+    let s = d.steer(Nanos(20 * US), key(1), Bytes(100));
+    assert_eq!(s.worker(), Some(WorkerId(1)));
+    assert_eq!(
+        start(s).map(|a| (a.reason, a.state)),
+        Some((FlowletStart::Failover, StateSource::Recover { failed: WorkerId(0) }))
+    );
+    // The next packets continue the new flowlet; flow 2 never noticed.
+    assert_eq!(start(d.steer(Nanos(30 * US), key(1), Bytes(100))), None);
+    assert_eq!(start(d.steer(Nanos(40 * US), key(2), Bytes(100))), None);
+    let c = d.counters();
+    assert_eq!(
+        (c.failures, c.failover_starts, c.state_recover, c.flowlets, c.packets),
+        (1, 1, 1, 3, 5)
+    );
+    // No replication is ever asked from the failed worker.
+    let mut all = Vec::new();
+    for t in 1..10 {
+        all.extend(tick(&mut d, t * 500 * US));
+    }
+    assert!(all.iter().all(|x| match x {
+        Decision::Replicate(r) => r.from != WorkerId(0) && !r.to.contains(WorkerId(0)),
+        Decision::Scale(_) => true,
+    }));
+}
