@@ -459,10 +459,9 @@ impl Director {
                 continue;
             }
             let idle = now.saturating_sub(r.flowlet.last);
-            if idle > cfg.flowlet_timeout {
-                end_flowlet(r, None, &mut self.pool, &mut self.global, cfg);
-                continue;
-            }
+            // A tick later than half the timeout (ticks are a load bucket apart, as long as T
+            // by default) still pushes the state, even when the flowlet has ended meanwhile:
+            // the state is final then, and the next flowlet will want it.
             if replicate && idle >= half && r.fresh_replicas().is_none() && !r.orphaned {
                 self.scratch.clear();
                 self.scratch.extend(self.pool.active().iter().map(|w| w.id));
@@ -471,6 +470,10 @@ impl Director {
                 r.replicas_clock = Some(r.clock);
                 self.counters.replications += 1;
                 out.push(Decision::Replicate(Replication { flow: t.key, from: r.owner, to, clock: r.clock }));
+            }
+            if idle > cfg.flowlet_timeout {
+                end_flowlet(r, None, &mut self.pool, &mut self.global, cfg);
+                continue;
             }
             let next = if replicate && r.fresh_replicas().is_none() && !r.orphaned {
                 r.flowlet.last.saturating_add(half)

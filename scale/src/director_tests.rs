@@ -238,7 +238,7 @@ fn replication_at_half_timeout_and_the_next_flowlet_prefers_replicas() {
         Case {
             what: "lingering packet made replicas stale: pull",
             lingering: Some(300),
-            owner_util: 0.95,
+            owner_util: 1.5,
             want: WorkerId(1),
             state: StateSource::Pull { from: WorkerId(0) },
         },
@@ -263,7 +263,14 @@ fn replication_at_half_timeout_and_the_next_flowlet_prefers_replicas() {
             assert_eq!(start(d.steer(Nanos(t * US), key(1), Bytes(100))), None, "{}", c.what);
             assert_eq!(d.flow(&key(1)).unwrap().replicas, None, "{}", c.what);
         }
-        tick(&mut d, 2 * MS);
+        if c.lingering.is_none() {
+            tick(&mut d, 2 * MS);
+        } else {
+            // No tick before the next flowlet (one past T/2 after the lingering packet would
+            // push the state again, fresh); another flow keeps worker 0 busy instead, and
+            // ending flow 1's flowlet releases only its own share of the reservation.
+            assert_eq!(d.steer(Nanos(2900 * US), key(2), Bytes(100)).worker(), Some(WorkerId(0)));
+        }
         set_reserved(&mut d, 0, c.owner_util);
         let s = d.steer(Nanos(3 * MS), key(1), Bytes(100));
         let a = start(s).unwrap();
@@ -504,4 +511,20 @@ fn failed_worker_orphans_its_flows_and_state_comes_from_its_logger() {
         Decision::Replicate(r) => r.from != WorkerId(0) && !r.to.contains(WorkerId(0)),
         Decision::Scale(_) => true,
     }));
+}
+
+#[test]
+fn a_late_tick_still_replicates_before_ending_the_flowlet() {
+    let mut d = director(cfg(3));
+    d.steer(Nanos(0), key(1), Bytes(100));
+    // The first tick comes 800 µs after the packet: past T/2 and past T.
+    let out = tick(&mut d, 800 * US);
+    let reps: Vec<_> = out.iter().filter(|x| matches!(x, Decision::Replicate(_))).collect();
+    assert_eq!(reps.len(), 1, "{out:?}");
+    let v = d.flow(&key(1)).unwrap();
+    assert!(!v.flowlet_active);
+    assert!(v.replicas.is_some_and(|r| !r.is_empty()));
+    assert_eq!(d.counters().replications, 1);
+    // Nothing more for this flow.
+    assert!(tick(&mut d, 1600 * US).is_empty());
 }
