@@ -498,10 +498,7 @@ fn failed_worker_orphans_its_flows_and_state_comes_from_its_logger() {
     assert_eq!(start(d.steer(Nanos(30 * US), key(1), Bytes(100))), None);
     assert_eq!(start(d.steer(Nanos(40 * US), key(2), Bytes(100))), None);
     let c = d.counters();
-    assert_eq!(
-        (c.failures, c.failover_starts, c.state_recover, c.flowlets, c.packets),
-        (1, 1, 1, 3, 5)
-    );
+    assert_eq!((c.failures, c.failover_starts, c.state_recover, c.flowlets, c.packets), (1, 1, 1, 3, 5));
     // No replication is ever asked from the failed worker.
     let mut all = Vec::new();
     for t in 1..10 {

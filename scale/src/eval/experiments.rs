@@ -56,7 +56,11 @@ pub struct Workload<'a> {
     pub index: &'a HashMap<FlowKey, FlowIdx>,
 }
 
-fn runs(w: &Workload<'_>, specs: &[RunSpec], progress: &mut dyn FnMut(&str)) -> Result<Vec<RunResult>, ConfigError> {
+fn runs(
+    w: &Workload<'_>,
+    specs: &[RunSpec],
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<RunResult>, ConfigError> {
     specs
         .iter()
         .map(|s| {
@@ -78,7 +82,11 @@ fn head(title: &str, t: &TraceSummary) -> String {
 }
 
 /// §9.1: flowlet (SNF) vs per-flow vs per-flow with reallocation every 50 and 100 ms.
-pub fn allocation(s: &Setup, w: &Workload<'_>, progress: &mut dyn FnMut(&str)) -> Result<ExperimentResult, ConfigError> {
+pub fn allocation(
+    s: &Setup,
+    w: &Workload<'_>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<ExperimentResult, ConfigError> {
     let with = |name: &str, policy| {
         let mut r = s.run(name);
         r.director.policy = policy;
@@ -150,7 +158,11 @@ pub fn allocation(s: &Setup, w: &Workload<'_>, progress: &mut dyn FnMut(&str)) -
 }
 
 /// §9.2: proactive replication vs reactive pulls vs an external store.
-pub fn state(s: &Setup, w: &Workload<'_>, progress: &mut dyn FnMut(&str)) -> Result<ExperimentResult, ConfigError> {
+pub fn state(
+    s: &Setup,
+    w: &Workload<'_>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<ExperimentResult, ConfigError> {
     let with = |strategy: StateStrategy| {
         let mut r = s.run(strategy.name());
         r.state = strategy;
@@ -159,7 +171,8 @@ pub fn state(s: &Setup, w: &Workload<'_>, progress: &mut dyn FnMut(&str)) -> Res
         }
         r
     };
-    let specs = [with(StateStrategy::Proactive), with(StateStrategy::Reactive), with(StateStrategy::External)];
+    let specs =
+        [with(StateStrategy::Proactive), with(StateStrategy::Reactive), with(StateStrategy::External)];
     let results = runs(w, &specs, progress)?;
     let summary = TraceSummary::of(w.trace, None);
     let mut t = Table::new(&[
@@ -182,7 +195,8 @@ pub fn state(s: &Setup, w: &Workload<'_>, progress: &mut dyn FnMut(&str)) -> Res
             r.name.clone(),
             r.moved_flowlets.to_string(),
             r.in_place_share.map_or("-".into(), pct),
-            pct(r.state_in_place as f64 / r.moved_flowlets.saturating_sub(r.state.after_size_split).max(1) as f64),
+            pct(r.state_in_place as f64
+                / r.moved_flowlets.saturating_sub(r.state.after_size_split).max(1) as f64),
             r.state.waited_for_push.to_string(),
             (r.state.pulls + r.state.store_reads).to_string(),
             r.state.after_size_split.to_string(),
@@ -204,7 +218,13 @@ pub fn state(s: &Setup, w: &Workload<'_>, progress: &mut dyn FnMut(&str)) -> Res
         t.render(),
         packet_check(&results)
     );
-    Ok(ExperimentResult { experiment: Experiment::State.name(), title: "state", traces: vec![summary], runs: results, text })
+    Ok(ExperimentResult {
+        experiment: Experiment::State.name(),
+        title: "state",
+        traces: vec![summary],
+        runs: results,
+        text,
+    })
 }
 
 /// §9.3: flowlets by timeout only vs timeout + size, with every n-th flow adversarial.
@@ -259,12 +279,23 @@ pub fn flowlets(
         t.render(),
         packet_check(&all)
     );
-    Ok(ExperimentResult { experiment: Experiment::Flowlets.name(), title: "flowlets", traces, runs: all, text })
+    Ok(ExperimentResult {
+        experiment: Experiment::Flowlets.name(),
+        title: "flowlets",
+        traces,
+        runs: all,
+        text,
+    })
 }
 
 /// §9.4: worker 0 fails at the peak; output-logger recovery vs checkpoint + replay.
-pub fn recovery(s: &Setup, w: &Workload<'_>, progress: &mut dyn FnMut(&str)) -> Result<ExperimentResult, ConfigError> {
-    let at = Nanos(s.trace.arrival_span.0 / 2);
+pub fn recovery(
+    s: &Setup,
+    w: &Workload<'_>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<ExperimentResult, ConfigError> {
+    // At the peak, half-way between two 50 ms checkpoints (the replay's expected case).
+    let at = Nanos(s.trace.arrival_span.0 / 2 / 50_000_000 * 50_000_000 + 25_000_000);
     let with = |name: &str, recovery| {
         let mut r: RunSpec = s.run(name);
         r.failure = Some(FailureSpec { at, worker: WorkerId(0), recovery });
@@ -306,17 +337,27 @@ pub fn recovery(s: &Setup, w: &Workload<'_>, progress: &mut dyn FnMut(&str)) -> 
         ]);
     }
     let text = format!(
-        "{}Worker 0 (the fullest: packing fills low IDs first) fails at the peak of the load; the others take its \
-         flows.\n\n{}\nSNF §9.4 (NAT, 50 % load): SNF 140 µs, CHC 3.2 ms, FTMB 25.7 ms (checkpoint every 50 ms).\n\n{}",
+        "{}Worker 0 (the fullest: packing fills low IDs first) fails at the peak of the load, half-way between two \
+         checkpoints; the others take its flows.\n\n{}\nSNF §9.4 (NAT, 50 % load): SNF 140 µs, CHC 3.2 ms, FTMB 25.7 ms (checkpoint every 50 ms).\n\n{}",
         head("Recovery after a worker failure (SNF §6, §9.4)", &summary),
         t.render(),
         packet_check(&results)
     );
-    Ok(ExperimentResult { experiment: Experiment::Recovery.name(), title: "recovery", traces: vec![summary], runs: results, text })
+    Ok(ExperimentResult {
+        experiment: Experiment::Recovery.name(),
+        title: "recovery",
+        traces: vec![summary],
+        runs: results,
+        text,
+    })
 }
 
 /// §9.6: T, B, K and α one at a time around SNF's defaults.
-pub fn sensitivity(s: &Setup, w: &Workload<'_>, progress: &mut dyn FnMut(&str)) -> Result<ExperimentResult, ConfigError> {
+pub fn sensitivity(
+    s: &Setup,
+    w: &Workload<'_>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<ExperimentResult, ConfigError> {
     let mut specs: Vec<(String, String, RunSpec)> = Vec::new();
     let mut add = |param: &str, value: String, edit: &dyn Fn(&mut RunSpec)| {
         let mut r = s.run(format!("{param} = {value}"));

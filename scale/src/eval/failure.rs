@@ -56,12 +56,19 @@ impl Failure {
     }
 
     /// Fails the worker if its time has come.
-    pub fn maybe_fail(&mut self, now: Nanos, director: &mut Director, workers: &mut Workers, state: &mut StateModel) {
+    pub fn maybe_fail(
+        &mut self,
+        now: Nanos,
+        director: &mut Director,
+        workers: &mut Workers,
+        state: &mut StateModel,
+    ) {
         let Some(f) = self.spec else { return };
         if self.result.is_some() || now < f.at {
             return;
         }
-        let Some(active_flows) = director.workers().iter().find(|w| w.id == f.worker).map(|w| w.active_flowlets)
+        let Some(active_flows) =
+            director.workers().iter().find(|w| w.id == f.worker).map(|w| w.active_flowlets)
         else {
             return;
         };
@@ -73,7 +80,8 @@ impl Failure {
         let (recovery, lost, replayed) = match f.recovery {
             Recovery::OutputLogger => (load, queued, 0),
             Recovery::Replay { .. } => {
-                let replay = Nanos((self.bytes_since_checkpoint as f64 * 1e9 / self.capacity.max(1.0)) as u64);
+                let replay =
+                    Nanos((self.bytes_since_checkpoint as f64 * 1e9 / self.capacity.max(1.0)) as u64);
                 (load.saturating_add(replay), 0, queued)
             }
         };

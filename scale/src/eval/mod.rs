@@ -155,12 +155,21 @@ impl Evaluation {
                             series,
                         },
                     ));
-                    out.push(svg("latency-allocation.svg", latency_chart("Packet latency CDF by allocation", &e.runs)));
+                    out.push(svg(
+                        "latency-allocation.svg",
+                        latency_chart("Packet latency CDF by allocation", &e.runs),
+                    ));
                 }
-                "state" => out.push(svg("latency-state.svg", latency_chart("Packet latency CDF by state strategy", &e.runs))),
+                "state" => out.push(svg(
+                    "latency-state.svg",
+                    latency_chart("Packet latency CDF by state strategy", &e.runs),
+                )),
                 "flowlets" => {
                     let last: Vec<RunResult> = e.runs.iter().rev().take(2).rev().cloned().collect();
-                    out.push(svg("latency-flowlets.svg", latency_chart("Latency CDF, adversarial flows", &last)));
+                    out.push(svg(
+                        "latency-flowlets.svg",
+                        latency_chart("Latency CDF, adversarial flows", &last),
+                    ));
                 }
                 _ => {}
             }

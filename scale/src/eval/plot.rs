@@ -28,7 +28,8 @@ const LEFT: f64 = 70.0;
 const RIGHT: f64 = 190.0;
 const TOP: f64 = 40.0;
 const BOTTOM: f64 = 55.0;
-const COLOURS: [&str; 8] = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
+const COLOURS: [&str; 8] =
+    ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
 
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
@@ -56,7 +57,7 @@ fn ticks(lo: f64, hi: f64, log: bool) -> Vec<f64> {
 fn label(v: f64) -> String {
     if v == 0.0 {
         "0".into()
-    } else if v.abs() >= 1000.0 || v.abs() < 0.01 {
+    } else if v.abs() >= 1e6 || v.abs() < 0.01 {
         format!("{v:.0e}")
     } else if (v - v.round()).abs() < 1e-9 {
         format!("{v:.0}")
@@ -198,5 +199,7 @@ mod tests {
         assert!(s.contains("a &lt; b") && s.contains("two &amp; more"));
         assert_eq!(ticks(1.0, 1000.0, true), vec![1.0, 10.0, 100.0, 1000.0]);
         assert_eq!(ticks(0.0, 10.0, false), vec![0.0, 2.0, 4.0, 6.0, 8.0, 10.0]);
+        let labels: Vec<String> = [0.0, 0.5, 1500.0, 1e7].iter().map(|&v| label(v)).collect();
+        assert_eq!(labels, ["0", "0.5", "1500", "1e7"]);
     }
 }

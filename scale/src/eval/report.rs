@@ -75,12 +75,12 @@ pub fn packet_check(runs: &[RunResult]) -> String {
     let mut s = String::new();
     for r in runs {
         s.push_str(&format!(
-            "- {}: {} packets in the trace, {} served, {} without a worker, {} lost to a failure\n",
+            "- {}: {} packets in the trace: {} served (of which {} lost in a failed worker's queue), {} without a worker\n",
             r.name,
             r.packets,
             r.served,
-            r.no_worker,
-            r.recovery.map_or(0, |x| x.lost)
+            r.recovery.map_or(0, |x| x.lost),
+            r.no_worker
         ));
     }
     s
@@ -95,7 +95,10 @@ mod tests {
         let mut t = Table::new(&["a", "long header"]);
         t.row(vec!["xyz".into(), "1".into()]);
         assert_eq!(t.render(), "| a   | long header |\n|-----|-------------|\n| xyz | 1           |\n");
-        assert_eq!((time_us(2.345), time_us(45.6), time_us(2_500.0)), ("2.3 µs".into(), "46 µs".into(), "2.5 ms".into()));
+        assert_eq!(
+            (time_us(2.345), time_us(45.6), time_us(2_500.0)),
+            ("2.3 µs".into(), "46 µs".into(), "2.5 ms".into())
+        );
         assert_eq!(pct(0.9043), "90.4 %");
     }
 }

@@ -19,8 +19,8 @@ use nflet_nfs::time::Nanos;
 use serde::Serialize;
 
 use crate::config::{ConfigError, DirectorConfig, Policy};
-use crate::flowlet::FlowletStart;
 use crate::director::{Decision, Director, DirectorCounters, Steer};
+use crate::flowlet::FlowletStart;
 use crate::scaling::ScaleDecision;
 use crate::units::WorkerId;
 
@@ -186,7 +186,11 @@ impl Epochs {
 }
 
 /// Replays `trace` under `spec`.
-pub fn run(trace: &Trace, index: &HashMap<FlowKey, FlowIdx>, spec: &RunSpec) -> Result<RunResult, ConfigError> {
+pub fn run(
+    trace: &Trace,
+    index: &HashMap<FlowKey, FlowIdx>,
+    spec: &RunSpec,
+) -> Result<RunResult, ConfigError> {
     let cfg = spec.director.clone();
     let capacity = cfg.worker_capacity.0;
     let mut director = Director::new(cfg.clone())?;
@@ -263,7 +267,9 @@ pub fn run(trace: &Trace, index: &HashMap<FlowKey, FlowIdx>, spec: &RunSpec) -> 
                 if let Some(a) = start {
                     let pulls = state.counters.pulls + state.counters.store_reads;
                     state.flowlet_start(p.flow, p.at, a.state);
-                    if a.reason == FlowletStart::Size && state.counters.pulls + state.counters.store_reads > pulls {
+                    if a.reason == FlowletStart::Size
+                        && state.counters.pulls + state.counters.store_reads > pulls
+                    {
                         state.counters.after_size_split += 1;
                     }
                     fail.flowlet_start(p.flow, a.state);
@@ -314,7 +320,9 @@ pub fn run(trace: &Trace, index: &HashMap<FlowKey, FlowIdx>, spec: &RunSpec) -> 
     let opportunities = match cfg.policy {
         Policy::Flowlet => counters.flowlets,
         Policy::PerFlow => counters.new_flows + counters.failover_starts,
-        Policy::PerFlowRealloc { .. } => counters.new_flows + counters.realloc_starts + counters.failover_starts,
+        Policy::PerFlowRealloc { .. } => {
+            counters.new_flows + counters.realloc_starts + counters.failover_starts
+        }
     };
     let mean_workers = if epochs.done.is_empty() {
         0.0
@@ -337,11 +345,19 @@ pub fn run(trace: &Trace, index: &HashMap<FlowKey, FlowIdx>, spec: &RunSpec) -> 
         underused_worker_epochs,
         worker_epochs,
         overloaded_epochs: epochs.done.iter().filter(|e| e.max_utilisation > 1.0).count(),
-        provision_ratio_mean: if ratios.is_empty() { 0.0 } else { ratios.iter().sum::<f64>() / ratios.len() as f64 },
+        provision_ratio_mean: if ratios.is_empty() {
+            0.0
+        } else {
+            ratios.iter().sum::<f64>() / ratios.len() as f64
+        },
         provision_ratio_total: {
             let d: f64 = epochs.done.iter().map(|e| e.demand_gbps).sum();
             let p: f64 = epochs.done.iter().map(|e| e.provisioned_gbps).sum();
-            if d > 0.0 { p / d } else { 0.0 }
+            if d > 0.0 {
+                p / d
+            } else {
+                0.0
+            }
         },
         peak_demand_gbps: epochs.done.iter().map(|e| e.demand_gbps).fold(0.0, f64::max),
         provision_ratio_max: ratios.iter().copied().fold(0.0, f64::max),

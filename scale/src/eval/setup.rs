@@ -48,7 +48,10 @@ impl Experiment {
 
     /// The experiment called `name`.
     pub fn parse(name: &str) -> Result<Experiment, UnknownExperiment> {
-        Experiment::ALL.into_iter().find(|e| e.name() == name).ok_or_else(|| UnknownExperiment(name.to_string()))
+        Experiment::ALL
+            .into_iter()
+            .find(|e| e.name() == name)
+            .ok_or_else(|| UnknownExperiment(name.to_string()))
     }
 }
 

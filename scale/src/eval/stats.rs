@@ -61,7 +61,10 @@ mod tests {
     fn percentiles_of_one_to_hundred_one() {
         let mut v: Vec<f64> = (0..=100).rev().map(f64::from).collect();
         let p = percentiles(&mut v);
-        assert_eq!((p.count, p.p1, p.p25, p.p50, p.p75, p.p99, p.max), (101, 1.0, 25.0, 50.0, 75.0, 99.0, 100.0));
+        assert_eq!(
+            (p.count, p.p1, p.p25, p.p50, p.p75, p.p99, p.max),
+            (101, 1.0, 25.0, 50.0, 75.0, 99.0, 100.0)
+        );
         assert!((p.mean - 50.0).abs() < 1e-9);
         assert_eq!(percentiles(&mut []).p50, 0.0);
         let c = cdf(&v, 3);

@@ -10,7 +10,8 @@ fn quick(experiments: Vec<Experiment>) -> Evaluation {
 
 #[test]
 fn quick_evaluation_structural_facts() {
-    let e = quick(vec![Experiment::Allocation, Experiment::State, Experiment::Flowlets, Experiment::Recovery]);
+    let e =
+        quick(vec![Experiment::Allocation, Experiment::State, Experiment::Flowlets, Experiment::Recovery]);
     let by_name = |exp: &str, run: &str| -> RunResult {
         let x = e.experiments.iter().find(|x| x.experiment == exp).unwrap();
         x.runs.iter().find(|r| r.name == run).unwrap().clone()

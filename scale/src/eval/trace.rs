@@ -168,7 +168,8 @@ pub fn generate(spec: &TraceSpec) -> Trace {
         }
         let i = keys.len() as u32;
         let adversarial = spec.adversarial_every.is_some_and(|n| n > 0 && (i + 1) % n == 0);
-        let mut size = pareto(&mut rng, spec.pareto_shape, spec.min_flow_bytes).min(spec.max_flow_bytes) as u64;
+        let mut size =
+            pareto(&mut rng, spec.pareto_shape, spec.min_flow_bytes).min(spec.max_flow_bytes) as u64;
         let (lo, hi) = spec.rate_bps;
         let mut bps = lo * (hi / lo).powf(rng.unit());
         if adversarial {
@@ -236,7 +237,11 @@ mod tests {
     use super::*;
 
     fn small(seed: u64) -> TraceSpec {
-        TraceSpec { arrival_span: Nanos::from_millis(200), peak_flows_per_sec: 5_000.0, ..TraceSpec::quick(seed) }
+        TraceSpec {
+            arrival_span: Nanos::from_millis(200),
+            peak_flows_per_sec: 5_000.0,
+            ..TraceSpec::quick(seed)
+        }
     }
 
     #[test]

@@ -177,12 +177,12 @@ mod tests {
         let mut w = Worker::new(Rate(1e9));
         // (arrival, bytes, state ready) -> (departure, latency, state wait)
         let cases = [
-            ((0, 1000, 0), (1000, 1000, 0)),     // idle worker: service only
-            ((200, 500, 0), (1500, 1300, 0)),    // queues behind the first: 800 + 500
-            ((1500, 100, 0), (1600, 100, 0)),    // arrives as the queue empties
+            ((0, 1000, 0), (1000, 1000, 0)),         // idle worker: service only
+            ((200, 500, 0), (1500, 1300, 0)),        // queues behind the first: 800 + 500
+            ((1500, 100, 0), (1600, 100, 0)),        // arrives as the queue empties
             ((5000, 100, 6000), (6100, 1100, 1000)), // held until its state arrives
-            ((5050, 100, 0), (5200, 150, 0)),    // another flow is not blocked by the held one
-            ((7000, 200, 6500), (7200, 200, 0)), // state arrived before the packet
+            ((5050, 100, 0), (5200, 150, 0)),        // another flow is not blocked by the held one
+            ((7000, 200, 6500), (7200, 200, 0)),     // state arrived before the packet
         ];
         for ((at, len, ready), (dep, lat, wait)) in cases {
             let s = w.serve(Nanos(at), Bytes(len), Nanos(ready));
