@@ -20,6 +20,9 @@ pub enum StateSource {
     Replica { from: WorkerId },
     /// The state must be pulled from `from`, the previous owner, before processing.
     Pull { from: WorkerId },
+    /// The previous owner `failed`: the state is recovered from its output logger (SNF §6),
+    /// which holds a copy as of the last packet the failed worker emitted.
+    Recover { failed: WorkerId },
 }
 
 impl StateSource {
@@ -27,6 +30,7 @@ impl StateSource {
     pub fn moves_from(self) -> Option<WorkerId> {
         match self {
             StateSource::Replica { from } | StateSource::Pull { from } => Some(from),
+            StateSource::Recover { failed } => Some(failed),
             StateSource::Fresh | StateSource::Local => None,
         }
     }
@@ -91,15 +95,18 @@ pub struct DirectorCounters {
     pub idle_starts: u64,
     pub size_starts: u64,
     pub realloc_starts: u64,
+    pub failover_starts: u64,
     pub state_local: u64,
     pub state_replica: u64,
     pub state_pull: u64,
+    pub state_recover: u64,
     pub overflows: u64,
     pub untracked: u64,
     pub no_worker: u64,
     pub replications: u64,
     pub launches: u64,
     pub retirements: u64,
+    pub failures: u64,
 }
 
 /// A read-only view of a tracked flow (tests, management).

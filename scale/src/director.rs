@@ -35,7 +35,7 @@ use crate::config::{ConfigError, DirectorConfig, Policy};
 use crate::demand::{ewma, measured_rate, GlobalAverage};
 use crate::flowlet::{detect, FlowTable, FlowletStart, FlowletStats, TableCounters};
 use crate::replicate::{choose, Replicas};
-use crate::scaling::{NotPending, Pool, ScaleDecision, Worker};
+use crate::scaling::{NotActive, NotPending, Pool, ScaleDecision, Worker};
 use crate::units::{LogicalClock, Rate, WorkerId};
 
 /// The director's record of one flow.
@@ -56,6 +56,9 @@ struct FlowRecord {
     replicas_clock: Option<LogicalClock>,
     timer_armed: bool,
     epoch: u64,
+    /// The owner failed: the next packet starts a flowlet whose state comes from the failed
+    /// owner's output logger.
+    orphaned: bool,
 }
 
 impl FlowRecord {
@@ -160,7 +163,7 @@ fn start_flowlet(
 ) -> Option<FlowletAssignment> {
     let cfg = p.cfg;
     let split_at = match reason {
-        FlowletStart::Size | FlowletStart::Realloc => Some(now),
+        FlowletStart::Size | FlowletStart::Realloc | FlowletStart::Failover => Some(now),
         FlowletStart::NewFlow | FlowletStart::Idle => None,
     };
     end_flowlet(r, split_at, p.pool, p.global, cfg);
@@ -172,7 +175,7 @@ fn start_flowlet(
     let fresh = r.fresh_replicas().copied();
     let holds = move |w: WorkerId| !new && (w == previous || fresh.is_some_and(|f| f.contains(w)));
     let repack = match (cfg.policy, reason) {
-        (_, FlowletStart::NewFlow)
+        (_, FlowletStart::NewFlow | FlowletStart::Failover)
         | (Policy::Flowlet, _)
         | (Policy::PerFlowRealloc { .. }, FlowletStart::Realloc) => true,
         (Policy::PerFlow | Policy::PerFlowRealloc { .. }, _) => false,
@@ -191,6 +194,8 @@ fn start_flowlet(
     };
     let state = if new {
         StateSource::Fresh
+    } else if r.orphaned && !fresh.is_some_and(|f| f.contains(worker)) {
+        StateSource::Recover { failed: previous }
     } else if worker == previous {
         StateSource::Local
     } else if fresh.is_some_and(|f| f.contains(worker)) {
@@ -206,12 +211,14 @@ fn start_flowlet(
         FlowletStart::Idle => c.idle_starts += 1,
         FlowletStart::Size => c.size_starts += 1,
         FlowletStart::Realloc => c.realloc_starts += 1,
+        FlowletStart::Failover => c.failover_starts += 1,
     }
     match state {
         StateSource::Fresh => {}
         StateSource::Local => c.state_local += 1,
         StateSource::Replica { .. } => c.state_replica += 1,
         StateSource::Pull { .. } => c.state_pull += 1,
+        StateSource::Recover { .. } => c.state_recover += 1,
     }
     r.owner = worker;
     r.demand = demand;
@@ -220,6 +227,7 @@ fn start_flowlet(
     r.replicas = Replicas::EMPTY;
     r.replicas_clock = None;
     r.epoch = epoch;
+    r.orphaned = false;
     if let Some(w) = p.pool.get_mut(worker) {
         w.flowlet_started(demand);
     }
@@ -305,6 +313,30 @@ impl Director {
         }
     }
 
+    /// The active worker `id` failed (fail-stop, SNF §6). It leaves the pool at once; every
+    /// flow it owned is orphaned: the flow's next packet starts a flowlet (reason
+    /// [`FlowletStart::Failover`] if the flowlet was still running) on a live worker, which
+    /// takes the state from a fresh replica if it holds one and otherwise recovers it from the
+    /// failed worker's output logger ([`StateSource::Recover`]). Replicas on the failed worker
+    /// are forgotten. Returns the number of flows orphaned, or `NotActive` for a worker that
+    /// is not active. The launch rule replaces the capacity if the others are saturated.
+    pub fn worker_failed(&mut self, id: WorkerId) -> Result<usize, NotActive> {
+        if !self.pool.fail(id) {
+            return Err(NotActive(id));
+        }
+        self.counters.failures += 1;
+        let mut orphaned = 0;
+        for r in self.flows.values_mut() {
+            r.replicas.remove(id);
+            if r.owner == id {
+                // The flowlet's demand left with the worker's counts.
+                orphaned += 1;
+                r.orphaned = true;
+            }
+        }
+        Ok(orphaned)
+    }
+
     /// Steers one packet of `len` bytes of flow `key` arriving at `now`.
     pub fn steer(&mut self, now: Nanos, key: FlowKey, len: Bytes) -> Steer {
         self.counters.packets += 1;
@@ -325,6 +357,7 @@ impl Director {
             replicas_clock: None,
             timer_armed: false,
             epoch,
+            orphaned: false,
         };
         let (r, new) = match self.flows.get_or_insert(key, placeholder) {
             Ok(x) => x,
@@ -346,6 +379,12 @@ impl Director {
 
         let reason = if new {
             Some(FlowletStart::NewFlow)
+        } else if r.orphaned {
+            // Never to the failed worker, even within a flowlet.
+            Some(
+                detect(&r.flowlet, now, len, cfg.flowlet_timeout, cfg.flowlet_max_bytes)
+                    .unwrap_or(FlowletStart::Failover),
+            )
         } else if epoch > r.epoch {
             Some(FlowletStart::Realloc)
         } else {
@@ -424,11 +463,10 @@ impl Director {
                 continue;
             }
             let idle = now.saturating_sub(r.flowlet.last);
-            if idle > cfg.flowlet_timeout {
-                end_flowlet(r, None, &mut self.pool, &mut self.global, cfg);
-                continue;
-            }
-            if replicate && idle >= half && r.fresh_replicas().is_none() {
+            // A tick later than half the timeout (ticks are a load bucket apart, as long as T
+            // by default) still pushes the state, even when the flowlet has ended meanwhile:
+            // the state is final then, and the next flowlet will want it.
+            if replicate && idle >= half && r.fresh_replicas().is_none() && !r.orphaned {
                 self.scratch.clear();
                 self.scratch.extend(self.pool.active().iter().map(|w| w.id));
                 let to = choose(&self.scratch, Some(r.owner), cfg.replicas, &mut self.rng);
@@ -437,7 +475,11 @@ impl Director {
                 self.counters.replications += 1;
                 out.push(Decision::Replicate(Replication { flow: t.key, from: r.owner, to, clock: r.clock }));
             }
-            let next = if replicate && r.fresh_replicas().is_none() {
+            if idle > cfg.flowlet_timeout {
+                end_flowlet(r, None, &mut self.pool, &mut self.global, cfg);
+                continue;
+            }
+            let next = if replicate && r.fresh_replicas().is_none() && !r.orphaned {
                 r.flowlet.last.saturating_add(half)
             } else {
                 r.flowlet.last.saturating_add(cfg.flowlet_timeout).saturating_add(Nanos(1))

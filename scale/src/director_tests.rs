@@ -238,7 +238,7 @@ fn replication_at_half_timeout_and_the_next_flowlet_prefers_replicas() {
         Case {
             what: "lingering packet made replicas stale: pull",
             lingering: Some(300),
-            owner_util: 0.95,
+            owner_util: 1.5,
             want: WorkerId(1),
             state: StateSource::Pull { from: WorkerId(0) },
         },
@@ -263,7 +263,14 @@ fn replication_at_half_timeout_and_the_next_flowlet_prefers_replicas() {
             assert_eq!(start(d.steer(Nanos(t * US), key(1), Bytes(100))), None, "{}", c.what);
             assert_eq!(d.flow(&key(1)).unwrap().replicas, None, "{}", c.what);
         }
-        tick(&mut d, 2 * MS);
+        if c.lingering.is_none() {
+            tick(&mut d, 2 * MS);
+        } else {
+            // No tick before the next flowlet (one past T/2 after the lingering packet would
+            // push the state again, fresh); another flow keeps worker 0 busy instead, and
+            // ending flow 1's flowlet releases only its own share of the reservation.
+            assert_eq!(d.steer(Nanos(2900 * US), key(2), Bytes(100)).worker(), Some(WorkerId(0)));
+        }
         set_reserved(&mut d, 0, c.owner_util);
         let s = d.steer(Nanos(3 * MS), key(1), Bytes(100));
         let a = start(s).unwrap();
@@ -470,4 +477,54 @@ fn load_in_packets_per_second() {
     tick(&mut d, 60 * US);
     // 50 packets in the 100 ms window: 500 packets/s.
     assert_eq!(d.workers()[0].drained.last_rate(), Rate(500.0));
+}
+
+#[test]
+fn failed_worker_orphans_its_flows_and_state_comes_from_its_logger() {
+    let mut d = director(cfg(2));
+    // Flow 1 on worker 0 (running flowlet), flow 2 on worker 1 once worker 0 is full.
+    assert_eq!(d.steer(Nanos(0), key(1), Bytes(100)).worker(), Some(WorkerId(0)));
+    set_reserved(&mut d, 0, 0.95);
+    assert_eq!(d.steer(Nanos(10 * US), key(2), Bytes(100)).worker(), Some(WorkerId(1)));
+    set_reserved(&mut d, 0, 0.0);
+    assert_eq!(d.worker_failed(WorkerId(0)), Ok(1));
+    assert_eq!(d.worker_failed(WorkerId(0)), Err(NotActive(WorkerId(0))));
+    assert_eq!(d.workers().iter().map(|w| w.id).collect::<Vec<_>>(), [WorkerId(1)]);
+    // Within flow 1's flowlet: still cut, placed on worker 1, state from the logger.
+    let s = d.steer(Nanos(20 * US), key(1), Bytes(100));
+    assert_eq!(s.worker(), Some(WorkerId(1)));
+    assert_eq!(
+        start(s).map(|a| (a.reason, a.state)),
+        Some((FlowletStart::Failover, StateSource::Recover { failed: WorkerId(0) }))
+    );
+    // The next packets continue the new flowlet; flow 2 never noticed.
+    assert_eq!(start(d.steer(Nanos(30 * US), key(1), Bytes(100))), None);
+    assert_eq!(start(d.steer(Nanos(40 * US), key(2), Bytes(100))), None);
+    let c = d.counters();
+    assert_eq!((c.failures, c.failover_starts, c.state_recover, c.flowlets, c.packets), (1, 1, 1, 3, 5));
+    // No replication is ever asked from the failed worker.
+    let mut all = Vec::new();
+    for t in 1..10 {
+        all.extend(tick(&mut d, t * 500 * US));
+    }
+    assert!(all.iter().all(|x| match x {
+        Decision::Replicate(r) => r.from != WorkerId(0) && !r.to.contains(WorkerId(0)),
+        Decision::Scale(_) => true,
+    }));
+}
+
+#[test]
+fn a_late_tick_still_replicates_before_ending_the_flowlet() {
+    let mut d = director(cfg(3));
+    d.steer(Nanos(0), key(1), Bytes(100));
+    // The first tick comes 800 µs after the packet: past T/2 and past T.
+    let out = tick(&mut d, 800 * US);
+    let reps: Vec<_> = out.iter().filter(|x| matches!(x, Decision::Replicate(_))).collect();
+    assert_eq!(reps.len(), 1, "{out:?}");
+    let v = d.flow(&key(1)).unwrap();
+    assert!(!v.flowlet_active);
+    assert!(v.replicas.is_some_and(|r| !r.is_empty()));
+    assert_eq!(d.counters().replications, 1);
+    // Nothing more for this flow.
+    assert!(tick(&mut d, 1600 * US).is_empty());
 }

@@ -25,6 +25,8 @@ pub enum FlowletStart {
     Size,
     /// A periodic reallocation (baseline policy) cut the flow here.
     Realloc,
+    /// The worker of the flow's flowlet failed: the flow is cut and placed anew.
+    Failover,
 }
 
 /// What the director knows of a flowlet in progress (or the last one of a flow).

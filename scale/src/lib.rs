@@ -21,6 +21,7 @@ pub mod config;
 pub mod decision;
 pub mod demand;
 pub mod director;
+pub mod eval;
 pub mod flowlet;
 pub mod load;
 pub mod replicate;

@@ -99,6 +99,18 @@ impl std::fmt::Display for NotPending {
 
 impl std::error::Error for NotPending {}
 
+/// The caller named a worker that is not active.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotActive(pub WorkerId);
+
+impl std::fmt::Display for NotActive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "scale: {} is not an active worker", self.0)
+    }
+}
+
+impl std::error::Error for NotActive {}
+
 /// The active workers (ascending ID) and the pending launch.
 #[derive(Debug, Clone)]
 pub struct Pool {
@@ -185,6 +197,18 @@ impl Pool {
         }
         self.pending = None;
         Ok(())
+    }
+
+    /// The active worker `id` failed (fail-stop): it leaves the pool at once, whatever it was
+    /// doing. `false` when `id` is not active.
+    pub fn fail(&mut self, id: WorkerId) -> bool {
+        match self.active.binary_search_by_key(&id, |w| w.id) {
+            Ok(i) => {
+                self.active.remove(i);
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     /// The retire rule at `now` (windows already advanced); removes the worker it retires.
