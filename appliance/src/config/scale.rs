@@ -18,6 +18,16 @@ pub struct RawScale {
     pub director: String,
     /// UDP address of each worker, by worker id (0, 1, …); its length is the most workers.
     pub workers: Vec<String>,
+    /// UDP address of each worker's output logger, by worker id (empty: no output loggers,
+    /// no recovery of a failed worker's flows).
+    #[serde(default)]
+    pub loggers: Vec<String>,
+    /// Workers and loggers say hello this often…
+    #[serde(default = "d_heartbeat")]
+    pub heartbeat_ms: u64,
+    /// …and one silent this long is taken for failed.
+    #[serde(default = "d_failure")]
+    pub failure_timeout_ms: u64,
     /// Secret of the state messages' HMAC-SHA256 (at least 16 bytes; same on every instance).
     pub key: String,
     #[serde(default = "d_initial")]
@@ -63,6 +73,12 @@ pub struct RawScale {
     pub pull_timeout_ms: u64,
 }
 
+fn d_heartbeat() -> u64 {
+    20
+}
+fn d_failure() -> u64 {
+    100
+}
 fn d_qemu_memory() -> u32 {
     512
 }
@@ -118,6 +134,10 @@ pub enum LauncherKind {
 pub struct Scale {
     pub director: SocketAddr,
     pub workers: Vec<SocketAddr>,
+    /// Output logger of each worker (same length as `workers`, or empty).
+    pub loggers: Vec<SocketAddr>,
+    pub heartbeat: Nanos,
+    pub failure_timeout: Nanos,
     pub key: Vec<u8>,
     pub warm_pool: u16,
     pub launcher: LauncherKind,
@@ -136,6 +156,22 @@ pub fn scale(s: RawScale) -> Result<Scale, (&'static str, String)> {
     let workers = s.workers.iter().map(|w| addr("workers", w)).collect::<Result<Vec<_>, _>>()?;
     if workers.is_empty() || workers.len() > 1024 {
         return Err(("workers", format!("expected 1 to 1024 worker addresses, got {}", workers.len())));
+    }
+    let loggers = s.loggers.iter().map(|w| addr("loggers", w)).collect::<Result<Vec<_>, _>>()?;
+    if !loggers.is_empty() && loggers.len() != workers.len() {
+        return Err((
+            "loggers",
+            format!("expected one output logger per worker ({}), got {}", workers.len(), loggers.len()),
+        ));
+    }
+    if !(1..=10_000).contains(&s.heartbeat_ms) || s.failure_timeout_ms < 2 * s.heartbeat_ms {
+        return Err((
+            "failure_timeout_ms",
+            format!(
+                "expected heartbeat_ms in 1..=10000 and failure_timeout_ms at least twice it, got {} and {}",
+                s.heartbeat_ms, s.failure_timeout_ms
+            ),
+        ));
     }
     if s.key.len() < 16 {
         return Err(("key", "expected a secret of at least 16 bytes, the same on every instance".into()));
@@ -203,6 +239,9 @@ pub fn scale(s: RawScale) -> Result<Scale, (&'static str, String)> {
     Ok(Scale {
         director,
         workers,
+        loggers,
+        heartbeat: Nanos::from_millis(s.heartbeat_ms),
+        failure_timeout: Nanos::from_millis(s.failure_timeout_ms),
         key: s.key.into_bytes(),
         warm_pool: s.warm_pool,
         launcher,
@@ -210,4 +249,24 @@ pub fn scale(s: RawScale) -> Result<Scale, (&'static str, String)> {
         pull_timeout: Nanos::from_millis(s.pull_timeout_ms),
         decisions,
     })
+}
+
+/// Output loggers share the id space of state-message senders: logger `n` (of worker `n`) is
+/// `LOGGER | n`; the director is `u16::MAX`.
+pub const LOGGER: u16 = 0x8000;
+
+impl Scale {
+    /// The sender id of worker `n`'s output logger.
+    pub fn logger_id(n: u16) -> nflet_scale::units::WorkerId {
+        nflet_scale::units::WorkerId(LOGGER | n)
+    }
+
+    /// The address of a worker or logger id.
+    pub fn addr_of(&self, id: nflet_scale::units::WorkerId) -> Option<SocketAddr> {
+        if id.0 & LOGGER != 0 && id.0 != u16::MAX {
+            self.loggers.get(usize::from(id.0 & !LOGGER)).copied()
+        } else {
+            self.workers.get(usize::from(id.0)).copied()
+        }
+    }
 }

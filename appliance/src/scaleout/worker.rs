@@ -28,8 +28,6 @@ use crate::config::Config;
 use crate::dataplane::StartError;
 use crate::traffic::histogram::Histogram;
 
-/// How often a worker tells the director it is alive.
-const HELLO_EVERY: Nanos = Nanos::from_millis(100);
 /// How often NF housekeeping and pull timeouts run.
 const HOUSEKEEPING_EVERY: Nanos = Nanos::from_millis(1);
 
@@ -95,7 +93,11 @@ pub struct Worker {
     id: WorkerId,
     fabric: Fabric,
     director: SocketAddr,
-    peers: Vec<SocketAddr>,
+    /// Where the other instances are (loopback addresses rerouted for a VM).
+    scale: Scale,
+    /// This worker's output logger: processed frames go through it (SNF §6).
+    logger: Option<SocketAddr>,
+    heartbeat: Nanos,
     pipeline: Pipeline,
     policy: ParsePolicy,
     flows: WorkerFlows,
@@ -107,6 +109,7 @@ pub struct Worker {
     drops: DropCounters,
     out: Vec<u8>,
     state: Vec<u8>,
+    datagram: Vec<u8>,
     /// The director asked this worker to stop.
     stopping: bool,
     /// Pull request to answer, per pull (ns).
@@ -163,7 +166,8 @@ impl Worker {
             id: me,
             fabric,
             director: scale.director,
-            peers: scale.workers.clone(),
+            logger: scale.loggers.get(usize::from(id)).copied(),
+            heartbeat: scale.heartbeat,
             pipeline,
             policy: config.parse,
             flows: WorkerFlows::new(me, scale.hold_packets),
@@ -175,7 +179,9 @@ impl Worker {
             drops: DropCounters::default(),
             out: Vec::with_capacity(super::fabric::MAX_DATAGRAM),
             state: Vec::new(),
+            datagram: Vec::with_capacity(super::fabric::MAX_DATAGRAM),
             stopping: false,
+            scale,
             pull_latency: Histogram::default(),
             push_cost: Histogram::default(),
         })
@@ -200,7 +206,7 @@ impl Worker {
                 self.on_datagram(&datagram, now);
             }
             if now >= next_hello {
-                next_hello = now.saturating_add(HELLO_EVERY);
+                next_hello = now.saturating_add(self.heartbeat);
                 self.send_message(Kind::Hello, ChainId(0), &FlowKey::default(), LogicalClock::ZERO, &[], self.director);
             }
             if now >= next_chores {
@@ -261,7 +267,7 @@ impl Worker {
     }
 
     fn pull(&mut self, flow: &FlowKey, chain: ChainId, clock: LogicalClock, from: WorkerId) {
-        if let Some(to) = self.peers.get(usize::from(from.0)).copied() {
+        if let Some(to) = self.scale.addr_of(from) {
             self.send_message(Kind::PullRequest, chain, flow, clock, &[], to);
         }
     }
@@ -287,11 +293,26 @@ impl Worker {
         match verdicts {
             [Verdict::Out(port)] => {
                 let back = SteerHeader { direction: Direction::ToDirector, port, worker: self.id, ..*h };
-                self.out.clear();
-                self.out.resize(HEADER_LEN, 0);
-                back.write(&mut self.out);
-                self.out.extend_from_slice(&frame);
-                self.fabric.send(&self.out, self.director);
+                let mut datagram = std::mem::take(&mut self.datagram);
+                datagram.clear();
+                datagram.resize(HEADER_LEN, 0);
+                back.write(&mut datagram);
+                datagram.extend_from_slice(&frame);
+                match self.logger {
+                    // Output commit (SNF §6): the frame leaves only through the logger, after
+                    // the flow's state it reflects.
+                    Some(logger) if !h.untracked => {
+                        let mut body = std::mem::take(&mut self.state);
+                        body.clear();
+                        body.extend_from_slice(&u32::try_from(datagram.len()).unwrap_or(u32::MAX).to_be_bytes());
+                        body.extend_from_slice(&datagram);
+                        self.pipeline.copy_flow(usize::from(h.chain.0), &h.flow, &ctx, &mut body);
+                        self.send_message(Kind::Logged, h.chain, &h.flow, h.clock, &body, logger);
+                        self.state = body;
+                    }
+                    _ => self.fabric.send(&datagram, self.director),
+                }
+                self.datagram = datagram;
                 self.counters.packets_out += 1;
             }
             [Verdict::Drop(reason)] => self.drops.count(reason),
@@ -310,7 +331,7 @@ impl Worker {
         let chain = usize::from(m.chain.0);
         match m.kind {
             Kind::PullRequest => {
-                let Some(to) = self.peers.get(usize::from(m.sender.0)).copied() else { return };
+                let Some(to) = self.scale.addr_of(m.sender) else { return };
                 self.counters.pulls_served += 1;
                 self.state.clear();
                 let records = self.pipeline.export_flow(chain, &m.flow, &ctx, &mut self.state);
@@ -339,7 +360,7 @@ impl Worker {
                 self.run_held(answered.held, now);
             }
             Kind::Push => {
-                if !self.flows.push_arrived(&m.flow, m.clock, now) {
+                if !self.flows.push_arrived(&m.flow, m.chain, m.clock, now) {
                     self.counters.stale_refused += 1;
                 } else if self.pipeline.import_flow(chain, &m.flow, &ctx, m.body).is_ok() {
                     self.counters.pushes_installed += 1;
@@ -350,28 +371,52 @@ impl Worker {
             Kind::Replicate if m.sender == DIRECTOR => {
                 self.counters.replicate_orders += 1;
                 let started = std::time::Instant::now();
-                self.state.clear();
-                if self.pipeline.export_flow(chain, &m.flow, &ctx, &mut self.state) == 0 {
-                    return;
-                }
-                let clock = self.flows.clock(&m.flow).unwrap_or(LogicalClock::ZERO);
-                let body = std::mem::take(&mut self.state);
-                for pair in m.body.chunks_exact(2) {
-                    let target = usize::from(u16::from_be_bytes([pair[0], pair[1]]));
-                    if target == usize::from(self.id.0) {
-                        continue;
-                    }
-                    if let Some(to) = self.peers.get(target).copied() {
-                        self.counters.pushes_sent += 1;
-                        self.send_message(Kind::Push, m.chain, &m.flow, clock, &body, to);
-                    }
-                }
-                self.state = body;
+                let targets: Vec<WorkerId> = m
+                    .body
+                    .chunks_exact(2)
+                    .map(|p| WorkerId(u16::from_be_bytes([p[0], p[1]])))
+                    .filter(|t| *t != self.id)
+                    .collect();
+                self.push(&m.flow, m.chain, &targets, now);
                 self.push_cost.record(u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX));
             }
+            Kind::Resync if m.sender == DIRECTOR => {
+                // A new output logger: give it every flow held here.
+                let Some(logger) = self.logger else { return };
+                let held: Vec<(FlowKey, ChainId)> = self.flows.held_state().map(|(f, c, _)| (f, c)).collect();
+                for (flow, chain) in held {
+                    self.push_to(&flow, chain, logger, now);
+                }
+            }
+            Kind::Moved if m.sender == DIRECTOR => {
+                // The flow's state went on from a replica: this copy is no longer the live one.
+                self.state.clear();
+                self.pipeline.export_flow(chain, &m.flow, &ctx, &mut self.state);
+            }
             Kind::Stop if m.sender == DIRECTOR => self.stopping = true,
-            Kind::Replicate | Kind::Hello | Kind::Stop => {}
+            Kind::Replicate | Kind::Hello | Kind::Stop | Kind::Logged | Kind::Resync | Kind::Moved => {}
         }
+    }
+
+    /// Pushes a copy of the flow's state to each target (replicas).
+    fn push(&mut self, flow: &FlowKey, chain: ChainId, targets: &[WorkerId], now: Nanos) {
+        for t in targets {
+            if let Some(to) = self.scale.addr_of(*t) {
+                self.push_to(flow, chain, to, now);
+            }
+        }
+    }
+
+    fn push_to(&mut self, flow: &FlowKey, chain: ChainId, to: SocketAddr, now: Nanos) {
+        let ctx = Ctx { now, core: CoreId(0) };
+        let mut body = std::mem::take(&mut self.state);
+        body.clear();
+        if self.pipeline.copy_flow(usize::from(chain.0), flow, &ctx, &mut body) > 0 {
+            let clock = self.flows.clock(flow).unwrap_or(LogicalClock::ZERO);
+            self.counters.pushes_sent += 1;
+            self.send_message(Kind::Push, chain, flow, clock, &body, to);
+        }
+        self.state = body;
     }
 
     fn chores(&mut self, now: Nanos) {

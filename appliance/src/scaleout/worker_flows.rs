@@ -34,6 +34,7 @@ struct Pull {
 struct Entry {
     /// Clock of the last packet applied to the state held here (`None`: no state here).
     clock: Option<LogicalClock>,
+    chain: ChainId,
     pull: Option<Pull>,
     held: VecDeque<Held>,
     last: Nanos,
@@ -96,6 +97,7 @@ impl WorkerFlows {
         }
         let e = self.map.entry(h.flow).or_default();
         e.last = now;
+        e.chain = h.chain;
         let moved_here = h.moved && h.prev_owner.is_some_and(|p| p != self.me);
         let admit = if e.pull.is_some() {
             Admit::Held
@@ -138,9 +140,15 @@ impl WorkerFlows {
         Answered { install, waited: Some(now.saturating_sub(pull.first)), held: std::mem::take(&mut e.held) }
     }
 
+    /// The flows whose state is here, with their chain and clock.
+    pub fn held_state(&self) -> impl Iterator<Item = (FlowKey, ChainId, LogicalClock)> + '_ {
+        self.map.iter().filter_map(|(k, e)| e.clock.map(|c| (*k, e.chain, c)))
+    }
+
     /// A proactive copy arrived: whether it is newer than what is held (then it is recorded).
-    pub fn push_arrived(&mut self, flow: &FlowKey, copy: LogicalClock, now: Nanos) -> bool {
+    pub fn push_arrived(&mut self, flow: &FlowKey, chain: ChainId, copy: LogicalClock, now: Nanos) -> bool {
         let e = self.map.entry(*flow).or_default();
+        e.chain = chain;
         if e.pull.is_some() || check_state(e.clock, copy) == StateUpdate::RefuseStale {
             return false;
         }
@@ -218,8 +226,8 @@ mod tests {
     #[test]
     fn current_replica_runs_stale_one_pulls() {
         let mut f = WorkerFlows::new(WorkerId(1), 8);
-        assert!(f.push_arrived(&FlowKey::default(), LogicalClock(10), Nanos(0)));
-        assert!(!f.push_arrived(&FlowKey::default(), LogicalClock(9), Nanos(0)), "older copy refused");
+        assert!(f.push_arrived(&FlowKey::default(), ChainId(0), LogicalClock(10), Nanos(0)));
+        assert!(!f.push_arrived(&FlowKey::default(), ChainId(0), LogicalClock(9), Nanos(0)), "older copy refused");
         assert_eq!(admit(&mut f, header(11, Some(0))), Admit::Run);
         f.applied(&FlowKey::default(), LogicalClock(11));
         // Lingering packets reached the old owner after the push: the copy is behind.

@@ -53,6 +53,16 @@ pub enum Kind {
     Hello,
     /// Director → worker: stop serving and exit (retirement, shutdown).
     Stop,
+    /// Worker → its output logger (SNF §6): a processed frame and the flow's state after it.
+    /// The body is the frame's steering datagram (u32 length first), then the state. The
+    /// logger stores the state, then releases the frame to the director.
+    Logged,
+    /// Director → worker: push the state of every flow you hold to your output logger (a
+    /// replaced logger starts empty).
+    Resync,
+    /// Director → previous owner: the flow's next flowlet went to a worker holding a current
+    /// replica, so the state moved away without a pull.
+    Moved,
 }
 
 impl Kind {
@@ -65,6 +75,9 @@ impl Kind {
             Kind::Replicate => 5,
             Kind::Hello => 6,
             Kind::Stop => 7,
+            Kind::Logged => 8,
+            Kind::Resync => 9,
+            Kind::Moved => 10,
         }
     }
 
@@ -77,6 +90,9 @@ impl Kind {
             5 => Kind::Replicate,
             6 => Kind::Hello,
             7 => Kind::Stop,
+            8 => Kind::Logged,
+            9 => Kind::Resync,
+            10 => Kind::Moved,
             _ => return None,
         })
     }
