@@ -55,34 +55,34 @@
 //! pool leaves it to expire unanswered, and its port is not given back).
 //!
 //! # Scale-out
-
-Instances of a scaled-out deployment run the same configuration, and a director moves flows
-between them (`export_flow`/`import_flow`, `migrate.rs`). Public ports are split first by
-instance — instance `id` of `count` hands out the `id`-th of `count` equal, contiguous slices
-of `ports` ([`Settings::share`]) — then by core, so two instances never allocate the same
-port. A flow's state is the mapping of each of its ends that is an inside endpoint (with its
-reverse entry, TCP phase, filtering ring and time left; the director's key for a NAT'd flow
-is its inside tuple); static forwards keep no per-flow state and move with nothing to send.
-After an import, the flow's packets in both directions translate on the importer exactly as
-on the exporter, with the same public port. The rule for that port:
-
-- On the exporter the mapping is marked *moved*: it still translates packets that reach it
-  but is no longer refreshed, and when it expires its port is not returned to the pool but
-  held for a further `moved_hold_s` (default 7440 s, the RFC 5382 established timeout), so no
-  new flow here takes a port that is live elsewhere. Importing the flow back ends the mark (or
-  the hold): the mapping is live here again.
-- On the importer, a mapping whose port is in another instance's share is *foreign*: it
-  lives, refreshes and steers like any other, but its port never enters this instance's pool
-  when it expires.
-- Mappings are endpoint-independent, so moving one flow moves the mapping every flow of that
-  inside endpoint uses; flows of the endpoint left on the exporter keep using it until it
-  expires there, then get a new port. A flow kept alive elsewhere for longer than the mapping
-  timeout plus `moved_hold_s` must not come back: its port may have been handed out again.
-- Holds are kept in memory only (a restart returns held ports to the pool). With several
-  cores, a mapping coming home must be imported on the core that exported it (where its port
-  is held); a port sitting in another core's share is refused.
-
-# Choices and limits
+//!
+//! Instances of a scaled-out deployment run the same configuration, and a director moves flows
+//! between them (`export_flow`/`import_flow`, `migrate.rs`). Public ports are split first by
+//! instance — instance `id` of `count` hands out the `id`-th of `count` equal, contiguous slices
+//! of `ports` ([`Settings::share`]) — then by core, so two instances never allocate the same
+//! port. A flow's state is the mapping of each of its ends that is an inside endpoint (with its
+//! reverse entry, TCP phase, filtering ring and time left; the director's key for a NAT'd flow
+//! is its inside tuple); static forwards keep no per-flow state and move with nothing to send.
+//! After an import, the flow's packets in both directions translate on the importer exactly as
+//! on the exporter, with the same public port. The rule for that port:
+//!
+//! - On the exporter the mapping is marked *moved*: it still translates packets that reach it
+//!   but is no longer refreshed, and when it expires its port is not returned to the pool but
+//!   held for a further `moved_hold_s` (default 7440 s, the RFC 5382 established timeout), so no
+//!   new flow here takes a port that is live elsewhere. Importing the flow back ends the mark (or
+//!   the hold): the mapping is live here again.
+//! - On the importer, a mapping whose port is in another instance's share is *foreign*: it
+//!   lives, refreshes and steers like any other, but its port never enters this instance's pool
+//!   when it expires.
+//! - Mappings are endpoint-independent, so moving one flow moves the mapping every flow of that
+//!   inside endpoint uses; flows of the endpoint left on the exporter keep using it until it
+//!   expires there, then get a new port. A flow kept alive elsewhere for longer than the mapping
+//!   timeout plus `moved_hold_s` must not come back: its port may have been handed out again.
+//! - Holds are kept in memory only (a restart returns held ports to the pool). With several
+//!   cores, a mapping coming home must be imported on the core that exported it (where its port
+//!   is held); a port sitting in another core's share is refused.
+//!
+//! # Choices and limits
 //!
 //! - Paired address pooling (RFC 4787 REQ-2): an inside address always maps to the same pool
 //!   address (chosen by hash) while that address has free ports on the core.
