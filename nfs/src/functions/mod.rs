@@ -10,6 +10,8 @@ pub mod gateway;
 pub mod ids;
 pub mod ipsec;
 pub mod lb;
+#[cfg(test)]
+mod migrate_tests;
 pub mod monitor;
 #[cfg(test)]
 mod monitor_tests;

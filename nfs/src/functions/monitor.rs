@@ -17,9 +17,9 @@ use serde::Deserialize;
 
 use crate::flow::{Dir, FlowKey};
 use crate::nf::{Burst, Ctx, ImportError, InitCtx, NetworkFunction, NfError, Report, Verdict};
+use crate::packet::Meta;
 use crate::state::migrate::{self, Place};
 use crate::state::wire::tag;
-use crate::packet::Meta;
 use crate::state::{Delta, Eventual, FlowTable, FullPolicy, StateDecl, TableSpec, TableView};
 use crate::time::Nanos;
 

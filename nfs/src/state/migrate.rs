@@ -92,10 +92,8 @@ pub fn import<E: Entry>(
     }
     // Room first, so a refusal changes nothing.
     for (t, table) in tables.iter().enumerate() {
-        let new = got
-            .iter()
-            .filter(|(p, _, _)| p.table == t && table.find(p.hash, &p.key, now).is_none())
-            .count();
+        let new =
+            got.iter().filter(|(p, _, _)| p.table == t && table.find(p.hash, &p.key, now).is_none()).count();
         if new > 0 && table.full_policy() == FullPolicy::Refuse && table.len() + new > table.capacity() {
             return Err(ImportError::Full);
         }

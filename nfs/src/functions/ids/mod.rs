@@ -66,10 +66,10 @@ pub use parse::UnknownOptions;
 pub use rule::{Action, Rule};
 pub use ruleset::{AutomatonKind, BuildError, Hit, Matcher, RuleSet, RuleSource};
 
-use crate::nf::{Burst, Ctx, InitCtx, NetworkFunction, NfError, Report, Verdict};
-use crate::packet::Meta;
 use crate::flow::FlowKey;
 use crate::nf::ImportError;
+use crate::nf::{Burst, Ctx, InitCtx, NetworkFunction, NfError, Report, Verdict};
+use crate::packet::Meta;
 use crate::state::migrate::{self, Place};
 use crate::state::wire::tag;
 use crate::state::{FlowTable, FullPolicy, StateDecl, TableSpec};

@@ -62,9 +62,9 @@ pub use maglev::{Maglev, Member};
 
 use crate::flow::FlowKey;
 use crate::nf::{Burst, Ctx, ImportError, InitCtx, NetworkFunction, NfError, Report, Verdict};
+use crate::packet::Meta;
 use crate::state::migrate::{self, Place};
 use crate::state::wire::tag;
-use crate::packet::Meta;
 use crate::state::{FlowTable, StateDecl, TableSpec};
 use crate::time::Nanos;
 

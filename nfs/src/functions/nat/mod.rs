@@ -113,8 +113,8 @@ pub use mapping::{Endpoint, Mapping};
 pub use pool::{PortPool, Slot};
 pub use steer::PortOwners;
 
-use crate::ids::CoreId;
 use crate::flow::FlowKey;
+use crate::ids::CoreId;
 use crate::nf::{Burst, Ctx, ImportError, InitCtx, NetworkFunction, NfError, Report, Verdict};
 use crate::packet::{IpProtocol, L3Kind, Meta};
 use crate::rng::Rng;
@@ -200,11 +200,12 @@ impl NetworkFunction for Nat {
             rt.per_core(name, move |cores| {
                 let whole = PortPool::full(s.public.len(), s.ports.lo, s.ports.hi, |a, port| {
                     // Other instances' shares are theirs; static forwards own their ports.
-                    !s.owns_port(port) || s.forwards.iter().any(|f| {
-                        f.proto == proto
-                            && Some(a) == s.public_index(f.public_addr)
-                            && f.public.contains(port)
-                    })
+                    !s.owns_port(port)
+                        || s.forwards.iter().any(|f| {
+                            f.proto == proto
+                                && Some(a) == s.public_index(f.public_addr)
+                                && f.public.contains(port)
+                        })
                 });
                 Ok(Release::group(whole, cores, batch))
             })

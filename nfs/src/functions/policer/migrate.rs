@@ -45,9 +45,17 @@ impl Policer {
 
     pub(super) fn export(&mut self, flow: &FlowKey, ctx: &Ctx, out: &mut Vec<u8>) -> bool {
         let places = self.places(flow);
-        let tables: Vec<&FlowTable<BucketEntry>> = self.flow_classes().filter_map(|c| c.buckets.as_ref()).collect();
+        let tables: Vec<&FlowTable<BucketEntry>> =
+            self.flow_classes().filter_map(|c| c.buckets.as_ref()).collect();
         // On the wire `last` is the bucket's age.
-        migrate::export(&tables, &places, RECORD, ctx.now, |m, now| m.last = now.0.saturating_sub(m.last), out)
+        migrate::export(
+            &tables,
+            &places,
+            RECORD,
+            ctx.now,
+            |m, now| m.last = now.0.saturating_sub(m.last),
+            out,
+        )
     }
 
     pub(super) fn import(&mut self, flow: &FlowKey, ctx: &Ctx, bytes: &[u8]) -> Result<(), ImportError> {

@@ -42,10 +42,10 @@ use crate::drop::DropReason;
 use crate::flow::{Dir, FlowKey, FAMILY_V4, FAMILY_V6};
 use crate::ids::PortId;
 use crate::nf::ImportError;
-use crate::state::migrate::{self, Place};
-use crate::state::wire::tag;
 use crate::nf::{Burst, Ctx, InitCtx, NetworkFunction, NfError, Report, Verdict};
 use crate::packet::{Fragment, IpProtocol, L3Kind, Meta};
+use crate::state::migrate::{self, Place};
+use crate::state::wire::tag;
 use crate::state::{FlowTable, FullPolicy, StateDecl, TableSpec, TableView};
 use crate::time::Nanos;
 
@@ -238,12 +238,19 @@ impl NetworkFunction for Whitelist {
 
     fn import_flow(&mut self, flow: &FlowKey, ctx: &Ctx, bytes: &[u8]) -> Result<(), ImportError> {
         let place = Place { table: 0, hash: flow.hash(), key: *flow };
-        migrate::import(&mut [&mut self.requests], &[place], (tag::WHITELIST, 1), ctx.now, bytes, |r, _, _| {
-            if r.initiator > 1 {
-                return Err(ImportError::Malformed("initiator"));
-            }
-            Ok(())
-        })
+        migrate::import(
+            &mut [&mut self.requests],
+            &[place],
+            (tag::WHITELIST, 1),
+            ctx.now,
+            bytes,
+            |r, _, _| {
+                if r.initiator > 1 {
+                    return Err(ImportError::Malformed("initiator"));
+                }
+                Ok(())
+            },
+        )
     }
 
     const MIGRATES: bool = true;

@@ -1,0 +1,195 @@
+//! Scale-out migration of every migrating NF but the NAT (`nat/tests/migrate.rs`), table by
+//! table: a flow starts on instance A, its state moves to instance B, and B then behaves as a
+//! single instance that saw the whole flow would (`testutil::check_move`), where a B without
+//! the state would not.
+
+use crate::drop::DropReason;
+use crate::functions::whitelist::Whitelist;
+use crate::functions::{firewall::Firewall, ids::Ids, lb::Lb, monitor::Monitor, policer::Policer};
+use crate::nf::{ImportError, NetworkFunction, Verdict};
+use crate::testutil::{build_instance, check_move, ctx, flow_of, move_flow, tcp4, udp4, MoveCase, SKEW};
+use crate::time::Nanos;
+
+const IN: u16 = 0;
+const OUT: u16 = 1;
+const HOST: [u8; 4] = [10, 0, 0, 5];
+const REMOTE: [u8; 4] = [198, 51, 100, 7];
+const SYN: u8 = 0x02;
+const SYNACK: u8 = 0x12;
+const ACK: u8 = 0x10;
+const FINACK: u8 = 0x11;
+
+const FIREWALL: &str = r#"
+default = "deny"
+[[rule]]
+action = "allow"
+proto = "tcp"
+ingress = "inside"
+"#;
+
+#[test]
+fn firewall_connection_moves_with_its_tcp_phase() {
+    let t = |flags| tcp4(HOST, 40000, REMOTE, 80, flags);
+    let r = |flags| tcp4(REMOTE, 80, HOST, 40000, flags);
+    let case = MoveCase {
+        name: "firewall",
+        config: FIREWALL,
+        before: vec![(0, IN, t(SYN)), (1, OUT, r(SYNACK)), (2, IN, t(ACK))],
+        // Established: the reply passes long after the transitory timeout, then teardown.
+        after: vec![(1000, OUT, r(ACK)), (1001, IN, t(FINACK)), (1002, OUT, r(FINACK)), (1003, IN, t(ACK))],
+    };
+    check_move::<Firewall>(&case, true, |_| {});
+}
+
+#[test]
+fn firewall_refuses_a_connection_of_a_rule_it_does_not_have() {
+    let syn = tcp4(HOST, 40000, REMOTE, 80, SYN);
+    let flow = flow_of(&syn, IN);
+    let mut a: Firewall = build_instance(FIREWALL, 0, 2);
+    crate::testutil::run_out(&mut a, Nanos::ZERO, IN, &syn);
+    let mut blob = Vec::new();
+    assert!(a.export_flow(&flow, &ctx(Nanos::ZERO), &mut blob));
+    let mut fewer: Firewall = build_instance("default = \"allow\"", 1, 2);
+    assert!(matches!(fewer.import_flow(&flow, &ctx(Nanos::ZERO), &blob), Err(ImportError::Config(_))));
+    // A record of another kind is refused by its tag.
+    let mut w: Whitelist = build_instance(r#"outside = "outside""#, 1, 2);
+    assert_eq!(
+        w.import_flow(&flow, &ctx(Nanos::ZERO), &blob),
+        Err(ImportError::WrongKind {
+            got: crate::state::wire::tag::FIREWALL,
+            want: crate::state::wire::tag::WHITELIST
+        })
+    );
+}
+
+/// One packet per flow direction and second, bucket of one: green passes, red drops.
+const POLICER: &str = r#"
+[[class]]
+name = "c"
+unit = "packets"
+cir = 1
+cbs = 1
+per = "flow"
+green = { kind = "pass" }
+yellow = { kind = "drop" }
+red = { kind = "drop" }
+
+[[rule]]
+class = "c"
+"#;
+
+#[test]
+fn policer_bucket_level_survives_the_move() {
+    let out = || udp4(HOST, 4000, REMOTE, 53, b"q");
+    let reply = || udp4(REMOTE, 53, HOST, 4000, b"a");
+    let case = MoveCase {
+        name: "policer",
+        config: POLICER,
+        // Drained on A (the second packet is out of profile) and the reply direction used.
+        before: vec![(0, IN, out()), (0, IN, out()), (0, OUT, reply())],
+        // Still out of profile on B in both directions; refilled a second later.
+        after: vec![(0, IN, out()), (0, OUT, reply()), (1, IN, out()), (1, IN, out())],
+    };
+    let (mut b, _) = check_move::<Policer>(&case, true, |_| {});
+    let v = crate::testutil::run_out(&mut b, Nanos::from_secs(1).saturating_add(SKEW), IN, &out()).0;
+    assert_eq!(v, Verdict::Drop(DropReason::Policed));
+}
+
+#[test]
+fn ids_detects_a_signature_split_across_the_move() {
+    let cfg = r#"
+mode = "ips"
+rules = ['''drop udp any any -> any any (msg:"split"; content:"EVILPAYLOAD"; sid:1;)''']
+"#;
+    let case = MoveCase {
+        name: "ids",
+        config: cfg,
+        before: vec![
+            (0, IN, udp4(HOST, 4000, REMOTE, 53, b"xxEVIL")),
+            (0, OUT, udp4(REMOTE, 53, HOST, 4000, b"EVIL")),
+        ],
+        after: vec![
+            (1, IN, udp4(HOST, 4000, REMOTE, 53, b"PAYLOADxx")),
+            (2, OUT, udp4(REMOTE, 53, HOST, 4000, b"PAYLOAD")),
+        ],
+    };
+    check_move::<Ids>(&case, true, |_| {});
+}
+
+#[test]
+fn lb_connection_keeps_its_backend_when_the_importer_drains_it() {
+    let cfg = "flows = 1024\nidle_timeout = 10\n[[vip]]\naddr = \"192.0.2.10:80\"\nproto = \"tcp\"\n\
+               [[vip.backend]]\naddr = \"10.1.0.1:8080\"\n[[vip.backend]]\naddr = \"10.1.0.2:8080\"\n\
+               [[vip.backend]]\naddr = \"10.1.0.3:8080\"\n";
+    let c = |flags| tcp4([10, 100, 0, 1], 20000, [192, 0, 2, 10], 80, flags);
+    let case = MoveCase {
+        name: "lb",
+        config: cfg,
+        before: vec![(0, IN, c(SYN))],
+        after: vec![(1, IN, c(ACK)), (2, IN, c(ACK))],
+    };
+    // Every backend draining on B: only a pinned connection still has one.
+    check_move::<Lb>(&case, true, |lb| {
+        for i in 1..=3 {
+            lb.set_draining(format!("10.1.0.{i}:8080").parse().unwrap(), true).unwrap();
+        }
+    });
+}
+
+#[test]
+fn udp_whitelist_keeps_the_opened_reverse_direction() {
+    let case = MoveCase {
+        name: "udp_whitelist",
+        config: r#"outside = "outside""#,
+        before: vec![(0, IN, udp4(HOST, 40000, REMOTE, 53, b"q"))],
+        after: vec![
+            (1, OUT, udp4(REMOTE, 53, HOST, 40000, b"a")),
+            (2, OUT, udp4(REMOTE, 53, HOST, 40000, b"b")),
+        ],
+    };
+    check_move::<Whitelist>(&case, true, |_| {});
+}
+
+#[test]
+fn monitor_flow_counters_continue_on_the_importer() {
+    let out = udp4(HOST, 4000, REMOTE, 53, b"q");
+    let case = MoveCase {
+        name: "monitor",
+        config: "flows = 1024",
+        before: vec![(0, IN, out.clone()), (1, OUT, udp4(REMOTE, 53, HOST, 4000, b"answer"))],
+        after: vec![(5, IN, out.clone())],
+    };
+    // Counting changes no verdict: the state shows in the flow's counters.
+    let (b, reference) = check_move::<Monitor>(&case, false, |_| {});
+    let key = flow_of(&out, IN);
+    let (on_b, want) = (b.flow(&key, SKEW).unwrap(), reference.flow(&key, Nanos::ZERO).unwrap());
+    assert_eq!((on_b.packets, on_b.bytes), (want.packets, want.bytes));
+    assert_eq!(on_b.packets, [2, 1]);
+    assert_eq!(on_b.first_seen, want.first_seen + SKEW.0, "first seen, on B's clock");
+}
+
+#[test]
+fn a_full_table_refuses_an_import_without_change() {
+    let cfg = r#"outside = "outside"
+flows = 1
+full_policy = "refuse""#;
+    let (mut a, mut b): (Whitelist, Whitelist) = (build_instance(cfg, 0, 2), build_instance(cfg, 1, 2));
+    let first = udp4(HOST, 40000, REMOTE, 53, b"q");
+    let other = udp4(HOST, 40001, REMOTE, 53, b"q");
+    crate::testutil::run_out(&mut a, Nanos::ZERO, IN, &first);
+    crate::testutil::run_out(&mut b, Nanos::ZERO, IN, &other);
+    let flow = flow_of(&first, IN);
+    let mut blob = Vec::new();
+    assert!(a.export_flow(&flow, &ctx(Nanos::ZERO), &mut blob));
+    assert_eq!(b.import_flow(&flow, &ctx(Nanos::ZERO), &blob), Err(ImportError::Full));
+    assert_eq!(b.flows(Nanos::ZERO), 1);
+    // Re-importing over an entry the table already holds needs no room.
+    move_flow(&mut a, Nanos::ZERO, &mut a_clone(cfg, &first), Nanos::ZERO, &flow);
+}
+
+/// An instance holding `frame`'s flow already.
+fn a_clone(cfg: &str, frame: &[u8]) -> Whitelist {
+    let mut w: Whitelist = build_instance(cfg, 1, 2);
+    crate::testutil::run_out(&mut w, Nanos::ZERO, IN, frame);
+    w
+}
