@@ -193,3 +193,81 @@ fn a_clone(cfg: &str, frame: &[u8]) -> Whitelist {
     crate::testutil::run_out(&mut w, Nanos::ZERO, IN, frame);
     w
 }
+
+/// Valid records of `N` with random bytes changed and the check value made right again: the
+/// fields themselves are then what the importer sees. Whatever it accepts, packets and
+/// housekeeping afterwards must not panic.
+fn mutated_records_never_panic<N: NetworkFunction>(config: &str, frames: &[(u16, Vec<u8>)]) {
+    let mut a: N = build_instance(config, 0, 2);
+    let mut b: N = build_instance(config, 1, 2);
+    for (ingress, f) in frames {
+        crate::testutil::run_out(&mut a, Nanos::ZERO, *ingress, f);
+    }
+    let flow = flow_of(&frames[0].1, frames[0].0);
+    let mut blob = Vec::new();
+    assert!(a.export_flow(&flow, &ctx(Nanos::ZERO), &mut blob));
+    let body = &blob[..blob.len() - 4];
+    let mut rng = crate::rng::Rng::new(7);
+    let mut accepted = 0;
+    for round in 0..2000u64 {
+        let mut bad = body.to_vec();
+        for _ in 0..1 + rng.next_u64() % 3 {
+            let i = (rng.next_u64() as usize) % bad.len();
+            bad[i] = rng.next_u64() as u8;
+        }
+        let mut sealed = Vec::new();
+        let mut w = crate::state::wire::Writer::new(&mut sealed);
+        w.bytes(&bad);
+        w.seal();
+        let now = Nanos::from_secs(round);
+        if b.import_flow(&flow, &ctx(now), &sealed).is_ok() {
+            accepted += 1;
+        }
+        for (ingress, f) in frames {
+            crate::testutil::run_out(&mut b, now, *ingress, f);
+            crate::testutil::run_out(&mut b, now, 1 - *ingress, f);
+        }
+        b.housekeeping(&ctx(now));
+    }
+    assert!(accepted > 0, "some changed records are still well-formed");
+}
+
+#[test]
+fn re_sealed_mutations_of_every_record_kind_never_panic() {
+    let udp = || udp4(HOST, 4000, REMOTE, 53, b"xxEVIL");
+    let nat = "inside = \"inside\"\npublic = \"203.0.113.1\"\nmappings = 64";
+    mutated_records_never_panic::<crate::functions::nat::Nat>(
+        nat,
+        &[(IN, udp()), (OUT, udp4(REMOTE, 53, [203, 0, 113, 1], 4000, b"r"))],
+    );
+    mutated_records_never_panic::<Firewall>(FIREWALL, &[(IN, tcp4(HOST, 40000, REMOTE, 80, SYN))]);
+    mutated_records_never_panic::<Policer>(
+        POLICER,
+        &[(IN, udp()), (OUT, udp4(REMOTE, 53, HOST, 4000, b"a"))],
+    );
+    let ids = "rules = ['''alert udp any any -> any any (msg:\"split\"; content:\"EVILPAYLOAD\"; sid:1;)''']";
+    mutated_records_never_panic::<Ids>(ids, &[(IN, udp())]);
+    let lb = "flows = 64\n[[vip]]\naddr = \"192.0.2.10:53\"\nproto = \"udp\"\n[[vip.backend]]\naddr = \"10.1.0.1:53\"\n";
+    mutated_records_never_panic::<Lb>(lb, &[(IN, udp4(HOST, 4000, [192, 0, 2, 10], 53, b"q"))]);
+    mutated_records_never_panic::<Whitelist>(r#"outside = "outside""#, &[(IN, udp())]);
+    mutated_records_never_panic::<Monitor>("flows = 64", &[(IN, udp())]);
+}
+
+#[test]
+fn counters_that_could_overflow_are_refused() {
+    let out = udp4(HOST, 4000, REMOTE, 53, b"q");
+    let flow = flow_of(&out, IN);
+    let mut a: Monitor = build_instance("flows = 64", 0, 2);
+    crate::testutil::run_out(&mut a, Nanos::ZERO, IN, &out);
+    let mut blob = Vec::new();
+    assert!(a.export_flow(&flow, &ctx(Nanos::ZERO), &mut blob));
+    // header 2, count 1, place 1, time left 8: the first counter follows.
+    let mut body = blob[..blob.len() - 4].to_vec();
+    body[12..20].copy_from_slice(&u64::MAX.to_ne_bytes());
+    let mut sealed = Vec::new();
+    let mut w = crate::state::wire::Writer::new(&mut sealed);
+    w.bytes(&body);
+    w.seal();
+    let mut b: Monitor = build_instance("flows = 64", 1, 2);
+    assert_eq!(b.import_flow(&flow, &ctx(Nanos::ZERO), &sealed), Err(ImportError::Malformed("flow counter")));
+}

@@ -329,6 +329,9 @@ impl NetworkFunction for Monitor {
     fn import_flow(&mut self, flow: &FlowKey, ctx: &Ctx, bytes: &[u8]) -> Result<(), ImportError> {
         let place = Place { table: 0, hash: flow.hash(), key: *flow };
         migrate::import(&mut [&mut self.flows], &[place], RECORD, ctx.now, bytes, |c, _, now| {
+            if c.packets.iter().chain(&c.bytes).any(|n| *n > migrate::MAX_COUNT) {
+                return Err(ImportError::Malformed("flow counter"));
+            }
             age(c, now);
             Ok(())
         })

@@ -14,6 +14,10 @@ use super::wire::{Reader, Writer};
 use crate::nf::ImportError;
 use crate::time::Nanos;
 
+/// The largest packet or byte count an imported entry may carry: far beyond any real flow,
+/// and far enough below `u64::MAX` that counting on cannot overflow.
+pub const MAX_COUNT: u64 = 1 << 62;
+
 /// Where one entry of a flow lives: which of the NF's tables, and the key's hash and key.
 #[derive(Debug, Clone, Copy)]
 pub struct Place<K> {

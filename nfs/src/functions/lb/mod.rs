@@ -254,6 +254,9 @@ impl NetworkFunction for Lb {
         let place = Place { table: 0, hash: flow.hash(), key: *flow };
         let s = Arc::clone(&self.s);
         migrate::import(&mut [&mut self.flows], &[place], (tag::LB, 1), ctx.now, bytes, |f, _, _| {
+            if f.packets > migrate::MAX_COUNT || f.bytes > migrate::MAX_COUNT {
+                return Err(ImportError::Malformed("flow counter"));
+            }
             let vip = s.vips.get(usize::from(f.vip)).ok_or(ImportError::Config("VIP index"))?;
             let first = usize::from(vip.first);
             if !(first..first + usize::from(vip.count)).contains(&usize::from(f.backend)) {
