@@ -208,8 +208,9 @@ pub trait NetworkFunction: Send + Sized + 'static {
     /// `flow` is the director's key: the direction-normalised 5-tuple of the packets as they
     /// *enter* the chain (for a NAT'd outbound connection the inside tuple, for a
     /// port-forwarded inbound one the public tuple). `&mut self`: an NF may mark the state as
-    /// moved away (the NAT keeps a moved mapping's port reserved). Deadlines travel as time
-    /// left, never as absolute times (`state::wire`).
+    /// moved away (the NAT keeps a moved mapping's port reserved); a runtime abandoning the
+    /// move imports the same bytes back here, which makes the state live again. Deadlines
+    /// travel as time left, never as absolute times (`state::wire`).
     fn export_flow(&mut self, _flow: &FlowKey, _ctx: &Ctx, _out: &mut Vec<u8>) -> bool {
         false
     }

@@ -257,3 +257,34 @@ fn damaged_or_foreign_records_are_refused_with_nothing_changed() {
     b.import_flow(&flow, &ctx(s(2)), &blob).unwrap();
     assert_eq!(b.mappings(s(2)), 1);
 }
+
+#[test]
+fn an_import_replaces_the_importers_own_mapping_of_the_endpoint() {
+    let (mut a, mut b) = (build_instance::<Nat>(SMALL, 0, 2), build_instance::<Nat>(SMALL, 1, 2));
+    let out = udp4(HOST_A, 5000, R1, 53, b"q");
+    let pa = public_port(&run(&mut a, s(0), IN, &out));
+    // B mapped the same inside endpoint itself (another flow of it), from its own share.
+    let pb = public_port(&run(&mut b, s(0), IN, &udp4(HOST_A, 5000, R2, 53, b"q")));
+    assert!((1026..=1027).contains(&pb));
+    assert_eq!(b.free_ports(17), 1);
+    move_flow(&mut a, s(1), &mut b, s(1), &flow_of(&out, IN));
+    // One mapping, A's port; B's own port back in its pool.
+    assert_eq!((b.mappings(s(1)), b.free_ports(17)), (1, 2));
+    assert_eq!(public_port(&run(&mut b, s(2), IN, &out)), pa);
+    assert_eq!(run(&mut b, s(2), OUT, &udp4(R2, 53, PUB, pb, b"r")).0, drop(DropReason::NatNoMapping));
+}
+
+#[test]
+fn an_abandoned_move_is_undone_by_importing_the_record_back() {
+    let mut a = build_instance::<Nat>(SMALL, 0, 2);
+    let out = udp4(HOST_A, 5000, R1, 53, b"q");
+    let flow = flow_of(&out, IN);
+    let pa = public_port(&run(&mut a, s(0), IN, &out));
+    let mut blob = Vec::new();
+    assert!(a.export_flow(&flow, &ctx(s(10)), &mut blob));
+    a.import_flow(&flow, &ctx(s(10)), &blob).unwrap();
+    // Live again: refreshed at 250, still there at 500.
+    assert_eq!(public_port(&run(&mut a, s(250), IN, &out)), pa);
+    sweep(&mut a, s(500));
+    assert_eq!(a.mappings(s(500)), 1);
+}
