@@ -288,3 +288,22 @@ fn an_abandoned_move_is_undone_by_importing_the_record_back() {
     sweep(&mut a, s(500));
     assert_eq!(a.mappings(s(500)), 1);
 }
+
+#[test]
+fn replies_to_an_imported_mapping_steer_to_the_core_that_imported_it() {
+    let mut a = build_instance::<Nat>(SMALL, 0, 2);
+    let mut b = two_cores_of(SMALL, crate::ids::Instance::new(1, 2).unwrap());
+    let out = udp4(HOST_A, 5000, R1, 53, b"q");
+    let pa = public_port(&run(&mut a, s(0), IN, &out));
+    let mut blob = Vec::new();
+    assert!(a.export_flow(&flow_of(&out, IN), &ctx(s(1)), &mut blob));
+    let core1 = Ctx { now: s(1), core: CoreId(1) };
+    b[1].import_flow(&flow_of(&out, IN), &core1, &blob).unwrap();
+    let reply = udp4(R1, 53, PUB, pa, b"r");
+    let meta = parse(&reply, PortId(OUT), &ParsePolicy::default()).unwrap();
+    for core in &b {
+        assert_eq!(core.steer(&meta, &reply), Some(CoreId(1)), "every core steers the reply to core 1");
+    }
+    let (v, f) = run_on(&mut b[1], s(2), 1, OUT, &reply);
+    assert_eq!((v, verified(&f)), (Verdict::Continue, (R1, 53, HOST_A, 5000)));
+}
