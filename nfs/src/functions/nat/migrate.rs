@@ -134,6 +134,14 @@ impl Nat {
             moving.push(read_mapping(&mut r, now)?);
         }
         r.finish()?;
+        // Expiry first (as a packet's lookup would do): a mapping that expired here unswept
+        // gives its port back, or to its hold, before the checks look at it.
+        for (k, m) in &moving {
+            self.maps.find(k, now, &mut self.freed);
+            let p = Endpoint::new(m.public_addr, m.public_port, k.proto);
+            self.maps.find_public(&p, now, &mut self.freed);
+        }
+        self.return_freed(now);
         let ends = ends(flow);
         for (i, (k, m)) in moving.iter().enumerate() {
             if !ends.contains(k) || moving.iter().take(i).any(|(o, _)| o == k) {

@@ -283,10 +283,23 @@ fn an_abandoned_move_is_undone_by_importing_the_record_back() {
     let mut blob = Vec::new();
     assert!(a.export_flow(&flow, &ctx(s(10)), &mut blob));
     a.import_flow(&flow, &ctx(s(10)), &blob).unwrap();
-    // Live again: refreshed at 250, still there at 500.
-    assert_eq!(public_port(&run(&mut a, s(250), IN, &out)), pa);
-    sweep(&mut a, s(500));
-    assert_eq!(a.mappings(s(500)), 1);
+    // Moved again, left to expire unswept, then imported back: its port came out of the hold.
+    let mut again = Vec::new();
+    assert!(a.export_flow(&flow, &ctx(s(11)), &mut again));
+    let mut b = build_instance::<Nat>(SMALL, 1, 2);
+    b.import_flow(&flow, &ctx(s(11)), &again).unwrap();
+    assert_eq!(public_port(&run(&mut b, s(200), IN, &out)), pa);
+    let mut back = Vec::new();
+    assert!(b.export_flow(&flow, &ctx(s(310)), &mut back));
+    a.import_flow(&flow, &ctx(s(310)), &back).unwrap();
+    assert_eq!(a.free_ports(17), 1);
+    let mut blob = Vec::new();
+    assert!(a.export_flow(&flow, &ctx(s(320)), &mut blob));
+    a.import_flow(&flow, &ctx(s(320)), &blob).unwrap();
+    // Live again: refreshed at 450, still there at 700.
+    assert_eq!(public_port(&run(&mut a, s(450), IN, &out)), pa);
+    sweep(&mut a, s(700));
+    assert_eq!(a.mappings(s(700)), 1);
 }
 
 #[test]
