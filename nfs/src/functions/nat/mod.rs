@@ -373,6 +373,9 @@ impl NetworkFunction for Nat {
         out.table("mappings", StateDecl::PerFlow, m);
         out.table("reverse", StateDecl::PerFlow, b);
         out.table("fragments", StateDecl::PerFlow, self.frags.table.stats());
+        // Ports of mappings moved to another instance, reserved here until their hold ends.
+        let held = TableStats { len: self.held.len() as u64, ..TableStats::default() };
+        out.table("moved_holds", StateDecl::PerFlow, held);
         for (name, p) in ["pool.tcp", "pool.udp", "pool.icmp"].iter().zip(self.pools.iter()) {
             let free = p.available() as u64;
             let pool = TableStats {
