@@ -271,3 +271,24 @@ fn counters_that_could_overflow_are_refused() {
     let mut b: Monitor = build_instance("flows = 64", 1, 2);
     assert_eq!(b.import_flow(&flow, &ctx(Nanos::ZERO), &sealed), Err(ImportError::Malformed("flow counter")));
 }
+
+#[test]
+fn ids_refuses_an_automaton_state_its_rules_never_reach() {
+    let cfg = r#"rules = ['''alert udp any any -> any any (msg:"x"; content:"EVILPAYLOAD"; sid:1;)''']"#;
+    let out = udp4(HOST, 4000, REMOTE, 53, b"xxEVIL");
+    let flow = flow_of(&out, IN);
+    let mut a: Ids = build_instance(cfg, 0, 2);
+    crate::testutil::run_out(&mut a, Nanos::ZERO, IN, &out);
+    let mut blob = Vec::new();
+    assert!(a.export_flow(&flow, &ctx(Nanos::ZERO), &mut blob));
+    // header 2, count 1, place 1, time left 8: the lo→hi automaton state follows.
+    let mut body = blob[..blob.len() - 4].to_vec();
+    body[12..16].copy_from_slice(&0x00ff_fff0u32.to_ne_bytes());
+    let mut sealed = Vec::new();
+    let mut w = crate::state::wire::Writer::new(&mut sealed);
+    w.bytes(&body);
+    w.seal();
+    let mut b: Ids = build_instance(cfg, 1, 2);
+    assert!(matches!(b.import_flow(&flow, &ctx(Nanos::ZERO), &sealed), Err(ImportError::Config(_))));
+    b.import_flow(&flow, &ctx(Nanos::ZERO), &blob).unwrap();
+}
