@@ -19,8 +19,8 @@ pub mod nat;
 pub mod policer;
 pub mod whitelist;
 
-use crate::frame::Frame;
 use crate::flow::FlowKey;
+use crate::frame::Frame;
 use crate::ids::CoreId;
 use crate::nf::{Burst, Ctx, ImportError, InitCtx, NetworkFunction, NfError, Report};
 use crate::packet::Meta;
