@@ -170,7 +170,7 @@ pub struct Nat {
     scratch: Vec<(bool, u32)>,
     /// Public endpoints of expired moved mappings, reserved until the time given (module
     /// doc, "Scale-out").
-    held: Vec<(Endpoint, Nanos)>,
+    held: std::collections::VecDeque<(Endpoint, Nanos)>,
     c: Counters,
 }
 
@@ -254,7 +254,7 @@ impl NetworkFunction for Nat {
             freed: Vec::with_capacity(SWEEP_PER_BURST),
             restored: Some(restored),
             scratch: Vec::with_capacity(256),
-            held: Vec::new(),
+            held: std::collections::VecDeque::new(),
             c: Counters::default(),
         })
     }
@@ -407,9 +407,14 @@ impl Nat {
     /// Gives the public ports of reclaimed mappings back to their pools: a moved mapping's
     /// port is held first, a foreign one never comes back (module doc, "Scale-out").
     fn return_freed(&mut self, now: Nanos) {
+        if self.freed.is_empty() {
+            return;
+        }
         self.c.expired_mappings += self.freed.len() as u64;
         let hold_until = now.saturating_add(self.s.moved_hold);
-        for f in std::mem::take(&mut self.freed) {
+        // Taken and put back, so its capacity is reused: no allocation per packet.
+        let mut freed = std::mem::take(&mut self.freed);
+        for f in freed.drain(..) {
             let p = f.public;
             // A port of another instance's share (an imported mapping's), or outside
             // `ports` (a mapping restored from before a change of them), is not ours to give.
@@ -417,11 +422,12 @@ impl Nat {
                 continue;
             }
             if f.flags & mapping::flags::MOVED != 0 {
-                self.held.push((p, hold_until));
+                self.held.push_back((p, hold_until));
                 continue;
             }
             self.put_port(p);
         }
+        self.freed = freed;
     }
 
     /// Puts public endpoint `p` back into this core's share of its pool.
@@ -432,14 +438,14 @@ impl Nat {
         }
     }
 
-    /// Ends the holds that are over, returning their ports to the pool.
+    /// Ends the holds that are over, returning their ports to the pool. Holds are queued in
+    /// the order they began, all for the same time, so the ones due are at the front.
     fn release_held(&mut self, now: Nanos) {
-        if self.held.iter().all(|(_, until)| *until > now) {
-            return;
-        }
-        let (over, kept): (Vec<_>, Vec<_>) = self.held.drain(..).partition(|(_, until)| *until <= now);
-        self.held = kept;
-        for (p, _) in over {
+        while let Some(&(p, until)) = self.held.front() {
+            if until > now {
+                break;
+            }
+            self.held.pop_front();
             self.put_port(p);
         }
     }
