@@ -18,8 +18,9 @@ const PUB: [u8; 4] = [203, 0, 113, 1];
 const NAT: &str = "inside = \"inside\"\npublic = \"203.0.113.1\"\nmappings = 64";
 const FW: &str = "connections = 64\ndefault = \"deny\"\n[[rule]]\naction = \"allow\"\ningress = \"inside\"";
 
-/// NFs: 0 nat, 1 firewall, 2 counter, 3 monitor. Chains: 0 out = fw, nat, counter;
-/// 1 in = nat, fw; 2 = distribute(protocol: udp → monitor, else counter).
+/// NFs: 0 nat, 1 firewall, 2 counter, 3 monitor, 4 a firewall on the public side. Chains:
+/// 0 out = fw, nat, counter; 1 in = nat, fw; 2 = distribute(protocol: udp → monitor, else
+/// counter); 3 out2 = nat, fw2; 4 in2 = fw2, nat.
 fn pipeline(instance: u16) -> Pipeline {
     let mut arena = Arena::new(CoreId(0), 64 << 20, Backing::Normal);
     let mut shared = SharedRegistry::default();
@@ -43,6 +44,7 @@ fn pipeline(instance: u16) -> Pipeline {
         slot("firewall", FW, "fw"),
         slot("counter", "", "count"),
         slot("monitor", "flows = 64", "mon"),
+        slot("firewall", FW, "fw2"),
     ];
     let split = Step::Distribute {
         selector: Selector::Protocol,
@@ -57,6 +59,8 @@ fn pipeline(instance: u16) -> Pipeline {
         },
         Chain { name: "in".into(), steps: vec![Step::Nf(0), Step::Nf(1)], output: Some(PortId(0)) },
         Chain { name: "split".into(), steps: vec![split], output: Some(PortId(1)) },
+        Chain { name: "out2".into(), steps: vec![Step::Nf(0), Step::Nf(4)], output: Some(PortId(1)) },
+        Chain { name: "in2".into(), steps: vec![Step::Nf(4), Step::Nf(0)], output: Some(PortId(0)) },
     ];
     Pipeline::new(nfs, chains)
 }
@@ -123,13 +127,13 @@ fn chains_report_whether_their_flow_state_can_move() {
     let p = pipeline(0);
     assert_eq!(p.chain_nfs(0), Some(vec![1, 0, 2]));
     assert_eq!(p.chain_nfs(2), Some(vec![3, 2]));
-    assert_eq!(p.chain_nfs(3), None);
-    for c in 0..3 {
+    assert_eq!(p.chain_nfs(5), None);
+    for c in 0..5 {
         assert!(p.migrates(c), "chain {c}");
         assert_eq!(p.unmigratable(c), Some(vec![]));
     }
-    assert!(!p.migrates(3));
-    assert_eq!(p.unmigratable(3), None);
+    assert!(!p.migrates(5));
+    assert_eq!(p.unmigratable(5), None);
 }
 
 #[test]
@@ -169,4 +173,23 @@ fn blobs_of_another_chain_kind_or_shape_are_refused_before_anything_changes() {
             }
         }
     }
+}
+
+#[test]
+fn an_nf_after_the_nat_moves_its_state_under_the_translated_flow() {
+    let mut a = pipeline(0);
+    let out = udp4(HOST, 5000, REMOTE, 53, b"q");
+    let flow = parse(&out, PortId(0), &ParsePolicy::default()).unwrap().key;
+    assert_eq!(run(&mut a, 3, 0, 0, out).0, Verdict::Out(PortId(1)));
+    let mut blob = Vec::new();
+    assert_eq!(a.export_flow(3, &flow, &ctx(1), &mut blob), 2, "the NAT, then fw2 under the public tuple");
+    let reply = || udp4(REMOTE, 53, PUB, 5000, b"r");
+    // fw2 sees the reply before the NAT: it passes only on the moved connection.
+    assert!(matches!(run(&mut pipeline(1), 4, 2, 1, reply()).0, Verdict::Drop(_)));
+    let mut b = pipeline(1);
+    assert_eq!(b.import_flow(3, &flow, &ctx(100), &blob), Ok(2));
+    let (v, f) = run(&mut b, 4, 101, 1, reply());
+    assert_eq!(v, Verdict::Out(PortId(0)));
+    let m = parse(&f, PortId(1), &ParsePolicy::default()).unwrap();
+    assert_eq!((&m.dst[..4], m.dport), (&HOST[..], 5000));
 }

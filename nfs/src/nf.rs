@@ -222,6 +222,15 @@ pub trait NetworkFunction: Send + Sized + 'static {
         Err(ImportError::Unsupported)
     }
 
+    /// The key `flow`'s packets carry once this NF has rewritten them (the NAT: the inside
+    /// endpoint replaced by its public one, or the other way round; `lb`: the VIP by the
+    /// flow's backend), from the state it holds at `now`. The pipeline hands each NF of a
+    /// chain the key as rewritten by the NFs before it, so an NF placed after a NAT finds its
+    /// state by the translated flow. Default: unchanged.
+    fn flow_after(&self, flow: &FlowKey, _now: crate::time::Nanos) -> FlowKey {
+        *flow
+    }
+
     /// True when the NF keeps per-flow state and implements export/import.
     const MIGRATES: bool = false;
 

@@ -292,3 +292,16 @@ fn ids_refuses_an_automaton_state_its_rules_never_reach() {
     assert!(matches!(b.import_flow(&flow, &ctx(Nanos::ZERO), &sealed), Err(ImportError::Config(_))));
     b.import_flow(&flow, &ctx(Nanos::ZERO), &blob).unwrap();
 }
+
+#[test]
+fn the_flow_after_the_lb_is_addressed_to_its_backend() {
+    let cfg = "flows = 64\n[[vip]]\naddr = \"192.0.2.10:80\"\nproto = \"tcp\"\n\
+               [[vip.backend]]\naddr = \"10.1.0.1:8080\"\n[[vip.backend]]\naddr = \"10.1.0.2:8080\"\n";
+    let mut lb: Lb = build_instance(cfg, 0, 2);
+    let syn = tcp4([10, 100, 0, 1], 20000, [192, 0, 2, 10], 80, SYN);
+    let flow = flow_of(&syn, IN);
+    assert_eq!(lb.flow_after(&flow, Nanos::ZERO), flow, "not pinned yet");
+    let (_, out) = crate::testutil::run_out(&mut lb, Nanos::ZERO, IN, &syn);
+    assert_eq!(lb.flow_after(&flow, Nanos::ZERO), flow_of(&out, IN));
+    assert_ne!(flow_of(&out, IN), flow);
+}

@@ -138,6 +138,13 @@ macro_rules! registry {
                 }
             }
 
+            /// See [`NetworkFunction::flow_after`].
+            pub fn flow_after(&self, flow: &FlowKey, now: crate::time::Nanos) -> FlowKey {
+                match self {
+                    $(AnyNf::$variant(nf) => nf.flow_after(flow, now),)*
+                }
+            }
+
             /// See [`NetworkFunction::import_flow`].
             pub fn import_flow(&mut self, flow: &FlowKey, ctx: &Ctx, bytes: &[u8]) -> Result<(), ImportError> {
                 match self {

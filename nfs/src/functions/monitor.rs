@@ -6,8 +6,9 @@
 //! and merges it into the appliance-wide host map on a timer, so the packet path never locks.
 //!
 //! Scale-out: a flow's counters move with it (`export_flow`/`import_flow`; `first_seen`
-//! travels as an age), found by the director's flow key (so the monitor must see the flow as
-//! it enters the chain). Host counters stay where they were counted.
+//! travels as an age), found by the flow as the monitor sees it (the pipeline rewrites the
+//! director's key through any NAT or `lb` before it). Host counters stay where they were
+//! counted.
 
 use crate::frame::Frame;
 use std::sync::Arc;

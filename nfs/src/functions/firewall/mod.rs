@@ -8,8 +8,8 @@
 //! dropped and counted.
 //!
 //! Scale-out: a flow's connection entry migrates (`export_flow`/`import_flow`), found by the
-//! director's flow key, so the firewall must see the flow's packets as they enter the chain
-//! (before any NAT or load balancer rewrites them).
+//! flow as the firewall sees it (the pipeline rewrites the director's key through any NAT or
+//! `lb` before it in the chain).
 
 mod conntrack;
 mod related;

@@ -243,8 +243,8 @@ impl NetworkFunction for Lb {
         self.bal.packet(&self.s, &mut self.flows.view(), ctx.now, frame, meta)
     }
 
-    /// The flow's backend choice and counts (keyed by the client→VIP flow, as it enters the
-    /// chain), with its time left.
+    /// The flow's backend choice and counts (keyed by the client→VIP flow), with its time
+    /// left.
     fn export_flow(&mut self, flow: &FlowKey, ctx: &Ctx, out: &mut Vec<u8>) -> bool {
         let place = Place { table: 0, hash: flow.hash(), key: *flow };
         migrate::export(&[&self.flows], &[place], (tag::LB, 1), ctx.now, |_, _| {}, out)
@@ -264,6 +264,22 @@ impl NetworkFunction for Lb {
             }
             Ok(())
         })
+    }
+
+    /// A pinned flow's VIP end becomes its backend.
+    fn flow_after(&self, flow: &FlowKey, now: Nanos) -> FlowKey {
+        let Some(f) = self.flows.find(flow.hash(), flow, now).and_then(|i| self.flows.get(i)) else {
+            return *flow;
+        };
+        let (Some(vip), Some(b)) =
+            (self.s.vips.get(usize::from(f.vip)), self.s.backends.get(usize::from(f.backend)))
+        else {
+            return *flow;
+        };
+        let v = (crate::flow::v4(vip.addr), vip.port);
+        let ends = [(flow.lo_addr, flow.lo_port), (flow.hi_addr, flow.hi_port)];
+        let [a, c] = ends.map(|e| if e == v { (crate::flow::v4(b.addr), b.port) } else { e });
+        FlowKey::new(flow.family, flow.proto, a.0, a.1, c.0, c.1).0
     }
 
     const MIGRATES: bool = true;

@@ -334,6 +334,12 @@ impl NetworkFunction for Nat {
         self.import(flow, ctx, bytes)
     }
 
+    /// Inside endpoints with a mapping (or a forward's target) become public, public ones
+    /// inside.
+    fn flow_after(&self, flow: &FlowKey, now: Nanos) -> FlowKey {
+        self.key_after(flow, now)
+    }
+
     const MIGRATES: bool = true;
     const FLOW_STATE: bool = true;
 

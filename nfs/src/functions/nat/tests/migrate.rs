@@ -320,3 +320,38 @@ fn replies_to_an_imported_mapping_steer_to_the_core_that_imported_it() {
     let (v, f) = run_on(&mut b[1], s(2), 1, OUT, &reply);
     assert_eq!((v, verified(&f)), (Verdict::Continue, (R1, 53, HOST_A, 5000)));
 }
+
+#[test]
+fn the_flow_after_the_nat_is_the_translated_tuple() {
+    let cfg =
+        format!("{SMALL}\n[[forward]]\nproto = \"tcp\"\npublic_port = 8080\nto = \"192.168.1.20:80\"\n");
+    let mut nat = build_instance::<Nat>(&cfg, 0, 2);
+    let out = udp4(HOST_A, 5000, R1, 53, b"q");
+    let pa = public_port(&run(&mut nat, s(0), IN, &out));
+    let echo = icmp_echo4(HOST_A, R1, 7, 1);
+    let (v, f) = run(&mut nat, s(0), IN, &echo);
+    assert_eq!(v, Verdict::Continue);
+    let id = verified(&f).1;
+    let key = |f: &[u8], ingress| flow_of(f, ingress);
+    let cases = [
+        ("outbound", key(&out, IN), key(&udp4(PUB, pa, R1, 53, b""), OUT)),
+        ("reply", key(&udp4(R1, 53, PUB, pa, b""), OUT), key(&out, IN)),
+        ("echo", key(&echo, IN), key(&icmp_echo4(PUB, R1, id, 1), OUT)),
+        (
+            "forward",
+            key(&tcp4(R1, 4000, PUB, 8080, SYN), OUT),
+            key(&tcp4(R1, 4000, [192, 168, 1, 20], 80, SYN), OUT),
+        ),
+        (
+            "forward reply",
+            key(&tcp4([192, 168, 1, 20], 80, R1, 4000, ACK), IN),
+            key(&tcp4(PUB, 8080, R1, 4000, ACK), IN),
+        ),
+        ("unknown", key(&udp4(HOST_B, 1, R1, 2, b""), IN), key(&udp4(HOST_B, 1, R1, 2, b""), IN)),
+    ];
+    for (name, before, after) in cases {
+        assert_eq!(nat.flow_after(&before, s(1)), after, "{name}");
+    }
+    // Expired: nothing to translate by.
+    assert_eq!(nat.flow_after(&key(&out, IN), s(301)), key(&out, IN));
+}
