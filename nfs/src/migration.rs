@@ -9,7 +9,11 @@
 //! record = nf index in the pipeline (u16 BE) | length (u32 BE) | the NF's bytes
 //! ```
 //!
-//! The NF's bytes open with its kind tag and format version (`state::wire`).
+//! The NF's bytes open with its kind tag and format version (`state::wire`). Each NF sees the
+//! flow as its packets reach it: the key given, rewritten by the NFs before it in step order
+//! ([`NetworkFunction::flow_after`](crate::nf::NetworkFunction::flow_after); a firewall after
+//! a NAT finds its connection by the translated tuple). Import installs the records in step
+//! order and derives each NF's key from the state just installed, so both sides agree.
 //! [`Pipeline::import_flow`] first checks the whole blob — every record's NF is a step of the
 //! chain, migrates, appears once, and its length fits — and only then hands each record to
 //! its NF, so a blob from another chain or configuration is refused with nothing changed. An
@@ -76,17 +80,34 @@ impl Pipeline {
     /// returns the number of NF records written (0 for an unknown chain or a flow no NF
     /// holds state for, with nothing appended).
     pub fn export_flow(&mut self, chain: usize, flow: &FlowKey, ctx: &Ctx, out: &mut Vec<u8>) -> usize {
+        self.write_flow(chain, flow, ctx, out, true)
+    }
+
+    /// [`Pipeline::export_flow`] for a copy: the state stays live here (a proactive replica,
+    /// an output logger's record), so no NF marks it moved.
+    pub fn copy_flow(&mut self, chain: usize, flow: &FlowKey, ctx: &Ctx, out: &mut Vec<u8>) -> usize {
+        self.write_flow(chain, flow, ctx, out, false)
+    }
+
+    fn write_flow(&mut self, chain: usize, flow: &FlowKey, ctx: &Ctx, out: &mut Vec<u8>, moving: bool) -> usize {
         let Some(nfs) = self.chain_nfs(chain) else { return 0 };
         let mut records = 0;
+        let mut key = *flow;
         for n in nfs {
             let (Some(slot), Ok(index)) = (self.nfs.get_mut(n), u16::try_from(n)) else { continue };
+            let here = key;
+            key = slot.nf.flow_after(&here, ctx.now);
             if !slot.nf.migrates() {
                 continue;
             }
             let start = out.len();
             out.extend_from_slice(&index.to_be_bytes());
             out.extend_from_slice(&[0; 4]);
-            let wrote = slot.nf.export_flow(flow, ctx, out);
+            let wrote = if moving {
+                slot.nf.export_flow(&here, ctx, out)
+            } else {
+                slot.nf.copy_flow(&here, ctx, out)
+            };
             let len = u32::try_from(out.len() - start - RECORD_HEADER);
             match (wrote, len, out.get_mut(start + 2..start + RECORD_HEADER)) {
                 (true, Ok(len), Some(field)) => {
@@ -130,10 +151,13 @@ impl Pipeline {
             }
             records.push((n, body));
         }
-        for &(n, body) in &records {
-            if let Some(slot) = self.nfs.get_mut(n) {
-                slot.nf.import_flow(flow, ctx, body)?;
+        let mut key = *flow;
+        for n in nfs {
+            let Some(slot) = self.nfs.get_mut(n) else { continue };
+            if let Some((_, body)) = records.iter().find(|(m, _)| *m == n) {
+                slot.nf.import_flow(&key, ctx, body)?;
             }
+            key = slot.nf.flow_after(&key, ctx.now);
         }
         Ok(records.len())
     }

@@ -208,10 +208,18 @@ pub trait NetworkFunction: Send + Sized + 'static {
     /// `flow` is the director's key: the direction-normalised 5-tuple of the packets as they
     /// *enter* the chain (for a NAT'd outbound connection the inside tuple, for a
     /// port-forwarded inbound one the public tuple). `&mut self`: an NF may mark the state as
-    /// moved away (the NAT keeps a moved mapping's port reserved). Deadlines travel as time
-    /// left, never as absolute times (`state::wire`).
+    /// moved away (the NAT keeps a moved mapping's port reserved); a runtime abandoning the
+    /// move imports the same bytes back here, which makes the state live again. Deadlines
+    /// travel as time left, never as absolute times (`state::wire`).
     fn export_flow(&mut self, _flow: &FlowKey, _ctx: &Ctx, _out: &mut Vec<u8>) -> bool {
         false
+    }
+
+    /// [`NetworkFunction::export_flow`] for a *copy*: the same bytes, but the state stays live
+    /// here (a proactive replica, an output logger's record) and is not marked moved. The
+    /// default exports; an NF whose export marks its state overrides it (the NAT).
+    fn copy_flow(&mut self, flow: &FlowKey, ctx: &Ctx, out: &mut Vec<u8>) -> bool {
+        self.export_flow(flow, ctx, out)
     }
 
     /// Installs state exported by [`NetworkFunction::export_flow`] of the same NF kind and
@@ -219,6 +227,15 @@ pub trait NetworkFunction: Send + Sized + 'static {
     /// Never panics on any input; on `Err` this instance's state is unchanged.
     fn import_flow(&mut self, _flow: &FlowKey, _ctx: &Ctx, _bytes: &[u8]) -> Result<(), ImportError> {
         Err(ImportError::Unsupported)
+    }
+
+    /// The key `flow`'s packets carry once this NF has rewritten them (the NAT: the inside
+    /// endpoint replaced by its public one, or the other way round; `lb`: the VIP by the
+    /// flow's backend), from the state it holds at `now`. The pipeline hands each NF of a
+    /// chain the key as rewritten by the NFs before it, so an NF placed after a NAT finds its
+    /// state by the translated flow. Default: unchanged.
+    fn flow_after(&self, flow: &FlowKey, _now: crate::time::Nanos) -> FlowKey {
+        *flow
     }
 
     /// True when the NF keeps per-flow state and implements export/import.

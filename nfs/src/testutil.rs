@@ -159,3 +159,84 @@ pub fn run<N: NetworkFunction>(nf: &mut N, now: Nanos, ingress: u16, frame: &[u8
     let mut meta: Meta = parse(&f, PortId(ingress), &ParsePolicy::default()).unwrap();
     nf.process_packet(&Ctx { now, core: CoreId(0) }, &mut f, &mut meta)
 }
+
+/// (seconds, ingress, frame) steps of a migration scenario.
+pub type Timed = Vec<(u64, u16, Vec<u8>)>;
+
+/// A flow moved mid-way: `before` runs on instance A, the flow's state moves to instance B
+/// (its clock [`SKEW`] ahead), `after` runs on B.
+#[derive(Debug)]
+pub struct MoveCase<'a> {
+    pub name: &'a str,
+    pub config: &'a str,
+    pub before: Timed,
+    pub after: Timed,
+}
+
+/// How far instance B's clock is ahead of A's in [`check_move`].
+pub const SKEW: Nanos = Nanos::from_secs(1_000_000);
+
+fn counters_of<N: NetworkFunction>(nf: &N) -> std::collections::BTreeMap<&'static str, u64> {
+    let mut r = crate::nf::Report::default();
+    nf.report(&mut r);
+    r.counters.into_iter().collect()
+}
+
+/// Runs `case` on instances A → B and on a single reference instance, and checks that after
+/// the move B's verdicts, output frames and counter deltas are the reference's; that without
+/// the move they would differ (`state_matters`); and that every truncation and single-byte
+/// change of the record is refused without changing the importer. `setup` runs on B and the
+/// reference before `after` (an operator's change between the phases). Returns B and the
+/// reference for further checks.
+pub fn check_move<N: NetworkFunction>(
+    case: &MoveCase<'_>,
+    state_matters: bool,
+    setup: impl Fn(&mut N),
+) -> (N, N) {
+    let name = case.name;
+    let (mut a, mut b) = (build_instance::<N>(case.config, 0, 2), build_instance::<N>(case.config, 1, 2));
+    let mut reference = build_instance::<N>(case.config, 0, 2);
+    let flow = flow_of(&case.before[0].2, case.before[0].1);
+    let s = Nanos::from_secs;
+    for (t, ingress, f) in &case.before {
+        assert_eq!(
+            run_out(&mut a, s(*t), *ingress, f),
+            run_out(&mut reference, s(*t), *ingress, f),
+            "{name}"
+        );
+    }
+    let at = s(case.before.last().map_or(0, |x| x.0));
+    let before = counters_of(&reference);
+    let blob = move_flow(&mut a, at, &mut b, at.saturating_add(SKEW), &flow);
+    setup(&mut b);
+    setup(&mut reference);
+    let mut unmoved = build_instance::<N>(case.config, 1, 2);
+    setup(&mut unmoved);
+    let mut differs = false;
+    for (t, ingress, f) in &case.after {
+        let want = run_out(&mut reference, s(*t), *ingress, f);
+        assert_eq!(run_out(&mut b, s(*t).saturating_add(SKEW), *ingress, f), want, "{name} at {t} s");
+        differs |= run_out(&mut unmoved, s(*t).saturating_add(SKEW), *ingress, f) != want;
+    }
+    assert_eq!(differs, state_matters, "{name}: does the moved state change the outcome?");
+    let delta: std::collections::BTreeMap<_, _> = counters_of(&reference)
+        .into_iter()
+        .map(|(k, v)| (k, v - before.get(k).copied().unwrap_or(0)))
+        .collect();
+    assert_eq!(counters_of(&b), delta, "{name}: counter deltas");
+    // Damaged records: refused, and the importer holds nothing for the flow afterwards.
+    let mut c = build_instance::<N>(case.config, 1, 2);
+    let now = ctx(at);
+    for n in 0..blob.len() {
+        assert!(c.import_flow(&flow, &now, &blob[..n]).is_err(), "{name}: truncated to {n}");
+    }
+    for i in 0..blob.len() {
+        for bits in [0x01u8, 0x80, 0xff] {
+            let mut bad = blob.clone();
+            bad[i] ^= bits;
+            assert!(c.import_flow(&flow, &now, &bad).is_err(), "{name}: byte {i} ^ {bits:#x}");
+        }
+    }
+    assert!(!c.export_flow(&flow, &now, &mut Vec::new()), "{name}: nothing installed");
+    (b, reference)
+}

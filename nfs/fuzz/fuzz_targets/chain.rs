@@ -35,8 +35,20 @@ fn nf(kind: &str, params: &str, name: &str, arena: &mut Arena, shared: &mut Shar
     let table: toml::Table = toml::from_str(params).unwrap_or_default();
     let cfg = AnyConfig::parse(kind, toml::Value::Table(table)).expect("fuzz NF config");
     let ports = ["in".to_string(), "out".to_string()];
-    let mut rt = InitCtx { name, core: CoreId(0), cores: 1, ports: &ports, arena, shared };
-    NfSlot { name: name.into(), nf: AnyNf::init(&cfg, &mut rt).expect("fuzz NF init"), stats: NfStats::default() }
+    let mut rt = InitCtx {
+        instance: nflet_nfs::ids::Instance::default(),
+        name,
+        core: CoreId(0),
+        cores: 1,
+        ports: &ports,
+        arena,
+        shared,
+    };
+    NfSlot {
+        name: name.into(),
+        nf: AnyNf::init(&cfg, &mut rt).expect("fuzz NF init"),
+        stats: NfStats::default(),
+    }
 }
 
 struct State {

@@ -48,6 +48,7 @@ fuzz_target!(|data: &[u8]| {
     let mut shared = SharedRegistry::default();
     let ports = ["in".to_string()];
     let mut rt = InitCtx {
+        instance: nflet_nfs::ids::Instance::default(),
         name: "fuzz",
         core: CoreId(0),
         cores: 1,

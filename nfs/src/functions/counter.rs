@@ -1,5 +1,6 @@
 //! `counter`: counts packets and bytes, optionally per IP protocol. The smallest useful NF and
-//! the template for writing one.
+//! the template for writing one. Its counts are per NF instance, not per flow: nothing moves
+//! with a flow in a scale-out (the defaults of `export_flow`/`import_flow`).
 
 use serde::Deserialize;
 

@@ -10,6 +10,8 @@ pub mod gateway;
 pub mod ids;
 pub mod ipsec;
 pub mod lb;
+#[cfg(test)]
+mod migrate_tests;
 pub mod monitor;
 #[cfg(test)]
 mod monitor_tests;
@@ -17,8 +19,8 @@ pub mod nat;
 pub mod policer;
 pub mod whitelist;
 
-use crate::frame::Frame;
 use crate::flow::FlowKey;
+use crate::frame::Frame;
 use crate::ids::CoreId;
 use crate::nf::{Burst, Ctx, ImportError, InitCtx, NetworkFunction, NfError, Report};
 use crate::packet::Meta;
@@ -133,6 +135,20 @@ macro_rules! registry {
             pub fn export_flow(&mut self, flow: &FlowKey, ctx: &Ctx, out: &mut Vec<u8>) -> bool {
                 match self {
                     $(AnyNf::$variant(nf) => nf.export_flow(flow, ctx, out),)*
+                }
+            }
+
+            /// See [`NetworkFunction::copy_flow`].
+            pub fn copy_flow(&mut self, flow: &FlowKey, ctx: &Ctx, out: &mut Vec<u8>) -> bool {
+                match self {
+                    $(AnyNf::$variant(nf) => nf.copy_flow(flow, ctx, out),)*
+                }
+            }
+
+            /// See [`NetworkFunction::flow_after`].
+            pub fn flow_after(&self, flow: &FlowKey, now: crate::time::Nanos) -> FlowKey {
+                match self {
+                    $(AnyNf::$variant(nf) => nf.flow_after(flow, now),)*
                 }
             }
 

@@ -4,6 +4,11 @@
 //! per-flow table on the core that owns the flow. Per-host counters are global-write state
 //! with eventual consistency (Serpens §III-C): each core counts into a small local delta table
 //! and merges it into the appliance-wide host map on a timer, so the packet path never locks.
+//!
+//! Scale-out: a flow's counters move with it (`export_flow`/`import_flow`; `first_seen`
+//! travels as an age), found by the flow as the monitor sees it (the pipeline rewrites the
+//! director's key through any NAT or `lb` before it). Host counters stay where they were
+//! counted.
 
 use crate::frame::Frame;
 use std::sync::Arc;
@@ -12,12 +17,22 @@ use bytemuck::{Pod, Zeroable};
 use serde::Deserialize;
 
 use crate::flow::{Dir, FlowKey};
-use crate::nf::{Burst, Ctx, InitCtx, NetworkFunction, NfError, Report, Verdict};
+use crate::nf::{Burst, Ctx, ImportError, InitCtx, NetworkFunction, NfError, Report, Verdict};
 use crate::packet::Meta;
+use crate::state::migrate::{self, Place};
+use crate::state::wire::tag;
 use crate::state::{Delta, Eventual, FlowTable, FullPolicy, StateDecl, TableSpec, TableView};
 use crate::time::Nanos;
 
 const SWEEP_PER_BURST: usize = 64;
+
+/// Kind tag and format version of a migrated flow's counters.
+const RECORD: (u8, u8) = (tag::MONITOR, 1);
+
+/// Turns `first_seen` into an age at `now` (export), or an age back into a time (import).
+fn age(c: &mut FlowCounters, now: Nanos) {
+    c.first_seen = now.0.saturating_sub(c.first_seen);
+}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -306,6 +321,25 @@ impl NetworkFunction for Monitor {
         self.views().account(ctx.now, meta, frame.len() as u64);
         Verdict::Continue
     }
+
+    fn export_flow(&mut self, flow: &FlowKey, ctx: &Ctx, out: &mut Vec<u8>) -> bool {
+        let place = Place { table: 0, hash: flow.hash(), key: *flow };
+        migrate::export(&[&self.flows], &[place], RECORD, ctx.now, age, out)
+    }
+
+    fn import_flow(&mut self, flow: &FlowKey, ctx: &Ctx, bytes: &[u8]) -> Result<(), ImportError> {
+        let place = Place { table: 0, hash: flow.hash(), key: *flow };
+        migrate::import(&mut [&mut self.flows], &[place], RECORD, ctx.now, bytes, |c, _, now| {
+            if c.packets.iter().chain(&c.bytes).any(|n| *n > migrate::MAX_COUNT) {
+                return Err(ImportError::Malformed("flow counter"));
+            }
+            age(c, now);
+            Ok(())
+        })
+    }
+
+    const MIGRATES: bool = true;
+    const FLOW_STATE: bool = true;
 
     fn housekeeping(&mut self, ctx: &Ctx) {
         self.flows.expire(ctx.now, SWEEP_PER_BURST, |_| {});

@@ -15,6 +15,7 @@
 
 mod arena;
 mod eventual;
+pub mod migrate;
 mod owners;
 mod persist;
 mod release;

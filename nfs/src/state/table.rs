@@ -257,6 +257,11 @@ impl<E: Entry> FlowTable<E> {
         self.view().touch(idx, now, timeout)
     }
 
+    /// What the table does with a new entry when full.
+    pub fn full_policy(&self) -> FullPolicy {
+        self.spec.full_policy
+    }
+
     /// The table's default idle timeout.
     pub fn idle_timeout(&self) -> Nanos {
         self.spec.idle_timeout

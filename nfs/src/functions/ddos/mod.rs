@@ -23,6 +23,9 @@
 //! metadata and costs a countdown per packet plus, for sampled packets, two histogram bins
 //! and `sketch_depth` counters; the interval work (two 1024-bin entropies) is done by the
 //! first packet or housekeeping call after the interval ends.
+//!
+//! Scale-out: no per-flow state (the sketches and entropy histograms are per-core aggregates
+//! over all traffic), so nothing moves with a flow and the NF does not migrate.
 
 pub mod entropy;
 pub mod mitigation;

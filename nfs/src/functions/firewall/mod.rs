@@ -6,6 +6,10 @@
 //! included — pass without consulting the rules, and TCP connections get timeouts that follow
 //! their phase. Packets that neither belong to a tracked connection nor may open one are
 //! dropped and counted.
+//!
+//! Scale-out: a flow's connection entry migrates (`export_flow`/`import_flow`), found by the
+//! flow as the firewall sees it (the pipeline rewrites the director's key through any NAT or
+//! `lb` before it in the chain).
 
 mod conntrack;
 mod related;
@@ -23,11 +27,22 @@ pub use conntrack::{Conn, ConnEntry, TcpState, Timeouts};
 pub use rules::{Action, Rule, RuleConfig, RuleSet};
 
 use crate::drop::DropReason;
-use crate::nf::{Burst, Ctx, InitCtx, NetworkFunction, NfError, Report, Verdict};
+use crate::flow::FlowKey;
+use crate::nf::{Burst, Ctx, ImportError, InitCtx, NetworkFunction, NfError, Report, Verdict};
 use crate::packet::{Fragment, IpProtocol, Meta};
+use crate::state::migrate::{self, Place};
+use crate::state::wire::tag;
 use crate::state::{FlowTable, FullPolicy, StateDecl, TableSpec, TableView};
 use crate::time::Nanos;
 use conntrack::TcpStep;
+
+/// Kind tag and format version of a migrated connection.
+const RECORD: (u8, u8) = (tag::FIREWALL, 1);
+
+/// Where a flow's connection lives: keyed by the flow itself.
+fn place(flow: &FlowKey) -> Place<FlowKey> {
+    Place { table: 0, hash: flow.hash(), key: *flow }
+}
 
 /// Expired connections reclaimed per housekeeping call (bounded work per burst).
 const SWEEP_PER_BURST: usize = 64;
@@ -175,6 +190,27 @@ impl NetworkFunction for Firewall {
     fn process_packet(&mut self, ctx: &Ctx, frame: &mut [u8], meta: &mut Meta) -> Verdict {
         self.policy.check(&mut self.conns.view(), &mut self.stats, ctx.now, frame, meta)
     }
+
+    /// The flow's connection entry (state, initiator, FINs, rule; time left).
+    fn export_flow(&mut self, flow: &FlowKey, ctx: &Ctx, out: &mut Vec<u8>) -> bool {
+        migrate::export(&[&self.conns], &[place(flow)], RECORD, ctx.now, |_, _| {}, out)
+    }
+
+    fn import_flow(&mut self, flow: &FlowKey, ctx: &Ctx, bytes: &[u8]) -> Result<(), ImportError> {
+        let rules = self.policy.rules.rules.len();
+        migrate::import(&mut [&mut self.conns], &[place(flow)], RECORD, ctx.now, bytes, |c, _, _| {
+            if c.state > TcpState::Closed as u8 || c.initiator > 1 || c.fins > 0b11 {
+                return Err(ImportError::Malformed("connection state"));
+            }
+            if usize::from(c.rule) > rules {
+                return Err(ImportError::Config("rule index beyond this instance's rules"));
+            }
+            Ok(())
+        })
+    }
+
+    const MIGRATES: bool = true;
+    const FLOW_STATE: bool = true;
 
     fn housekeeping(&mut self, ctx: &Ctx) {
         self.conns.expire(ctx.now, SWEEP_PER_BURST, |_| {});

@@ -46,6 +46,10 @@
 //! neighbour it learns at once, and a core missing a next hop merges the shared table before
 //! asking for it (at most every [`CATCH_UP`]): with a NAT steering replies to the core that
 //! holds their mapping, that core is often not the one that saw the inside host's ARP.
+//!
+//! Scale-out: no per-flow state (routes are configuration, neighbours are per link and
+//! relearned by ARP on each instance), so nothing moves with a flow and the NF does not
+//! migrate.
 
 mod arp;
 mod config;

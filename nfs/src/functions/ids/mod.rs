@@ -66,8 +66,12 @@ pub use parse::UnknownOptions;
 pub use rule::{Action, Rule};
 pub use ruleset::{AutomatonKind, BuildError, Hit, Matcher, RuleSet, RuleSource};
 
+use crate::flow::FlowKey;
+use crate::nf::ImportError;
 use crate::nf::{Burst, Ctx, InitCtx, NetworkFunction, NfError, Report, Verdict};
 use crate::packet::Meta;
+use crate::state::migrate::{self, Place};
+use crate::state::wire::tag;
 use crate::state::{FlowTable, FullPolicy, StateDecl, TableSpec};
 use crate::time::Nanos;
 use inspect::{Core, Scratch};
@@ -238,6 +242,31 @@ impl NetworkFunction for Ids {
         let (mut core, mut flows) = self.parts();
         core.burst(&mut flows, ctx.now, burst);
     }
+
+    /// The flow's automaton states (one per direction) and handshake tracking.
+    fn export_flow(&mut self, flow: &FlowKey, ctx: &Ctx, out: &mut Vec<u8>) -> bool {
+        let place = Place { table: 0, hash: flow.hash(), key: *flow };
+        migrate::export(&[&self.flows], &[place], (tag::IDS, 1), ctx.now, |_, _| {}, out)
+    }
+
+    /// Automaton states are only meaningful for the same rules (same configuration); an id
+    /// out of range here is refused (the scanner would restart it anyway).
+    fn import_flow(&mut self, flow: &FlowKey, ctx: &Ctx, bytes: &[u8]) -> Result<(), ImportError> {
+        let place = Place { table: 0, hash: flow.hash(), key: *flow };
+        let set = Arc::clone(&self.set);
+        migrate::import(&mut [&mut self.flows], &[place], (tag::IDS, 1), ctx.now, bytes, |f, _, _| {
+            if f.initiator > 1 {
+                return Err(ImportError::Malformed("initiator"));
+            }
+            if f.ac.iter().any(|&s| !set.valid_state(s)) {
+                return Err(ImportError::Config("automaton state of other rules"));
+            }
+            Ok(())
+        })
+    }
+
+    const MIGRATES: bool = true;
+    const FLOW_STATE: bool = true;
 
     fn housekeeping(&mut self, ctx: &Ctx) {
         self.flows.expire(ctx.now, SWEEP_PER_BURST, |_| {});

@@ -89,6 +89,9 @@ pub struct RuleSet {
     pub always: Vec<u32>,
     pub names: Vec<RuleNames>,
     pub skipped: Vec<Skipped>,
+    /// The automaton states reachable from the start, computed on first use
+    /// ([`RuleSet::valid_state`]).
+    pub reachable: std::sync::OnceLock<std::collections::HashSet<u32>>,
 }
 
 impl RuleSet {
@@ -169,7 +172,7 @@ impl RuleSet {
                 passes: leak(format!("sid_{}_passes", r.sid)),
             })
             .collect();
-        Ok(RuleSet { rules, matcher, pattern_rules, always, names, skipped })
+        Ok(RuleSet { rules, matcher, pattern_rules, always, names, skipped, reachable: Default::default() })
     }
 
     /// The automaton's start state, stored in new flows (0 when there is no automaton).
@@ -180,6 +183,20 @@ impl RuleSet {
             Matcher::Nfa(a) => a.start_state(Anchored::No),
         };
         s.map_or(0, |id| id.as_u32())
+    }
+
+    /// Whether `stored` is a state the automaton reaches from its start: a flow's state
+    /// imported from another instance must be one, since the scanner would otherwise index
+    /// the transition table with it. The reachable set is built on first use, off the packet
+    /// path (a walk over every state and byte value).
+    pub fn valid_state(&self, stored: u32) -> bool {
+        self.reachable
+            .get_or_init(|| match &self.matcher {
+                Matcher::Empty => std::iter::once(0).collect(),
+                Matcher::Dfa(a) => reachable(a),
+                Matcher::Nfa(a) => reachable(a),
+            })
+            .contains(&stored)
     }
 
     /// Automaton memory in bytes.
@@ -202,6 +219,23 @@ impl RuleSet {
     pub fn count(&self, action: Action) -> usize {
         self.rules.iter().filter(|r| r.action == action).count()
     }
+}
+
+/// Every state of `a` reachable from its unanchored start state.
+fn reachable<A: Automaton>(a: &A) -> std::collections::HashSet<u32> {
+    let mut seen = std::collections::HashSet::new();
+    let Ok(start) = a.start_state(Anchored::No) else { return seen };
+    let mut todo = vec![start];
+    seen.insert(start.as_u32());
+    while let Some(s) = todo.pop() {
+        for b in 0..=255u8 {
+            let next = a.next_state(Anchored::No, s, b);
+            if seen.insert(next.as_u32()) {
+                todo.push(next);
+            }
+        }
+    }
+    seen
 }
 
 /// One fast-pattern hit while scanning: the rule and where the match started, relative to the

@@ -47,6 +47,9 @@
 //!   inner fragment matches only policies without port selectors.
 //! - The receiver checks the padding to be 1, 2, 3, ... (RFC 4303 §2.4), as Linux and scapy
 //!   send it.
+//!
+//! Scale-out: security associations and their sequence and replay state are per tunnel, not
+//! per flow, and are not migrated: a tunnel must stay on one instance.
 
 mod config;
 mod esp;

@@ -23,6 +23,9 @@
 //! their next packet (counted as `rescheduled`). Either rebuilds the affected VIPs' tables,
 //! and Maglev's minimal disruption keeps nearly every other new-flow choice where it was.
 //!
+//! **Scale-out**: a flow's backend choice moves with it (`export_flow`/`import_flow`), so a
+//! connection keeps its backend on the instance it moves to.
+//!
 //! Drops, all counted: a full flow table (`table_full`, or the least recently used flow is
 //! evicted with `full_policy = "evict_lru"`); a VIP whose backends are all draining or
 //! removed (`lb_no_backend`); IP fragments addressed to a VIP address (`fragment`: later
@@ -58,8 +61,10 @@ pub use config::{Backend, BackendConfig, BackendId, LbConfig, Mode, Settings, Vi
 pub use maglev::{Maglev, Member};
 
 use crate::flow::FlowKey;
-use crate::nf::{Burst, Ctx, InitCtx, NetworkFunction, NfError, Report, Verdict};
+use crate::nf::{Burst, Ctx, ImportError, InitCtx, NetworkFunction, NfError, Report, Verdict};
 use crate::packet::Meta;
+use crate::state::migrate::{self, Place};
+use crate::state::wire::tag;
 use crate::state::{FlowTable, StateDecl, TableSpec};
 use crate::time::Nanos;
 
@@ -237,6 +242,48 @@ impl NetworkFunction for Lb {
     fn process_packet(&mut self, ctx: &Ctx, frame: &mut [u8], meta: &mut Meta) -> Verdict {
         self.bal.packet(&self.s, &mut self.flows.view(), ctx.now, frame, meta)
     }
+
+    /// The flow's backend choice and counts (keyed by the client→VIP flow), with its time
+    /// left.
+    fn export_flow(&mut self, flow: &FlowKey, ctx: &Ctx, out: &mut Vec<u8>) -> bool {
+        let place = Place { table: 0, hash: flow.hash(), key: *flow };
+        migrate::export(&[&self.flows], &[place], (tag::LB, 1), ctx.now, |_, _| {}, out)
+    }
+
+    fn import_flow(&mut self, flow: &FlowKey, ctx: &Ctx, bytes: &[u8]) -> Result<(), ImportError> {
+        let place = Place { table: 0, hash: flow.hash(), key: *flow };
+        let s = Arc::clone(&self.s);
+        migrate::import(&mut [&mut self.flows], &[place], (tag::LB, 1), ctx.now, bytes, |f, _, _| {
+            if f.packets > migrate::MAX_COUNT || f.bytes > migrate::MAX_COUNT {
+                return Err(ImportError::Malformed("flow counter"));
+            }
+            let vip = s.vips.get(usize::from(f.vip)).ok_or(ImportError::Config("VIP index"))?;
+            let first = usize::from(vip.first);
+            if !(first..first + usize::from(vip.count)).contains(&usize::from(f.backend)) {
+                return Err(ImportError::Config("backend index not of the flow's VIP"));
+            }
+            Ok(())
+        })
+    }
+
+    /// A pinned flow's VIP end becomes its backend.
+    fn flow_after(&self, flow: &FlowKey, now: Nanos) -> FlowKey {
+        let Some(f) = self.flows.find(flow.hash(), flow, now).and_then(|i| self.flows.get(i)) else {
+            return *flow;
+        };
+        let (Some(vip), Some(b)) =
+            (self.s.vips.get(usize::from(f.vip)), self.s.backends.get(usize::from(f.backend)))
+        else {
+            return *flow;
+        };
+        let v = (crate::flow::v4(vip.addr), vip.port);
+        let ends = [(flow.lo_addr, flow.lo_port), (flow.hi_addr, flow.hi_port)];
+        let [a, c] = ends.map(|e| if e == v { (crate::flow::v4(b.addr), b.port) } else { e });
+        FlowKey::new(flow.family, flow.proto, a.0, a.1, c.0, c.1).0
+    }
+
+    const MIGRATES: bool = true;
+    const FLOW_STATE: bool = true;
 
     fn housekeeping(&mut self, ctx: &Ctx) {
         self.flows.expire(ctx.now, SWEEP_PER_BURST, |_| {});

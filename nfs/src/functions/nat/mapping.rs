@@ -86,7 +86,8 @@ pub struct Mapping {
     pub remotes: [Remote; REMOTES],
     /// Next ring slot to overwrite.
     pub next_remote: u8,
-    /// [`flags`] bits: moved away to another instance, or holding a foreign port.
+    /// `flags::MOVED` / `flags::FOREIGN` bits (this module): moved away to another instance,
+    /// or holding a port of another instance.
     pub flags: u8,
     pub _pad: [u8; 6],
 }

@@ -14,7 +14,7 @@
 use super::mapping::{flags, Endpoint, Mapping, Remote, REMOTES};
 use super::pool::Slot;
 use super::{pool_index, Nat};
-use crate::flow::{FlowKey, FAMILY_V4};
+use crate::flow::{v4, FlowKey, FAMILY_V4};
 use crate::nf::{Ctx, ImportError};
 use crate::packet::IpProtocol;
 use crate::state::wire::{tag, Reader, Writer};
@@ -87,6 +87,49 @@ fn read_mapping(r: &mut Reader<'_>, now: Nanos) -> Result<Moving, ImportError> {
 }
 
 impl Nat {
+    /// The other side of end `addr:port` of a `proto` flow: the public endpoint of an inside
+    /// endpoint with a live mapping or of a forward's target, the inside endpoint of a live
+    /// mapping's public endpoint or of a forward's public port; `None` for any other end.
+    fn translated_end(&self, proto: u8, addr: [u8; 4], port: u16, now: Nanos) -> Option<([u8; 4], u16)> {
+        let e = Endpoint::new(addr, port, proto);
+        let ip = IpProtocol::from(proto);
+        if let Some(m) = self.maps.out.find(e.hash(), &e, now).and_then(|i| self.maps.out.get(i)) {
+            if m.deadline > now.0 {
+                return Some((m.public_addr, m.public_port));
+            }
+        }
+        if let Some(p) = self.forward_source(ip, addr, port) {
+            return Some((p.addr, p.port));
+        }
+        if let Some(inside) = self.maps.back.find(e.hash(), &e, now).and_then(|b| self.maps.back.get(b)) {
+            let live = self.maps.out.find(inside.hash(), inside, now).and_then(|i| self.maps.out.get(i));
+            if live.is_some_and(|m| m.deadline > now.0) {
+                return Some((inside.addr, inside.port));
+            }
+        }
+        self.forward_target(ip, addr, port).map(|t| (t.addr, t.port))
+    }
+
+    /// See [`NetworkFunction::flow_after`](crate::nf::NetworkFunction::flow_after): the
+    /// flow as this NAT rewrites it (an ICMP echo flow has the identifier in both ports).
+    pub(super) fn key_after(&self, flow: &FlowKey, now: Nanos) -> FlowKey {
+        if flow.family != FAMILY_V4 || pool_index(flow.proto).is_none() {
+            return *flow;
+        }
+        let a4 = |a: &[u8; 16]| [a[0], a[1], a[2], a[3]];
+        let (lo, hi) = ((a4(&flow.lo_addr), flow.lo_port), (a4(&flow.hi_addr), flow.hi_port));
+        let (tlo, thi) = (
+            self.translated_end(flow.proto, lo.0, lo.1, now),
+            self.translated_end(flow.proto, hi.0, hi.1, now),
+        );
+        let Some(moved) = tlo.or(thi) else { return *flow };
+        let (mut l, mut h) = (tlo.unwrap_or(lo), thi.unwrap_or(hi));
+        if IpProtocol::from(flow.proto) == IpProtocol::Icmp {
+            (l.1, h.1) = (moved.1, moved.1);
+        }
+        FlowKey::new(FAMILY_V4, flow.proto, v4(l.0), l.1, v4(h.0), h.1).0
+    }
+
     /// The live mappings (inside endpoint, slot) of the ends of `flow`.
     fn flow_mappings(&self, flow: &FlowKey, now: Nanos) -> Vec<(Endpoint, FlowIdx)> {
         ends(flow)
@@ -101,8 +144,8 @@ impl Nat {
     }
 
     /// See [`NetworkFunction::export_flow`](crate::nf::NetworkFunction::export_flow): writes
-    /// the flow's mappings and marks them moved.
-    pub(super) fn export(&mut self, flow: &FlowKey, ctx: &Ctx, out: &mut Vec<u8>) -> bool {
+    /// the flow's mappings and, when `moving`, marks them moved (a copy leaves them live).
+    pub(super) fn export(&mut self, flow: &FlowKey, ctx: &Ctx, out: &mut Vec<u8>, moving: bool) -> bool {
         let found = self.flow_mappings(flow, ctx.now);
         let n = u8::try_from(found.len()).unwrap_or(0);
         if n == 0 {
@@ -113,7 +156,9 @@ impl Nat {
         for (k, idx) in found {
             if let Some(m) = self.maps.out.get_mut(idx) {
                 write_mapping(&mut w, &k, m, ctx.now);
-                m.flags |= flags::MOVED;
+                if moving {
+                    m.flags |= flags::MOVED;
+                }
             }
         }
         w.seal();
@@ -134,6 +179,14 @@ impl Nat {
             moving.push(read_mapping(&mut r, now)?);
         }
         r.finish()?;
+        // Expiry first (as a packet's lookup would do): a mapping that expired here unswept
+        // gives its port back, or to its hold, before the checks look at it.
+        for (k, m) in &moving {
+            self.maps.find(k, now, &mut self.freed);
+            let p = Endpoint::new(m.public_addr, m.public_port, k.proto);
+            self.maps.find_public(&p, now, &mut self.freed);
+        }
+        self.return_freed(now);
         let ends = ends(flow);
         for (i, (k, m)) in moving.iter().enumerate() {
             if !ends.contains(k) || moving.iter().take(i).any(|(o, _)| o == k) {

@@ -113,8 +113,8 @@ pub use mapping::{Endpoint, Mapping};
 pub use pool::{PortPool, Slot};
 pub use steer::PortOwners;
 
-use crate::ids::CoreId;
 use crate::flow::FlowKey;
+use crate::ids::CoreId;
 use crate::nf::{Burst, Ctx, ImportError, InitCtx, NetworkFunction, NfError, Report, Verdict};
 use crate::packet::{IpProtocol, L3Kind, Meta};
 use crate::rng::Rng;
@@ -170,7 +170,7 @@ pub struct Nat {
     scratch: Vec<(bool, u32)>,
     /// Public endpoints of expired moved mappings, reserved until the time given (module
     /// doc, "Scale-out").
-    held: Vec<(Endpoint, Nanos)>,
+    held: std::collections::VecDeque<(Endpoint, Nanos)>,
     c: Counters,
 }
 
@@ -200,11 +200,12 @@ impl NetworkFunction for Nat {
             rt.per_core(name, move |cores| {
                 let whole = PortPool::full(s.public.len(), s.ports.lo, s.ports.hi, |a, port| {
                     // Other instances' shares are theirs; static forwards own their ports.
-                    !s.owns_port(port) || s.forwards.iter().any(|f| {
-                        f.proto == proto
-                            && Some(a) == s.public_index(f.public_addr)
-                            && f.public.contains(port)
-                    })
+                    !s.owns_port(port)
+                        || s.forwards.iter().any(|f| {
+                            f.proto == proto
+                                && Some(a) == s.public_index(f.public_addr)
+                                && f.public.contains(port)
+                        })
                 });
                 Ok(Release::group(whole, cores, batch))
             })
@@ -253,7 +254,7 @@ impl NetworkFunction for Nat {
             freed: Vec::with_capacity(SWEEP_PER_BURST),
             restored: Some(restored),
             scratch: Vec::with_capacity(256),
-            held: Vec::new(),
+            held: std::collections::VecDeque::new(),
             c: Counters::default(),
         })
     }
@@ -326,11 +327,21 @@ impl NetworkFunction for Nat {
 
     /// The flow's mapping(s); the exported ones are marked moved (module doc, "Scale-out").
     fn export_flow(&mut self, flow: &FlowKey, ctx: &Ctx, out: &mut Vec<u8>) -> bool {
-        self.export(flow, ctx, out)
+        self.export(flow, ctx, out, true)
+    }
+
+    fn copy_flow(&mut self, flow: &FlowKey, ctx: &Ctx, out: &mut Vec<u8>) -> bool {
+        self.export(flow, ctx, out, false)
     }
 
     fn import_flow(&mut self, flow: &FlowKey, ctx: &Ctx, bytes: &[u8]) -> Result<(), ImportError> {
         self.import(flow, ctx, bytes)
+    }
+
+    /// Inside endpoints with a mapping (or a forward's target) become public, public ones
+    /// inside.
+    fn flow_after(&self, flow: &FlowKey, now: Nanos) -> FlowKey {
+        self.key_after(flow, now)
     }
 
     const MIGRATES: bool = true;
@@ -372,6 +383,9 @@ impl NetworkFunction for Nat {
         out.table("mappings", StateDecl::PerFlow, m);
         out.table("reverse", StateDecl::PerFlow, b);
         out.table("fragments", StateDecl::PerFlow, self.frags.table.stats());
+        // Ports of mappings moved to another instance, reserved here until their hold ends.
+        let held = TableStats { len: self.held.len() as u64, ..TableStats::default() };
+        out.table("moved_holds", StateDecl::PerFlow, held);
         for (name, p) in ["pool.tcp", "pool.udp", "pool.icmp"].iter().zip(self.pools.iter()) {
             let free = p.available() as u64;
             let pool = TableStats {
@@ -403,9 +417,14 @@ impl Nat {
     /// Gives the public ports of reclaimed mappings back to their pools: a moved mapping's
     /// port is held first, a foreign one never comes back (module doc, "Scale-out").
     fn return_freed(&mut self, now: Nanos) {
+        if self.freed.is_empty() {
+            return;
+        }
         self.c.expired_mappings += self.freed.len() as u64;
         let hold_until = now.saturating_add(self.s.moved_hold);
-        for f in std::mem::take(&mut self.freed) {
+        // Taken and put back, so its capacity is reused: no allocation per packet.
+        let mut freed = std::mem::take(&mut self.freed);
+        for f in freed.drain(..) {
             let p = f.public;
             // A port of another instance's share (an imported mapping's), or outside
             // `ports` (a mapping restored from before a change of them), is not ours to give.
@@ -413,11 +432,12 @@ impl Nat {
                 continue;
             }
             if f.flags & mapping::flags::MOVED != 0 {
-                self.held.push((p, hold_until));
+                self.held.push_back((p, hold_until));
                 continue;
             }
             self.put_port(p);
         }
+        self.freed = freed;
     }
 
     /// Puts public endpoint `p` back into this core's share of its pool.
@@ -428,14 +448,14 @@ impl Nat {
         }
     }
 
-    /// Ends the holds that are over, returning their ports to the pool.
+    /// Ends the holds that are over, returning their ports to the pool. Holds are queued in
+    /// the order they began, all for the same time, so the ones due are at the front.
     fn release_held(&mut self, now: Nanos) {
-        if self.held.iter().all(|(_, until)| *until > now) {
-            return;
-        }
-        let (over, kept): (Vec<_>, Vec<_>) = self.held.drain(..).partition(|(_, until)| *until <= now);
-        self.held = kept;
-        for (p, _) in over {
+        while let Some(&(p, until)) = self.held.front() {
+            if until > now {
+                break;
+            }
+            self.held.pop_front();
             self.put_port(p);
         }
     }

@@ -18,12 +18,16 @@
 //! configured rate (configure rate / N for an appliance-wide limit); per-flow and per-host
 //! buckets are exact as long as a flow (or host) stays on one core.
 //!
+//! Scale-out: per-flow buckets move with their flow (`migrate.rs`); class and per-host buckets
+//! stay with their instance.
+//!
 //! Malformed packets never panic: a remark that does not fit the frame drops it with the
 //! rewrite's reason.
 
 pub mod classify;
 pub mod flows;
 pub mod meter;
+mod migrate;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -352,6 +356,23 @@ impl NetworkFunction for Policer {
             }
         }
     }
+
+    /// The flow's buckets in every `per = "flow"` class (`migrate.rs`).
+    fn export_flow(&mut self, flow: &crate::flow::FlowKey, ctx: &Ctx, out: &mut Vec<u8>) -> bool {
+        self.export(flow, ctx, out)
+    }
+
+    fn import_flow(
+        &mut self,
+        flow: &crate::flow::FlowKey,
+        ctx: &Ctx,
+        bytes: &[u8],
+    ) -> Result<(), crate::nf::ImportError> {
+        self.import(flow, ctx, bytes)
+    }
+
+    const MIGRATES: bool = true;
+    const FLOW_STATE: bool = true;
 
     fn housekeeping(&mut self, ctx: &Ctx) {
         for t in self.classes.iter_mut().filter_map(|c| c.buckets.as_mut()) {

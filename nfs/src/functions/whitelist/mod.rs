@@ -21,6 +21,9 @@
 //! - The NF reads only the parsed metadata, never the frame bytes, so no packet can make it
 //!   panic.
 //!
+//! Scale-out: a flow's request entry moves with the flow (`export_flow`/`import_flow`), so
+//! responses keep passing on the instance the flow moved to.
+//!
 //! State is per core. Both directions of a flow share a symmetric hash, so with symmetric RSS
 //! (or nflet's software steering) a response lands on the core that recorded its request.
 
@@ -38,8 +41,11 @@ use crate::addr::{OneOrMany, PortRange, Prefix};
 use crate::drop::DropReason;
 use crate::flow::{Dir, FlowKey, FAMILY_V4, FAMILY_V6};
 use crate::ids::PortId;
+use crate::nf::ImportError;
 use crate::nf::{Burst, Ctx, InitCtx, NetworkFunction, NfError, Report, Verdict};
 use crate::packet::{Fragment, IpProtocol, L3Kind, Meta};
+use crate::state::migrate::{self, Place};
+use crate::state::wire::tag;
 use crate::state::{FlowTable, FullPolicy, StateDecl, TableSpec, TableView};
 use crate::time::Nanos;
 
@@ -223,6 +229,32 @@ impl NetworkFunction for Whitelist {
     fn process_packet(&mut self, ctx: &Ctx, _frame: &mut [u8], meta: &mut Meta) -> Verdict {
         self.policy.check(&mut self.requests.view(), &mut self.counters, ctx.now, meta)
     }
+
+    /// The flow's request entry (the opened reverse direction), with its time left.
+    fn export_flow(&mut self, flow: &FlowKey, ctx: &Ctx, out: &mut Vec<u8>) -> bool {
+        let place = Place { table: 0, hash: flow.hash(), key: *flow };
+        migrate::export(&[&self.requests], &[place], (tag::WHITELIST, 1), ctx.now, |_, _| {}, out)
+    }
+
+    fn import_flow(&mut self, flow: &FlowKey, ctx: &Ctx, bytes: &[u8]) -> Result<(), ImportError> {
+        let place = Place { table: 0, hash: flow.hash(), key: *flow };
+        migrate::import(
+            &mut [&mut self.requests],
+            &[place],
+            (tag::WHITELIST, 1),
+            ctx.now,
+            bytes,
+            |r, _, _| {
+                if r.initiator > 1 {
+                    return Err(ImportError::Malformed("initiator"));
+                }
+                Ok(())
+            },
+        )
+    }
+
+    const MIGRATES: bool = true;
+    const FLOW_STATE: bool = true;
 
     fn housekeeping(&mut self, ctx: &Ctx) {
         self.requests.expire(ctx.now, SWEEP_PER_BURST, |_| {});

@@ -257,3 +257,127 @@ fn damaged_or_foreign_records_are_refused_with_nothing_changed() {
     b.import_flow(&flow, &ctx(s(2)), &blob).unwrap();
     assert_eq!(b.mappings(s(2)), 1);
 }
+
+#[test]
+fn an_import_replaces_the_importers_own_mapping_of_the_endpoint() {
+    let (mut a, mut b) = (build_instance::<Nat>(SMALL, 0, 2), build_instance::<Nat>(SMALL, 1, 2));
+    let out = udp4(HOST_A, 5000, R1, 53, b"q");
+    let pa = public_port(&run(&mut a, s(0), IN, &out));
+    // B mapped the same inside endpoint itself (another flow of it), from its own share.
+    let pb = public_port(&run(&mut b, s(0), IN, &udp4(HOST_A, 5000, R2, 53, b"q")));
+    assert!((1026..=1027).contains(&pb));
+    assert_eq!(b.free_ports(17), 1);
+    move_flow(&mut a, s(1), &mut b, s(1), &flow_of(&out, IN));
+    // One mapping, A's port; B's own port back in its pool.
+    assert_eq!((b.mappings(s(1)), b.free_ports(17)), (1, 2));
+    assert_eq!(public_port(&run(&mut b, s(2), IN, &out)), pa);
+    assert_eq!(run(&mut b, s(2), OUT, &udp4(R2, 53, PUB, pb, b"r")).0, drop(DropReason::NatNoMapping));
+}
+
+#[test]
+fn an_abandoned_move_is_undone_by_importing_the_record_back() {
+    let mut a = build_instance::<Nat>(SMALL, 0, 2);
+    let out = udp4(HOST_A, 5000, R1, 53, b"q");
+    let flow = flow_of(&out, IN);
+    let pa = public_port(&run(&mut a, s(0), IN, &out));
+    let mut blob = Vec::new();
+    assert!(a.export_flow(&flow, &ctx(s(10)), &mut blob));
+    a.import_flow(&flow, &ctx(s(10)), &blob).unwrap();
+    // Moved again, left to expire unswept, then imported back: its port came out of the hold.
+    let mut again = Vec::new();
+    assert!(a.export_flow(&flow, &ctx(s(11)), &mut again));
+    let mut b = build_instance::<Nat>(SMALL, 1, 2);
+    b.import_flow(&flow, &ctx(s(11)), &again).unwrap();
+    assert_eq!(public_port(&run(&mut b, s(200), IN, &out)), pa);
+    let mut back = Vec::new();
+    assert!(b.export_flow(&flow, &ctx(s(310)), &mut back));
+    a.import_flow(&flow, &ctx(s(310)), &back).unwrap();
+    assert_eq!(a.free_ports(17), 1);
+    let mut blob = Vec::new();
+    assert!(a.export_flow(&flow, &ctx(s(320)), &mut blob));
+    a.import_flow(&flow, &ctx(s(320)), &blob).unwrap();
+    // Live again: refreshed at 450, still there at 700.
+    assert_eq!(public_port(&run(&mut a, s(450), IN, &out)), pa);
+    sweep(&mut a, s(700));
+    assert_eq!(a.mappings(s(700)), 1);
+}
+
+#[test]
+fn replies_to_an_imported_mapping_steer_to_the_core_that_imported_it() {
+    let mut a = build_instance::<Nat>(SMALL, 0, 2);
+    let mut b = two_cores_of(SMALL, crate::ids::Instance::new(1, 2).unwrap());
+    let out = udp4(HOST_A, 5000, R1, 53, b"q");
+    let pa = public_port(&run(&mut a, s(0), IN, &out));
+    let mut blob = Vec::new();
+    assert!(a.export_flow(&flow_of(&out, IN), &ctx(s(1)), &mut blob));
+    let core1 = Ctx { now: s(1), core: CoreId(1) };
+    b[1].import_flow(&flow_of(&out, IN), &core1, &blob).unwrap();
+    let reply = udp4(R1, 53, PUB, pa, b"r");
+    let meta = parse(&reply, PortId(OUT), &ParsePolicy::default()).unwrap();
+    for core in &b {
+        assert_eq!(core.steer(&meta, &reply), Some(CoreId(1)), "every core steers the reply to core 1");
+    }
+    let (v, f) = run_on(&mut b[1], s(2), 1, OUT, &reply);
+    assert_eq!((v, verified(&f)), (Verdict::Continue, (R1, 53, HOST_A, 5000)));
+}
+
+#[test]
+fn the_flow_after_the_nat_is_the_translated_tuple() {
+    let cfg =
+        format!("{SMALL}\n[[forward]]\nproto = \"tcp\"\npublic_port = 8080\nto = \"192.168.1.20:80\"\n");
+    let mut nat = build_instance::<Nat>(&cfg, 0, 2);
+    let out = udp4(HOST_A, 5000, R1, 53, b"q");
+    let pa = public_port(&run(&mut nat, s(0), IN, &out));
+    let echo = icmp_echo4(HOST_A, R1, 7, 1);
+    let (v, f) = run(&mut nat, s(0), IN, &echo);
+    assert_eq!(v, Verdict::Continue);
+    let id = verified(&f).1;
+    let key = |f: &[u8], ingress| flow_of(f, ingress);
+    let cases = [
+        ("outbound", key(&out, IN), key(&udp4(PUB, pa, R1, 53, b""), OUT)),
+        ("reply", key(&udp4(R1, 53, PUB, pa, b""), OUT), key(&out, IN)),
+        ("echo", key(&echo, IN), key(&icmp_echo4(PUB, R1, id, 1), OUT)),
+        (
+            "forward",
+            key(&tcp4(R1, 4000, PUB, 8080, SYN), OUT),
+            key(&tcp4(R1, 4000, [192, 168, 1, 20], 80, SYN), OUT),
+        ),
+        (
+            "forward reply",
+            key(&tcp4([192, 168, 1, 20], 80, R1, 4000, ACK), IN),
+            key(&tcp4(PUB, 8080, R1, 4000, ACK), IN),
+        ),
+        ("unknown", key(&udp4(HOST_B, 1, R1, 2, b""), IN), key(&udp4(HOST_B, 1, R1, 2, b""), IN)),
+    ];
+    for (name, before, after) in cases {
+        assert_eq!(nat.flow_after(&before, s(1)), after, "{name}");
+    }
+    // Expired: nothing to translate by.
+    assert_eq!(nat.flow_after(&key(&out, IN), s(301)), key(&out, IN));
+}
+
+#[test]
+fn a_copy_leaves_the_mapping_live_on_the_exporter() {
+    let (mut a, mut b) = (build_instance::<Nat>(SMALL, 0, 2), build_instance::<Nat>(SMALL, 1, 2));
+    let out = udp4(HOST_A, 5000, R1, 53, b"q");
+    let flow = flow_of(&out, IN);
+    let pa = public_port(&run(&mut a, s(0), IN, &out));
+    // A replica (or an output logger's record): the same bytes an export writes…
+    let (mut copy, mut moved) = (Vec::new(), Vec::new());
+    assert!(a.copy_flow(&flow, &ctx(s(10)), &mut copy));
+    let mut probe = build_instance::<Nat>(SMALL, 0, 2);
+    run(&mut probe, s(0), IN, &out);
+    assert!(probe.export_flow(&flow, &ctx(s(10)), &mut moved));
+    assert_eq!(copy, moved);
+    // …and B can take the flow over with it.
+    b.import_flow(&flow, &ctx(s(10).saturating_add(SKEW)), &copy).unwrap();
+    let (v, f) = run(&mut b, s(20).saturating_add(SKEW), OUT, &udp4(R1, 53, PUB, pa, b"r"));
+    assert_eq!((v, verified(&f)), (Verdict::Continue, (R1, 53, HOST_A, 5000)));
+    // But on A the mapping is still refreshed (a moved one would expire at 300) and its port
+    // returns straight to the pool when it expires: no hold.
+    assert_eq!(public_port(&run(&mut a, s(250), IN, &out)), pa);
+    sweep(&mut a, s(500));
+    assert_eq!(a.mappings(s(500)), 1, "refreshed at 250");
+    sweep(&mut a, s(551));
+    assert_eq!((a.mappings(s(551)), a.free_ports(17)), (0, 2));
+}

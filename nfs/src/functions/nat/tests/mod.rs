@@ -166,6 +166,11 @@ fn addrs(f: &[u8]) -> ([u8; 4], [u8; 4]) {
 
 /// Builds the NAT on both cores of a two-core appliance (shared pools).
 fn two_cores(config: &str) -> Vec<Nat> {
+    two_cores_of(config, crate::ids::Instance::default())
+}
+
+/// [`two_cores`] as `instance` of a scaled-out deployment.
+fn two_cores_of(config: &str, instance: crate::ids::Instance) -> Vec<Nat> {
     let cfg: NatConfig = toml::from_str(config).unwrap();
     let mut shared = SharedRegistry::default();
     let ports = ["inside".to_string(), "outside".to_string()];
@@ -173,7 +178,7 @@ fn two_cores(config: &str) -> Vec<Nat> {
         .map(|core| {
             let mut arena = Arena::new(CoreId(core), 64 << 20, Backing::Normal);
             let mut rt = InitCtx {
-                instance: crate::ids::Instance::default(),
+                instance,
                 name: "nat",
                 core: CoreId(core),
                 cores: 2,
