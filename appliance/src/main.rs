@@ -136,6 +136,14 @@ enum Command {
         #[arg(long)]
         id: u16,
     },
+    /// Run the output logger of worker N of a scale-out deployment (normally started by the
+    /// director when `[scale] loggers` is set).
+    Logger {
+        #[arg(short, long)]
+        config: PathBuf,
+        #[arg(long)]
+        id: u16,
+    },
     /// Live rates of a running appliance (per core, chain and port), from its management
     /// endpoint's /status. Ctrl-C quits.
     Top {
@@ -340,6 +348,7 @@ fn dispatch(command: Command) -> Result<(), String> {
             nflet::scaleout::run_director(&config, duration.map(Duration::from_secs_f64), stop_on_signals())
         }
         Command::Worker { config, id } => nflet::scaleout::run_worker(&config, id, stop_on_signals()),
+        Command::Logger { config, id } => nflet::scaleout::run_logger(&config, id, stop_on_signals()),
         Command::Process { config, input, output, ingress } => {
             let mut cfg = load(&config)?;
             cfg.settings.cores = 1;

@@ -23,7 +23,7 @@ use nflet_nfs::flow::FlowKey;
 use nflet_nfs::ids::{Bytes, ChainId, PortId};
 use nflet_nfs::packet::{parse, ParsePolicy};
 use nflet_nfs::time::{Clock, MonotonicClock, Nanos};
-use nflet_scale::director::{Decision, Director, Steer};
+use nflet_scale::director::{Decision, Director, StateSource, Steer};
 use nflet_scale::scaling::ScaleDecision;
 use nflet_scale::units::{LogicalClock, WorkerId};
 use nflet_scale::wire::{
@@ -31,7 +31,8 @@ use nflet_scale::wire::{
 };
 
 use super::fabric::{Fabric, FabricError};
-use super::launcher::Launcher;
+use super::launcher::{Launcher, Role};
+use crate::config::scale::Scale;
 use crate::config::Config;
 use crate::dataplane::open::open_ports;
 use crate::dataplane::select::ChainSelector;
@@ -105,12 +106,27 @@ pub struct DirectorRoleCounters {
     pub send_errors: u64,
 }
 
+/// An output logger's liveness, by worker id.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum LoggerSlot {
+    Down,
+    Starting,
+    /// Up; its worker must push it every flow it holds once it says hello (a replacement).
+    Up { resync: bool },
+}
+
 /// The director.
 pub struct DirectorRole {
     decisions: Director,
     fabric: Fabric,
+    scale: Scale,
     workers: Vec<SocketAddr>,
     slots: Vec<Slot>,
+    /// Last hello of each worker, and of each logger.
+    last_hello: Vec<Option<Instant>>,
+    loggers: Vec<LoggerSlot>,
+    /// Failed workers whose logger still holds state some flow needs.
+    failed: Vec<WorkerId>,
     warm_target: usize,
     launcher: Box<dyn Launcher>,
     rx: Vec<(PortId, Box<dyn RxQueue>)>,
@@ -120,6 +136,9 @@ pub struct DirectorRole {
     selector: ChainSelector,
     policy: ParsePolicy,
     aliases: HashMap<FlowKey, FlowKey>,
+    /// The worker whose processed frames of each flow last came back (so it, or its logger,
+    /// holds the state every released frame reflects).
+    confirmed: HashMap<FlowKey, WorkerId>,
     sealer: Sealer,
     verifier: Verifier,
     started: Instant,
@@ -148,6 +167,10 @@ impl DirectorRole {
         Ok(DirectorRole {
             decisions,
             fabric,
+            last_hello: vec![None; nworkers * 2],
+            loggers: vec![LoggerSlot::Down; scale.loggers.len()],
+            failed: Vec::new(),
+            scale: scale.clone(),
             slots: vec![Slot::Down; nworkers],
             warm_target: usize::from(scale.warm_pool),
             launcher,
@@ -158,6 +181,7 @@ impl DirectorRole {
             selector: ChainSelector::new(&config),
             policy: config.parse,
             aliases: HashMap::new(),
+            confirmed: HashMap::new(),
             sealer: Sealer::new(&scale.key, DIRECTOR, deployment, super::first_sequence()),
             verifier: Verifier::new(&scale.key, deployment),
             started: Instant::now(),
@@ -174,9 +198,27 @@ impl DirectorRole {
         self.events.push(Event { at_ms, worker: worker.0, what, latency_us });
     }
 
+    fn start_logger(&mut self, id: WorkerId, resync: bool) {
+        let Some(addr) = self.scale.loggers.get(usize::from(id.0)).copied() else { return };
+        match self.launcher.start(Role::Logger, id, addr) {
+            Ok(()) => {
+                if let Some(l) = self.loggers.get_mut(usize::from(id.0)) {
+                    *l = if resync { LoggerSlot::Up { resync: true } } else { LoggerSlot::Starting };
+                }
+                if let Some(h) = self.last_hello.get_mut(self.workers.len() + usize::from(id.0)) {
+                    *h = Some(Instant::now());
+                }
+            }
+            Err(e) => log::error!("{e}"),
+        }
+    }
+
     fn start_worker(&mut self, id: WorkerId, activate: bool) -> bool {
         let Some(addr) = self.workers.get(usize::from(id.0)).copied() else { return false };
-        match self.launcher.start(id, addr) {
+        if self.loggers.get(usize::from(id.0)) == Some(&LoggerSlot::Down) {
+            self.start_logger(id, false);
+        }
+        match self.launcher.start(Role::Worker, id, addr) {
             Ok(()) => {
                 if let Some(s) = self.slots.get_mut(usize::from(id.0)) {
                     *s = Slot::Starting { since: Instant::now(), activate };
@@ -193,11 +235,23 @@ impl DirectorRole {
     fn stop_worker(&mut self, id: WorkerId) {
         let Some(addr) = self.workers.get(usize::from(id.0)).copied() else { return };
         self.send(Kind::Stop, &FlowKey::default(), &[], addr);
-        self.launcher.stop(id);
+        self.launcher.stop(Role::Worker, id);
         if let Some(s) = self.slots.get_mut(usize::from(id.0)) {
             *s = Slot::Down;
         }
         self.event(id, "stopped", 0.0);
+        if !self.failed.contains(&id) {
+            self.stop_logger(id);
+        }
+    }
+
+    fn stop_logger(&mut self, id: WorkerId) {
+        let Some(addr) = self.scale.loggers.get(usize::from(id.0)).copied() else { return };
+        self.send(Kind::Stop, &FlowKey::default(), &[], addr);
+        self.launcher.stop(Role::Logger, id);
+        if let Some(l) = self.loggers.get_mut(usize::from(id.0)) {
+            *l = LoggerSlot::Down;
+        }
     }
 
     /// Tops the warm pool up with the lowest ids that are down.
@@ -232,6 +286,7 @@ impl DirectorRole {
         let bucket = self.decisions.config().load_bucket;
         let mut next_tick = Nanos::ZERO;
         let mut next_manage = Nanos::ZERO;
+        let mut next_check = Nanos::ZERO;
         let mut bufs = Vec::with_capacity(BURST);
         let mut datagram = Vec::with_capacity(super::fabric::MAX_DATAGRAM);
         let mut decisions = Vec::new();
@@ -266,6 +321,10 @@ impl DirectorRole {
                     self.carry_out(d);
                 }
             }
+            if now >= next_check {
+                next_check = now.saturating_add(self.scale.heartbeat);
+                self.detect_failures();
+            }
             if now >= next_manage {
                 next_manage = now.saturating_add(Nanos::from_millis(100));
                 self.manage();
@@ -279,9 +338,13 @@ impl DirectorRole {
                 idle = 0;
             }
         }
+        self.failed.clear();
         for i in 0..self.slots.len() {
+            let id = WorkerId(u16::try_from(i).unwrap_or(u16::MAX));
             if self.slots.get(i) != Some(&Slot::Down) {
-                self.stop_worker(WorkerId(u16::try_from(i).unwrap_or(u16::MAX)));
+                self.stop_worker(id);
+            } else if self.loggers.get(i).is_some_and(|l| *l != LoggerSlot::Down) {
+                self.stop_logger(id);
             }
         }
         self.counters.send_errors = self.fabric.send_errors;
@@ -312,7 +375,25 @@ impl DirectorRole {
             self.counters.no_worker += 1;
             return;
         };
-        let from = start.and_then(|a| a.state.moves_from());
+        let from = match start.map(|a| a.state) {
+            // The failed worker's flows come back from its output logger — unless the worker
+            // never released a frame of the flow (it died while pulling the state): then the
+            // worker that last did still holds it.
+            Some(StateSource::Recover { failed }) => match self.confirmed.get(&flow).copied() {
+                Some(w) if w != failed => Some(w),
+                _ if !self.scale.loggers.is_empty() => Some(Scale::logger_id(failed.0)),
+                _ => Some(failed),
+            },
+            Some(StateSource::Replica { from }) => {
+                // No pull will tell the previous owner: say it, so its copy stops living.
+                if let Some(addr) = self.workers.get(usize::from(from.0)).copied() {
+                    let chain_id = ChainId(u16::try_from(chain).unwrap_or(u16::MAX));
+                    self.send_on(Kind::Moved, chain_id, &flow, &[], addr);
+                }
+                Some(from)
+            }
+            other => other.and_then(StateSource::moves_from),
+        };
         let h = SteerHeader {
             direction: Direction::ToWorker,
             chain: ChainId(u16::try_from(chain).unwrap_or(u16::MAX)),
@@ -355,6 +436,12 @@ impl DirectorRole {
         self.counters.from_workers += 1;
         let frame = d.get(HEADER_LEN..).unwrap_or_default();
         if !h.untracked {
+            match self.confirmed.get_mut(&h.flow) {
+                Some(w) => *w = h.worker,
+                None => {
+                    self.confirmed.insert(h.flow, h.worker);
+                }
+            }
             if let Ok(meta) = parse(frame, h.port, &self.policy) {
                 if meta.key != h.flow && !self.aliases.contains_key(&meta.key) {
                     if self.aliases.len() < MAX_ALIASES {
@@ -401,7 +488,13 @@ impl DirectorRole {
     }
 
     fn hello(&mut self, id: WorkerId) {
+        if id.0 & crate::config::scale::LOGGER != 0 {
+            return self.logger_hello(WorkerId(id.0 & !crate::config::scale::LOGGER));
+        }
         let Some(slot) = self.slots.get(usize::from(id.0)).copied() else { return };
+        if let Some(h) = self.last_hello.get_mut(usize::from(id.0)) {
+            *h = Some(Instant::now());
+        }
         if let Slot::Starting { since, activate } = slot {
             let us = since.elapsed().as_secs_f64() * 1e6;
             self.event(id, "launched", us);
@@ -415,6 +508,75 @@ impl DirectorRole {
             };
             if let Some(s) = self.slots.get_mut(usize::from(id.0)) {
                 *s = next;
+            }
+        }
+    }
+
+    fn logger_hello(&mut self, id: WorkerId) {
+        let n = usize::from(id.0);
+        if let Some(h) = self.last_hello.get_mut(self.workers.len() + n) {
+            *h = Some(Instant::now());
+        }
+        match self.loggers.get(n).copied() {
+            Some(LoggerSlot::Starting) => {
+                if let Some(l) = self.loggers.get_mut(n) {
+                    *l = LoggerSlot::Up { resync: false };
+                }
+            }
+            Some(LoggerSlot::Up { resync: true }) => {
+                // A replacement logger: its worker gives it every flow it holds.
+                if let Some(addr) = self.workers.get(n).copied() {
+                    self.send(Kind::Resync, &FlowKey::default(), &[], addr);
+                }
+                if let Some(l) = self.loggers.get_mut(n) {
+                    *l = LoggerSlot::Up { resync: false };
+                }
+                self.event(id, "logger replaced, resync ordered", 0.0);
+            }
+            _ => {}
+        }
+    }
+
+    /// Workers and loggers silent for the failure timeout are taken for failed (fail-stop).
+    fn detect_failures(&mut self) {
+        let limit = std::time::Duration::from_nanos(self.scale.failure_timeout.0);
+        let silent = |h: Option<&Option<Instant>>| h.copied().flatten().is_some_and(|t| t.elapsed() > limit);
+        for i in 0..self.slots.len() {
+            let id = WorkerId(u16::try_from(i).unwrap_or(u16::MAX));
+            let slot = self.slots.get(i).copied();
+            if matches!(slot, Some(Slot::Active | Slot::Warm | Slot::Retired)) && silent(self.last_hello.get(i)) {
+                let since = self.last_hello.get(i).copied().flatten().map_or(0.0, |t| t.elapsed().as_secs_f64() * 1e6);
+                if slot == Some(Slot::Active) {
+                    let orphaned = self.decisions.worker_failed(id).unwrap_or(0);
+                    log::warn!("{id} failed: silent for {:.1} ms; {orphaned} flow(s) to recover", since / 1e3);
+                    if !self.scale.loggers.is_empty() {
+                        self.failed.push(id);
+                    }
+                }
+                self.event(id, "failed", since);
+                self.launcher.stop(Role::Worker, id);
+                if let Some(s) = self.slots.get_mut(i) {
+                    *s = Slot::Down;
+                }
+                if let Some(h) = self.last_hello.get_mut(i) {
+                    *h = None;
+                }
+            }
+            let li = self.workers.len() + i;
+            if matches!(self.loggers.get(i), Some(LoggerSlot::Up { .. })) && silent(self.last_hello.get(li)) {
+                self.event(id, "logger failed", 0.0);
+                self.launcher.stop(Role::Logger, id);
+                // Its worker refills the replacement once it is up.
+                self.start_logger(id, true);
+            }
+        }
+        // A failed worker's logger may stop once no flow needs its state.
+        let decisions = &self.decisions;
+        let done: Vec<WorkerId> = self.failed.iter().copied().filter(|w| decisions.owned_by(*w) == 0).collect();
+        for id in done {
+            self.failed.retain(|w| *w != id);
+            if self.slots.get(usize::from(id.0)) == Some(&Slot::Down) {
+                self.stop_logger(id);
             }
         }
     }
@@ -486,11 +648,16 @@ impl DirectorRole {
         }
         let decisions = &self.decisions;
         self.aliases.retain(|_, flow| decisions.flow(flow).is_some());
+        self.confirmed.retain(|flow, _| decisions.flow(flow).is_some());
     }
 
     fn send(&mut self, kind: Kind, flow: &FlowKey, body: &[u8], to: SocketAddr) {
+        self.send_on(kind, ChainId(0), flow, body, to);
+    }
+
+    fn send_on(&mut self, kind: Kind, chain: ChainId, flow: &FlowKey, body: &[u8], to: SocketAddr) {
         let mut msg = std::mem::take(&mut self.out);
-        self.sealer.seal(kind, ChainId(0), flow, LogicalClock::ZERO, body, &mut msg);
+        self.sealer.seal(kind, chain, flow, LogicalClock::ZERO, body, &mut msg);
         self.fabric.send(&msg, to);
         self.out = msg;
     }
@@ -505,6 +672,7 @@ impl DirectorRole {
                 "packets": c.packets, "flowlets": c.flowlets, "new_flows": c.new_flows,
                 "idle_starts": c.idle_starts, "size_starts": c.size_starts,
                 "state_local": c.state_local, "state_replica": c.state_replica, "state_pull": c.state_pull,
+                "state_recover": c.state_recover, "failover_starts": c.failover_starts, "failures": c.failures,
                 "overflows": c.overflows, "untracked": c.untracked, "no_worker": c.no_worker,
                 "replications": c.replications, "launches": c.launches, "retirements": c.retirements,
             },

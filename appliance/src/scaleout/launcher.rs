@@ -3,7 +3,7 @@
 //! The director decides *when* a worker is needed; a [`Launcher`] makes one exist. nflet ships
 //! four: [`ProcessLauncher`] runs `nflet worker` processes on this host, [`QemuLauncher`] boots
 //! worker VMs from the appliance image (kernel command line `nflet.worker=N`), [`CommandLauncher`]
-//! runs a site's own commands (a libvirt domain, a Kubernetes scale call, `qemu` through the
+//! runs a site's own commands (`{role}` is `worker` or `logger`; a libvirt domain, a Kubernetes scale call, `qemu` through the
 //! nflet QEMU launcher, an ssh to another box) with `{id}`, `{addr}` and `{config}` filled in,
 //! and [`StaticLauncher`] expects workers that someone else keeps running. A worker counts as
 //! ready when its first authenticated hello reaches the director, whoever started it; a worker
@@ -34,11 +34,30 @@ impl std::fmt::Display for LaunchError {
 
 impl std::error::Error for LaunchError {}
 
-/// Starts and stops worker instances.
+/// What an instance serves as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    Worker,
+    /// The output logger of the worker with the same id (SNF §6).
+    Logger,
+}
+
+impl Role {
+    /// The `nflet` subcommand of the role (also `{role}` in launch commands).
+    pub fn command(self) -> &'static str {
+        match self {
+            Role::Worker => "worker",
+            Role::Logger => "logger",
+        }
+    }
+}
+
+/// Starts and stops worker instances (and their output loggers).
 pub trait Launcher: Send {
-    fn start(&mut self, id: WorkerId, addr: SocketAddr) -> Result<(), LaunchError>;
-    /// Called after the stop message was sent: make sure the instance is gone.
-    fn stop(&mut self, id: WorkerId);
+    fn start(&mut self, role: Role, id: WorkerId, addr: SocketAddr) -> Result<(), LaunchError>;
+    /// Called after the stop message was sent (or the instance was found dead): make sure the
+    /// instance is gone.
+    fn stop(&mut self, role: Role, id: WorkerId);
 }
 
 /// Builds the configured launcher; `config` is the deployment's file, passed to workers.
@@ -88,39 +107,43 @@ fn reap(id: WorkerId, mut child: Child, grace: std::time::Duration) -> JoinHandl
 pub struct ProcessLauncher {
     exe: PathBuf,
     config: PathBuf,
-    children: HashMap<WorkerId, Child>,
+    children: HashMap<(Role, WorkerId), Child>,
     reapers: Vec<JoinHandle<()>>,
 }
 
 impl Launcher for ProcessLauncher {
-    fn start(&mut self, id: WorkerId, _addr: SocketAddr) -> Result<(), LaunchError> {
-        if let Some(c) = self.children.get_mut(&id) {
+    fn start(&mut self, role: Role, id: WorkerId, _addr: SocketAddr) -> Result<(), LaunchError> {
+        if let Some(c) = self.children.get_mut(&(role, id)) {
             if matches!(c.try_wait(), Ok(None)) {
                 return Ok(());
             }
         }
         let child = Command::new(&self.exe)
-            .arg("worker")
+            .arg(role.command())
             .arg("--config")
             .arg(&self.config)
             .arg("--id")
             .arg(id.0.to_string())
             .spawn()
             .map_err(|e| LaunchError { worker: id, detail: format!("{}: {e}", self.exe.display()) })?;
-        self.children.insert(id, child);
+        self.children.insert((role, id), child);
         Ok(())
     }
 
-    fn stop(&mut self, id: WorkerId) {
-        if let Some(child) = self.children.remove(&id) {
+    fn stop(&mut self, role: Role, id: WorkerId) {
+        if let Some(child) = self.children.remove(&(role, id)) {
             self.reapers.push(reap(id, child, std::time::Duration::from_secs(2)));
         }
     }
 }
 
 /// Stops what is still running (grace `grace`) and waits for every stopping instance.
-fn shut_down(children: &mut HashMap<WorkerId, Child>, reapers: &mut Vec<JoinHandle<()>>, grace: std::time::Duration) {
-    for (id, child) in children.drain() {
+fn shut_down(
+    children: &mut HashMap<(Role, WorkerId), Child>,
+    reapers: &mut Vec<JoinHandle<()>>,
+    grace: std::time::Duration,
+) {
+    for ((_, id), child) in children.drain() {
         reapers.push(reap(id, child, grace));
     }
     for r in reapers.drain(..) {
@@ -145,13 +168,16 @@ pub struct QemuLauncher {
     initrd: PathBuf,
     memory_mib: u32,
     config: PathBuf,
-    children: HashMap<WorkerId, Child>,
+    children: HashMap<(Role, WorkerId), Child>,
     reapers: Vec<JoinHandle<()>>,
 }
 
 impl Launcher for QemuLauncher {
-    fn start(&mut self, id: WorkerId, addr: SocketAddr) -> Result<(), LaunchError> {
+    fn start(&mut self, role: Role, id: WorkerId, addr: SocketAddr) -> Result<(), LaunchError> {
         let err = |detail: String| LaunchError { worker: id, detail };
+        if role == Role::Logger {
+            return Err(err("output loggers as VMs are not supported yet; use the process or command launcher".into()));
+        }
         let mut vm = nflet_qemu::Vm::new(nflet_qemu::Image::Kernel {
             kernel: self.kernel.clone(),
             initrd: self.initrd.clone(),
@@ -166,12 +192,12 @@ impl Launcher for QemuLauncher {
         if let Some(serial) = &vm.serial {
             log::info!("worker{} VM booting; serial console in {}", id.0, serial.display());
         }
-        self.children.insert(id, child);
+        self.children.insert((role, id), child);
         Ok(())
     }
 
-    fn stop(&mut self, id: WorkerId) {
-        if let Some(child) = self.children.remove(&id) {
+    fn stop(&mut self, role: Role, id: WorkerId) {
+        if let Some(child) = self.children.remove(&(role, id)) {
             // The guest powers off after the worker exits; TCG takes a few seconds.
             self.reapers.push(reap(id, child, std::time::Duration::from_secs(30)));
         }
@@ -193,8 +219,9 @@ pub struct CommandLauncher {
 }
 
 impl CommandLauncher {
-    fn expand(&self, template: &str, id: WorkerId, addr: Option<SocketAddr>) -> String {
+    fn expand(&self, template: &str, role: Role, id: WorkerId, addr: Option<SocketAddr>) -> String {
         template
+            .replace("{role}", role.command())
             .replace("{id}", &id.0.to_string())
             .replace("{addr}", &addr.map(|a| a.to_string()).unwrap_or_default())
             .replace("{config}", &self.config.display().to_string())
@@ -202,8 +229,8 @@ impl CommandLauncher {
 }
 
 impl Launcher for CommandLauncher {
-    fn start(&mut self, id: WorkerId, addr: SocketAddr) -> Result<(), LaunchError> {
-        let cmd = self.expand(&self.launch, id, Some(addr));
+    fn start(&mut self, role: Role, id: WorkerId, addr: SocketAddr) -> Result<(), LaunchError> {
+        let cmd = self.expand(&self.launch, role, id, Some(addr));
         // The command returns once the instance is on its way; readiness is its hello.
         let status = Command::new("sh")
             .arg("-c")
@@ -217,9 +244,9 @@ impl Launcher for CommandLauncher {
         }
     }
 
-    fn stop(&mut self, id: WorkerId) {
+    fn stop(&mut self, role: Role, id: WorkerId) {
         if let Some(t) = &self.stop {
-            let cmd = self.expand(t, id, None);
+            let cmd = self.expand(t, role, id, None);
             if let Err(e) = Command::new("sh").arg("-c").arg(&cmd).status() {
                 log::warn!("stop command `{cmd}` for worker{}: {e}", id.0);
             }
@@ -232,9 +259,9 @@ impl Launcher for CommandLauncher {
 pub struct StaticLauncher;
 
 impl Launcher for StaticLauncher {
-    fn start(&mut self, _id: WorkerId, _addr: SocketAddr) -> Result<(), LaunchError> {
+    fn start(&mut self, _role: Role, _id: WorkerId, _addr: SocketAddr) -> Result<(), LaunchError> {
         Ok(())
     }
 
-    fn stop(&mut self, _id: WorkerId) {}
+    fn stop(&mut self, _role: Role, _id: WorkerId) {}
 }

@@ -23,6 +23,7 @@
 pub mod director;
 pub mod fabric;
 pub mod launcher;
+pub mod logger;
 pub mod worker;
 mod worker_flows;
 
@@ -87,6 +88,22 @@ pub fn serve_worker(
         "worker": id, "counters": w.counters, "drops": w.drops(), "nf": w.nf_counters(), "latency": w.latencies(),
     });
     println!("{summary}");
+    Ok(())
+}
+
+/// `nflet logger --id N`: serves as the output logger of worker `id` until the director
+/// stops it or `stop` is set, then prints its counters as one JSON line.
+pub fn run_logger(
+    path: &std::path::Path,
+    id: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Result<(), String> {
+    let (config, deployment) = load(path)?;
+    let scale = config.scale.ok_or("the configuration has no `[scale]` section")?;
+    let mut l = logger::Logger::new(scale, id, deployment)?;
+    log::info!("output logger of worker {id} up");
+    l.run(&stop);
+    println!("{}", serde_json::json!({ "logger": id, "counters": l.counters }));
     Ok(())
 }
 

@@ -124,6 +124,14 @@ impl std::fmt::Debug for Worker {
     }
 }
 
+/// Pull attempts: enough to outlast the director's failure detection (timeout plus a
+/// heartbeat of slack), at least three.
+fn pull_tries(scale: &Scale) -> u8 {
+    let patience = scale.failure_timeout.0.saturating_add(scale.heartbeat.0.saturating_mul(2));
+    let tries = patience / scale.pull_timeout.0.max(1) + 1;
+    u8::try_from(tries.clamp(3, 255)).unwrap_or(255)
+}
+
 impl Worker {
     /// Builds worker `id` of the deployment `config` describes (`deployment`: its fingerprint).
     /// With `via`, the loopback addresses of `[scale]` are another machine's (the VM host's),
@@ -170,7 +178,7 @@ impl Worker {
             heartbeat: scale.heartbeat,
             pipeline,
             policy: config.parse,
-            flows: WorkerFlows::new(me, scale.hold_packets),
+            flows: WorkerFlows::new(me, scale.hold_packets, pull_tries(&scale)),
             sealer: Sealer::new(&scale.key, me, deployment, super::first_sequence()),
             verifier: Verifier::new(&scale.key, deployment),
             pull_timeout: scale.pull_timeout,

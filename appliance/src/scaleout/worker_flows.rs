@@ -69,20 +69,22 @@ pub enum Expired {
     GiveUp { flow: FlowKey },
 }
 
-/// Pull attempts before the held packets run on the state at hand.
-const PULL_TRIES: u8 = 3;
 
 /// The flows of one worker.
 #[derive(Debug)]
 pub struct WorkerFlows {
     me: WorkerId,
     hold_limit: usize,
+    /// Pull attempts before the held packets run on the state at hand.
+    pull_tries: u8,
     map: HashMap<FlowKey, Entry>,
 }
 
 impl WorkerFlows {
-    pub fn new(me: WorkerId, hold_limit: usize) -> WorkerFlows {
-        WorkerFlows { me, hold_limit, map: HashMap::new() }
+    /// `pull_tries`: keep it long enough to outlast the director's failure detection, so a
+    /// pull from a worker that died is re-aimed at its output logger rather than given up.
+    pub fn new(me: WorkerId, hold_limit: usize, pull_tries: u8) -> WorkerFlows {
+        WorkerFlows { me, hold_limit, pull_tries: pull_tries.max(1), map: HashMap::new() }
     }
 
     /// Clock of the state held for `flow`.
@@ -99,7 +101,19 @@ impl WorkerFlows {
         e.last = now;
         e.chain = h.chain;
         let moved_here = h.moved && h.prev_owner.is_some_and(|p| p != self.me);
-        let admit = if e.pull.is_some() {
+        let retarget = match (&mut e.pull, h.prev_owner) {
+            // The director now names another source (the owner failed: its output logger).
+            (Some(p), Some(from)) if moved_here && p.from != from => {
+                p.from = from;
+                p.tries = 1;
+                p.sent = now;
+                Some(from)
+            }
+            _ => None,
+        };
+        let admit = if let Some(from) = retarget {
+            Admit::Pull { from }
+        } else if e.pull.is_some() {
             Admit::Held
         } else if !moved_here {
             return Admit::Run;
@@ -164,7 +178,7 @@ impl WorkerFlows {
             if now.saturating_sub(p.sent) < timeout {
                 continue;
             }
-            if p.tries < PULL_TRIES {
+            if p.tries < self.pull_tries {
                 p.tries += 1;
                 p.sent = now;
                 out.push((Expired::Retry { flow: *flow, from: p.from, chain: p.chain, clock: p.clock }, VecDeque::new()));
@@ -208,7 +222,7 @@ mod tests {
 
     #[test]
     fn local_flowlets_run_and_moved_ones_pull_then_release_in_order() {
-        let mut f = WorkerFlows::new(WorkerId(1), 2);
+        let mut f = WorkerFlows::new(WorkerId(1), 2, 3);
         assert_eq!(admit(&mut f, header(1, None)), Admit::Run);
         f.applied(&FlowKey::default(), LogicalClock(1));
         assert_eq!(admit(&mut f, header(5, Some(0))), Admit::Pull { from: WorkerId(0) });
@@ -225,7 +239,7 @@ mod tests {
 
     #[test]
     fn current_replica_runs_stale_one_pulls() {
-        let mut f = WorkerFlows::new(WorkerId(1), 8);
+        let mut f = WorkerFlows::new(WorkerId(1), 8, 3);
         assert!(f.push_arrived(&FlowKey::default(), ChainId(0), LogicalClock(10), Nanos(0)));
         assert!(!f.push_arrived(&FlowKey::default(), ChainId(0), LogicalClock(9), Nanos(0)), "older copy refused");
         assert_eq!(admit(&mut f, header(11, Some(0))), Admit::Run);
@@ -238,7 +252,7 @@ mod tests {
 
     #[test]
     fn unanswered_pulls_retry_then_give_up_with_their_packets() {
-        let mut f = WorkerFlows::new(WorkerId(1), 8);
+        let mut f = WorkerFlows::new(WorkerId(1), 8, 3);
         assert_eq!(admit(&mut f, header(3, Some(0))), Admit::Pull { from: WorkerId(0) });
         let mut out = Vec::new();
         f.expired(Nanos(5), Nanos(10), &mut out);
@@ -255,8 +269,19 @@ mod tests {
     }
 
     #[test]
+    fn a_pull_is_re_aimed_when_the_director_names_another_source() {
+        let mut f = WorkerFlows::new(WorkerId(1), 8, 3);
+        assert_eq!(admit(&mut f, header(3, Some(0))), Admit::Pull { from: WorkerId(0) });
+        assert_eq!(admit(&mut f, header(4, None)), Admit::Held);
+        // Worker 0 died; the director's next packet names its logger.
+        assert_eq!(admit(&mut f, header(5, Some(0x8000))), Admit::Pull { from: WorkerId(0x8000) });
+        let a = f.pull_answered(&FlowKey::default(), Some(LogicalClock(4)), Nanos(1));
+        assert_eq!(a.held.len(), 3);
+    }
+
+    #[test]
     fn untracked_and_own_flowlets_never_pull() {
-        let mut f = WorkerFlows::new(WorkerId(1), 8);
+        let mut f = WorkerFlows::new(WorkerId(1), 8, 3);
         let mut h = header(9, Some(1));
         assert_eq!(admit(&mut f, h), Admit::Run, "previous owner is this worker");
         h = header(9, Some(0));
