@@ -7,7 +7,7 @@ use nflet_nfs::ids::Bytes;
 use nflet_nfs::time::Nanos;
 use serde::Serialize;
 
-use crate::config::{ConfigError, Policy};
+use crate::config::{ConfigError, Policy, ReplicaChoice};
 use crate::units::WorkerId;
 
 use super::report::{latency_cells, packet_check, pct, time_us, Table};
@@ -171,8 +171,15 @@ pub fn state(
         }
         r
     };
-    let specs =
-        [with(StateStrategy::Proactive), with(StateStrategy::Reactive), with(StateStrategy::External)];
+    let mut packing = with(StateStrategy::Proactive);
+    packing.name = "proactive, packing-order targets".into();
+    packing.director.replica_choice = ReplicaChoice::Packing;
+    let specs = [
+        with(StateStrategy::Proactive),
+        packing,
+        with(StateStrategy::Reactive),
+        with(StateStrategy::External),
+    ];
     let results = runs(w, &specs, progress)?;
     let summary = TraceSummary::of(w.trace, None);
     let mut t = Table::new(&[
@@ -376,6 +383,12 @@ pub fn sensitivity(
     }
     for a in [0.0, 0.25, 0.5, 0.75, 1.0] {
         add("α", format!("{a}"), &|r| r.director.alpha = a);
+    }
+    for k in [1usize, 3] {
+        add("K, packing-order targets", k.to_string(), &|r| {
+            r.director.replicas = k;
+            r.director.replica_choice = ReplicaChoice::Packing;
+        });
     }
     let only: Vec<RunSpec> = specs.iter().map(|(_, _, r)| r.clone()).collect();
     let results = runs(w, &only, progress)?;

@@ -167,7 +167,7 @@ pub fn generate(spec: &TraceSpec) -> Trace {
             continue;
         }
         let i = keys.len() as u32;
-        let adversarial = spec.adversarial_every.is_some_and(|n| n > 0 && (i + 1) % n == 0);
+        let adversarial = spec.adversarial_every.is_some_and(|n| n > 0 && (i + 1).is_multiple_of(n));
         let mut size =
             pareto(&mut rng, spec.pareto_shape, spec.min_flow_bytes).min(spec.max_flow_bytes) as u64;
         let (lo, hi) = spec.rate_bps;
