@@ -286,7 +286,7 @@ pub fn flowlets(
         traces.push(TraceSummary::of(w.trace, Some(*every)));
         all.extend(results);
     }
-    let first = traces.first().cloned().unwrap_or(TraceSummary::of(&Trace::default_empty(), None));
+    let first = traces.first().cloned().unwrap_or_else(|| TraceSummary::of(&Trace::default(), None));
     let text = format!(
         "{}Adversarial flows send at least {:.0} KB at {:.0} Mbit/s without pausing. B = {} KB.\n\n{}\nSNF §9.3 \
          (NAT, adversarial every 100th / 50th / 10th flow): median 101 → 87 µs, 201.2 → 93 µs, 752 → 102 µs and tail \
@@ -443,11 +443,4 @@ pub fn sensitivity(
         runs: results,
         text,
     })
-}
-
-impl Trace {
-    /// A trace without packets.
-    pub fn default_empty() -> Trace {
-        Trace { keys: Vec::new(), packets: Vec::new(), flow_bytes: Vec::new() }
-    }
 }

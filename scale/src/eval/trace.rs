@@ -100,7 +100,7 @@ impl TraceSpec {
 }
 
 /// A time-ordered packet trace.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Trace {
     pub keys: Vec<FlowKey>,
     pub packets: Vec<TracePacket>,
