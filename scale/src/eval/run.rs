@@ -113,7 +113,7 @@ pub struct RunResult {
     pub flowlets: FlowletSizes,
     /// Packet latency, µs.
     pub latency_us: Percentiles,
-    #[serde(skip)]
+    /// (latency µs, fraction of packets at or below it).
     pub latency_cdf_us: Vec<(f64, f64)>,
     /// Per-epoch worker utilisation (one sample per worker per epoch).
     pub utilisation: Percentiles,
@@ -140,9 +140,7 @@ pub struct RunResult {
     pub held_packets: u64,
     pub state_wait_us: Percentiles,
     pub recovery: Option<RecoveryResult>,
-    #[serde(skip)]
     pub counters: DirectorCounters,
-    #[serde(skip)]
     pub state: StateCounters,
 }
 
