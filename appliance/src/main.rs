@@ -106,7 +106,7 @@ enum Command {
         /// Directory for results.json, one table per experiment and the figures.
         #[arg(long, default_value = "eval-out")]
         out: PathBuf,
-        /// A small trace (seconds instead of minutes).
+        /// A small trace (a few seconds instead of about a minute).
         #[arg(long)]
         quick: bool,
         #[arg(long, default_value_t = 1)]
