@@ -7,6 +7,7 @@ pub mod billing;
 pub mod capture;
 pub mod config;
 pub mod dataplane;
+pub mod eval_pcap;
 pub mod mgmt;
 pub mod observe;
 pub mod port;

@@ -106,7 +106,7 @@ enum Command {
         /// Directory for results.json, one table per experiment and the figures.
         #[arg(long, default_value = "eval-out")]
         out: PathBuf,
-        /// A small trace (seconds instead of minutes).
+        /// A small trace (a few seconds instead of about a minute).
         #[arg(long)]
         quick: bool,
         #[arg(long, default_value_t = 1)]
@@ -114,6 +114,13 @@ enum Command {
         /// Run only these: allocation, state, flowlets, recovery, sensitivity (repeatable).
         #[arg(long = "experiment")]
         experiments: Vec<String>,
+        /// Replay this capture (pcap or pcapng, whole frames) instead of the synthetic trace
+        /// (the adversarial-flowlet experiment stays synthetic).
+        #[arg(long)]
+        pcap: Option<PathBuf>,
+        /// Divide the capture's packet inter-arrival times by this (> 1 raises its load).
+        #[arg(long, default_value_t = 1.0)]
+        time_scale: f64,
     },
     /// Validate a configuration and build every NF without starting traffic.
     Check {
@@ -459,7 +466,9 @@ fn dispatch(command: Command) -> Result<(), String> {
             })?;
             capture(&endpoint, &token, &q, &output)
         }
-        Command::Eval { out, quick, seed, experiments } => eval(&out, quick, seed, &experiments),
+        Command::Eval { out, quick, seed, experiments, pcap, time_scale } => {
+            eval(&out, quick, seed, &experiments, pcap.as_deref(), time_scale)
+        }
         Command::Check { config } => {
             let cfg = load(&config)?;
             let (pipelines, arenas) = build_pipelines(&cfg).map_err(|e| e.to_string())?;
@@ -479,8 +488,15 @@ fn dispatch(command: Command) -> Result<(), String> {
 }
 
 /// `nflet eval`: runs the experiments, prints the tables, writes the files.
-fn eval(out: &std::path::Path, quick: bool, seed: u64, names: &[String]) -> Result<(), String> {
-    use nflet_scale::eval::{evaluate, EvalOptions, Experiment};
+fn eval(
+    out: &std::path::Path,
+    quick: bool,
+    seed: u64,
+    names: &[String],
+    pcap: Option<&std::path::Path>,
+    time_scale: f64,
+) -> Result<(), String> {
+    use nflet_scale::eval::{evaluate_on, EvalOptions, Experiment};
     let experiments = names
         .iter()
         .map(|n| Experiment::parse(n))
@@ -488,7 +504,26 @@ fn eval(out: &std::path::Path, quick: bool, seed: u64, names: &[String]) -> Resu
         .map_err(|e| e.to_string())?;
     let opts = EvalOptions { quick, seed, experiments };
     let started = std::time::Instant::now();
-    let evaluation = evaluate(&opts, &mut |run| log::info!("eval: {run}")).map_err(|e| e.to_string())?;
+    if !(time_scale.is_finite() && time_scale > 0.0) {
+        return Err(format!("eval: --time-scale must be a positive number, got {time_scale}"));
+    }
+    let captured = match pcap {
+        Some(path) => {
+            let c = nflet::eval_pcap::read_trace(path, time_scale)?;
+            log::info!(
+                "eval: {}: {} packets of {} flows over {:.1} ms ({} frames skipped)",
+                path.display(),
+                c.trace.packets.len(),
+                c.trace.keys.len(),
+                c.trace.end().0 as f64 / 1e6,
+                c.skipped
+            );
+            Some(c.trace)
+        }
+        None => None,
+    };
+    let evaluation =
+        evaluate_on(&opts, captured, &mut |run| log::info!("eval: {run}")).map_err(|e| e.to_string())?;
     let files = evaluation.files().map_err(|e| e.to_string())?;
     std::fs::create_dir_all(out).map_err(|e| format!("eval: cannot create {}: {e}", out.display()))?;
     for f in &files {

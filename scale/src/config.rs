@@ -15,6 +15,20 @@ pub enum Metric {
     Packets,
 }
 
+/// Where a flow's state is pushed proactively.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReplicaChoice {
+    /// SNF Pseudocode 2: K workers at random with weights inversely proportional to their IDs,
+    /// load-unaware.
+    #[default]
+    WeightedRandom,
+    /// The K workers the packer would choose for the flow's next flowlet if it started now:
+    /// those with room for the flow's demand, fullest first (the packer maximises
+    /// utilisation), then the least loaded. Load-aware: SNF §5.2.2 avoids this because a
+    /// controller at scale lacks current loads, but this director has them at every tick.
+    Packing,
+}
+
 /// How new work is assigned: SNF's flowlets, or one of the baselines it is evaluated against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Policy {
@@ -74,6 +88,8 @@ pub struct DirectorConfig {
     /// K: workers chosen to receive a flow's state proactively (SNF default 3); 0 disables
     /// proactive replication. At most [`crate::replicate::MAX_REPLICAS`].
     pub replicas: usize,
+    /// How the K targets are chosen.
+    pub replica_choice: ReplicaChoice,
     /// Seed of the replication choice; same seed, same choices.
     pub seed: u64,
     /// Flows the director tracks at most; a new flow beyond it is refused (counted) and steered
@@ -105,6 +121,7 @@ impl Default for DirectorConfig {
             min_workers: 1,
             max_workers: 64,
             replicas: 3,
+            replica_choice: ReplicaChoice::WeightedRandom,
             seed: 1,
             flow_capacity: 1 << 20,
             flow_idle_timeout: Nanos::from_secs(10),

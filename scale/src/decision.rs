@@ -87,7 +87,7 @@ pub enum Decision {
 }
 
 /// Running totals; a test asserts exact deltas.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct DirectorCounters {
     pub packets: u64,
     pub flowlets: u64,

@@ -31,10 +31,10 @@ pub use crate::decision::{
 };
 
 use crate::assign::{pack, Candidate};
-use crate::config::{ConfigError, DirectorConfig, Policy};
+use crate::config::{ConfigError, DirectorConfig, Policy, ReplicaChoice};
 use crate::demand::{ewma, measured_rate, GlobalAverage};
 use crate::flowlet::{detect, FlowTable, FlowletStart, FlowletStats, TableCounters};
-use crate::replicate::{choose, Replicas};
+use crate::replicate::{by_packing, choose, Replicas};
 use crate::scaling::{NotActive, NotPending, Pool, ScaleDecision, Worker};
 use crate::units::{LogicalClock, Rate, WorkerId};
 
@@ -469,7 +469,16 @@ impl Director {
             if replicate && idle >= half && r.fresh_replicas().is_none() && !r.orphaned {
                 self.scratch.clear();
                 self.scratch.extend(self.pool.active().iter().map(|w| w.id));
-                let to = choose(&self.scratch, Some(r.owner), cfg.replicas, &mut self.rng);
+                let to = match cfg.replica_choice {
+                    ReplicaChoice::WeightedRandom => {
+                        choose(&self.scratch, Some(r.owner), cfg.replicas, &mut self.rng)
+                    }
+                    ReplicaChoice::Packing => {
+                        let cands: Vec<Candidate> =
+                            candidates(self.pool.active(), cfg.worker_capacity, |_| false).collect();
+                        by_packing(&cands, r.owner, r.demand, cfg.replicas)
+                    }
+                };
                 r.replicas = to;
                 r.replicas_clock = Some(r.clock);
                 self.counters.replications += 1;

@@ -528,3 +528,24 @@ fn a_late_tick_still_replicates_before_ending_the_flowlet() {
     // Nothing more for this flow.
     assert!(tick(&mut d, 1600 * US).is_empty());
 }
+
+#[test]
+fn packing_replica_choice_targets_where_the_packer_would_go() {
+    let c = DirectorConfig { replica_choice: crate::config::ReplicaChoice::Packing, replicas: 2, ..cfg(5) };
+    let mut d = director(c);
+    d.steer(Nanos(0), key(1), Bytes(100));
+    // Demand 0.1: workers 1 (0.95) and 4 (0.91) have no room; 3 (0.7) is the fullest with
+    // room, then 2 (0.2).
+    for (w, u) in [(1, 0.95), (2, 0.2), (3, 0.7), (4, 0.91)] {
+        set_reserved(&mut d, w, u);
+    }
+    let out = tick(&mut d, 250 * US);
+    match out.as_slice() {
+        [Decision::Replicate(r)] => assert_eq!(r.to.as_slice(), [WorkerId(3), WorkerId(2)]),
+        other => panic!("{other:?}"),
+    }
+    // The next flowlet, with the owner full, lands on a target: state in place.
+    set_reserved(&mut d, 0, 0.95);
+    let a = start(d.steer(Nanos(2 * MS), key(1), Bytes(100))).unwrap();
+    assert_eq!(a.state, StateSource::Replica { from: WorkerId(0) });
+}

@@ -10,7 +10,8 @@
 
 use nflet_nfs::rng::Rng;
 
-use crate::units::WorkerId;
+use crate::assign::Candidate;
+use crate::units::{Rate, WorkerId};
 
 /// The most replication targets a flow can have.
 pub const MAX_REPLICAS: usize = 8;
@@ -93,6 +94,24 @@ pub fn choose(active: &[WorkerId], owner: Option<WorkerId>, k: usize, rng: &mut 
             Some(w) => out.push(w),
             None => break,
         }
+    }
+    out
+}
+
+/// [`crate::config::ReplicaChoice::Packing`]: up to `k` of `candidates`, never `owner`: first
+/// those with room for `demand`, fullest first, then the others, least loaded first (where an
+/// overflowing flowlet goes); lowest ID on ties.
+pub fn by_packing(candidates: &[Candidate], owner: WorkerId, demand: Rate, k: usize) -> Replicas {
+    let (mut fit, mut rest): (Vec<_>, Vec<_>) = candidates
+        .iter()
+        .filter(|c| c.worker != owner)
+        .map(|c| (c.utilisation(), c.worker, demand.0 + c.load.0 <= c.capacity.0))
+        .partition(|&(_, _, room)| room);
+    fit.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    rest.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let mut out = Replicas::EMPTY;
+    for (_, w, _) in fit.into_iter().chain(rest).take(k.min(MAX_REPLICAS)) {
+        out.push(w);
     }
     out
 }
@@ -183,5 +202,25 @@ mod tests {
             r.push(WorkerId(w));
         }
         assert_eq!(r.len(), MAX_REPLICAS);
+    }
+
+    #[test]
+    fn packing_choice_follows_the_packer() {
+        let cand = |id: u16, load: f64| Candidate {
+            worker: WorkerId(id),
+            load: Rate(load),
+            capacity: Rate(100.0),
+            has_state: false,
+        };
+        // Worker 0 owns the flow; demand 20.
+        let pool = [cand(0, 10.0), cand(1, 90.0), cand(2, 60.0), cand(3, 70.0), cand(4, 0.0), cand(5, 85.0)];
+        // (k, expected): room (≤ 80): 3 (70), 2 (60), 4 (0); then no room, least loaded: 5, 1.
+        let cases: [(usize, &[u16]); 4] =
+            [(1, &[3]), (3, &[3, 2, 4]), (5, &[3, 2, 4, 5, 1]), (9, &[3, 2, 4, 5, 1])];
+        for (k, want) in cases {
+            let got = by_packing(&pool, WorkerId(0), Rate(20.0), k);
+            let ids: Vec<u16> = got.as_slice().iter().map(|w| w.0).collect();
+            assert_eq!(ids, want, "k = {k}");
+        }
     }
 }

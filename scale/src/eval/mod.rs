@@ -70,12 +70,31 @@ impl From<ConfigError> for EvalError {
     }
 }
 
-/// Runs the chosen experiments (all when none are named); `progress` hears each run's name.
+/// Runs the chosen experiments (all when none are named) on the synthetic trace; `progress`
+/// hears each run's name.
 pub fn evaluate(opts: &EvalOptions, progress: &mut dyn FnMut(&str)) -> Result<Evaluation, EvalError> {
-    let setup = Setup::new(opts);
+    evaluate_on(opts, None, progress)
+}
+
+/// [`evaluate`] on `captured` instead of the synthetic trace when given (e.g. a pcap through
+/// [`trace::from_packets`]). The adversarial-flowlet experiment always uses synthetic traces
+/// (it needs flows that never pause); the failure comes half-way through the capture.
+pub fn evaluate_on(
+    opts: &EvalOptions,
+    captured: Option<trace::Trace>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Evaluation, EvalError> {
+    let mut setup = Setup::new(opts);
     let chosen: Vec<Experiment> =
         if opts.experiments.is_empty() { Experiment::ALL.to_vec() } else { opts.experiments.clone() };
-    let base = generate(&setup.trace);
+    let synthetic = setup.trace.clone();
+    let base = match captured {
+        Some(t) => {
+            setup.trace.arrival_span = t.end();
+            t
+        }
+        None => generate(&setup.trace),
+    };
     let index = key_index(&base);
     let w = Workload { trace: &base, index: &index };
     let mut experiments = Vec::new();
@@ -88,7 +107,7 @@ pub fn evaluate(opts: &EvalOptions, progress: &mut dyn FnMut(&str)) -> Result<Ev
             Experiment::Flowlets => {
                 let traces: Vec<(u32, trace::Trace)> = [100u32, 50, 10]
                     .into_iter()
-                    .map(|n| (n, generate(&TraceSpec { adversarial_every: Some(n), ..setup.trace.clone() })))
+                    .map(|n| (n, generate(&TraceSpec { adversarial_every: Some(n), ..synthetic.clone() })))
                     .collect();
                 let indexes: Vec<_> = traces.iter().map(|(_, t)| key_index(t)).collect();
                 let ws: Vec<(u32, Workload<'_>)> = traces

@@ -113,7 +113,7 @@ pub struct RunResult {
     pub flowlets: FlowletSizes,
     /// Packet latency, µs.
     pub latency_us: Percentiles,
-    #[serde(skip)]
+    /// (latency µs, fraction of packets at or below it).
     pub latency_cdf_us: Vec<(f64, f64)>,
     /// Per-epoch worker utilisation (one sample per worker per epoch).
     pub utilisation: Percentiles,
@@ -136,10 +136,11 @@ pub struct RunResult {
     pub state_in_place: u64,
     pub in_place_share: Option<f64>,
     pub replications: u64,
+    /// Packets held for their flow's state, and how long, µs.
+    pub held_packets: u64,
+    pub state_wait_us: Percentiles,
     pub recovery: Option<RecoveryResult>,
-    #[serde(skip)]
     pub counters: DirectorCounters,
-    #[serde(skip)]
     pub state: StateCounters,
 }
 
@@ -210,6 +211,7 @@ pub fn run(
     let mut next_tick = Nanos::ZERO;
     let (mut decisions, mut up) = (Vec::new(), Vec::new());
     let mut latencies: Vec<f64> = Vec::with_capacity(trace.packets.len());
+    let mut waits: Vec<f64> = Vec::new();
     let mut cur_flowlet = vec![0u64; trace.keys.len()];
     let mut flowlet_sizes: Vec<f64> = Vec::new();
     let (mut served, mut no_worker, mut max_workers) = (0u64, 0u64, 0usize);
@@ -300,6 +302,9 @@ pub fn run(
         state.departed(p.flow, s.departure);
         served += 1;
         latencies.push(s.latency.0 as f64 / 1e3);
+        if s.state_wait.0 > 0 {
+            waits.push(s.state_wait.0 as f64 / 1e3);
+        }
     }
     flowlet_sizes.extend(cur_flowlet.iter().filter(|&&c| c > 0).map(|&c| c as f64));
     let fs = percentiles(&mut flowlet_sizes);
@@ -368,6 +373,8 @@ pub fn run(
         state_in_place: state.counters.in_place,
         in_place_share: state.in_place_share(),
         replications: counters.replications,
+        held_packets: waits.len() as u64,
+        state_wait_us: percentiles(&mut waits),
         recovery: fail.result(),
         counters,
         state: state.counters,

@@ -89,7 +89,7 @@ struct FlowState {
 }
 
 /// What the state model counted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct StateCounters {
     /// Flowlets that started on another worker than the flow's previous one.
     pub moved: u64,

@@ -16,7 +16,8 @@
 //! * `time_scale` divides every timestamp (SNF scales its traces by shrinking the packet
 //!   inter-arrival times).
 //!
-//! Same spec and seed, same trace, packet for packet.
+//! Same spec and seed, same trace, packet for packet. [`from_packets`] makes a trace of a
+//! capture instead.
 
 use nflet_nfs::flow::{v4, FlowKey, FAMILY_V4};
 use nflet_nfs::ids::Bytes;
@@ -100,7 +101,7 @@ impl TraceSpec {
 }
 
 /// A time-ordered packet trace.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Trace {
     pub keys: Vec<FlowKey>,
     pub packets: Vec<TracePacket>,
@@ -167,7 +168,7 @@ pub fn generate(spec: &TraceSpec) -> Trace {
             continue;
         }
         let i = keys.len() as u32;
-        let adversarial = spec.adversarial_every.is_some_and(|n| n > 0 && (i + 1) % n == 0);
+        let adversarial = spec.adversarial_every.is_some_and(|n| n > 0 && (i + 1).is_multiple_of(n));
         let mut size =
             pareto(&mut rng, spec.pareto_shape, spec.min_flow_bytes).min(spec.max_flow_bytes) as u64;
         let (lo, hi) = spec.rate_bps;
@@ -232,6 +233,32 @@ fn emit_flow(
     total
 }
 
+/// A trace from captured packets `(capture time, flow key, bytes)`, in capture order: flows are
+/// numbered by first appearance, times start at the first packet and are divided by
+/// `time_scale` (SNF §9 scales its traces the same way), and packets are put in time order
+/// (captures are not always monotonic).
+pub fn from_packets(records: impl IntoIterator<Item = (Nanos, FlowKey, Bytes)>, time_scale: f64) -> Trace {
+    let scale = if time_scale > 0.0 { time_scale } else { 1.0 };
+    let mut index: hashbrown::HashMap<FlowKey, FlowIdx> = hashbrown::HashMap::new();
+    let (mut keys, mut flow_bytes, mut packets) = (Vec::new(), Vec::new(), Vec::new());
+    let mut t0: Option<Nanos> = None;
+    for (at, key, len) in records {
+        let start = *t0.get_or_insert(at);
+        let flow = *index.entry(key).or_insert_with(|| {
+            keys.push(key);
+            flow_bytes.push(0u64);
+            FlowIdx((keys.len() - 1) as u32)
+        });
+        if let Some(b) = flow_bytes.get_mut(flow.0 as usize) {
+            *b += len.0;
+        }
+        let rel = Nanos((at.saturating_sub(start).0 as f64 / scale) as u64);
+        packets.push(TracePacket { at: rel, flow, len });
+    }
+    packets.sort_by_key(|p| p.at);
+    Trace { keys, packets, flow_bytes }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,6 +280,22 @@ mod tests {
         // Every byte of every flow is in the packets.
         let sum: u64 = a.packets.iter().map(|p| p.len.0).sum();
         assert_eq!(sum, a.bytes());
+    }
+
+    #[test]
+    fn captured_packets_become_a_trace() {
+        let (a, b) = (flow_key(1), flow_key(2));
+        let recs = [
+            (Nanos(1_000), a, Bytes(100)),
+            (Nanos(3_000), b, Bytes(60)),
+            (Nanos(2_000), a, Bytes(40)), // captured out of order
+            (Nanos(5_000), b, Bytes(1500)),
+        ];
+        let t = from_packets(recs, 2.0);
+        assert_eq!(t.keys, vec![a, b]);
+        assert_eq!(t.flow_bytes, vec![140, 1560]);
+        let got: Vec<(u64, u32, u64)> = t.packets.iter().map(|p| (p.at.0, p.flow.0, p.len.0)).collect();
+        assert_eq!(got, vec![(0, 0, 100), (500, 0, 40), (1_000, 1, 60), (2_000, 1, 1500)]);
     }
 
     #[test]
