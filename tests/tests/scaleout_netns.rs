@@ -13,7 +13,7 @@
 //! Host B reaches the NAT's public address 10.77.0.100 through a static neighbour entry
 //! (host A's MAC); host A has a static entry for B, so only the test's IPv4 crosses.
 
-use std::process::Child;
+use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -49,13 +49,13 @@ alert tcp any any -> any any (msg:"split marker"; content:"NFLET-SPLIT-MARKER"; 
 [[chain]]
 name = "out"
 ingress = ["a"]
-steps = ["nat"]
+steps = ["nat", "ids"]
 output = "b"
 
 [[chain]]
 name = "in"
 ingress = ["b"]
-steps = ["nat"]
+steps = ["nat", "ids"]
 output = "a"
 
 [scale]
@@ -87,6 +87,7 @@ fn tcp_through_a_scaled_out_nat_survives_moves_launches_and_retirement() {
 
     // Four connections, ramping: two start at 2 MB/s each, two more join at 6 MB/s each.
     const CONNS: usize = 4;
+    const MARKERS: usize = 12;
     const BYTES: u64 = 6_000_000;
     let servers: Vec<Child> = (0..CONNS)
         .map(|i| spawn_peer_in(&t.ns_b, &["tcp-serve", &(9000 + i).to_string(), "show-peer"]))
@@ -103,6 +104,30 @@ fn tcp_through_a_scaled_out_nat_survives_moves_launches_and_retirement() {
             &t.ns_a,
             &["tcp-send", t.addr_b, &(9000 + i).to_string(), &BYTES.to_string(), rate],
         ));
+    }
+    // Meanwhile, short connections whose payload carries the IDS signature in two segments
+    // 20 ms apart: the second half starts a new flowlet, which may run on another worker.
+    let markers: Vec<(Child, Child)> = (0..MARKERS)
+        .map(|i| {
+            let port = (9100 + i).to_string();
+            let server = spawn_peer_in(&t.ns_b, &["tcp-serve", &port]);
+            sleep(Duration::from_millis(100));
+            let script = format!(
+                "exec 3<>/dev/tcp/{}/{port}; printf NFLET-SPLIT >&3; sleep 0.02; printf -- -MARKER >&3; sleep 0.05; exec 3>&-",
+                t.addr_b
+            );
+            let client = Command::new("ip")
+                .args(["netns", "exec", &t.ns_a, "bash", "-c", &script])
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap();
+            (server, client)
+        })
+        .collect();
+    for (server, mut client) in markers {
+        assert!(client.wait().unwrap().success());
+        let o = server.wait_with_output().unwrap();
+        assert!(String::from_utf8_lossy(&o.stdout).contains("bytes=18"), "marker connection: {o:?}");
     }
     let sent: Vec<String> = senders
         .into_iter()
@@ -165,7 +190,10 @@ fn tcp_through_a_scaled_out_nat_survives_moves_launches_and_retirement() {
     // One NAT mapping per connection over the whole deployment: every move carried the
     // mapping (and its public port) along, and no reply ever missed it.
     let nat = |k: &str| workers.iter().map(|w| w["nf"]["nat"][k].as_u64().unwrap_or(0)).sum::<u64>();
-    assert_eq!(nat("new_mappings"), CONNS as u64, "{workers:#?}");
+    assert_eq!(nat("new_mappings"), (CONNS + MARKERS) as u64, "{workers:#?}");
+    // Every split signature was seen exactly once, wherever its halves ran.
+    let alerts: u64 = workers.iter().map(|w| w["nf"]["ids"]["alerts"].as_u64().unwrap_or(0)).sum();
+    assert_eq!(alerts, MARKERS as u64, "{workers:#?}");
     assert_eq!(nat("no_mapping"), 0);
     // The forged, replayed and malformed datagrams of `attack` were refused and counted.
     let w0 = workers.iter().find(|w| w["worker"] == 0).expect("worker 0 summary");
