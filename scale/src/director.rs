@@ -91,6 +91,14 @@ impl Ord for Timer {
     }
 }
 
+/// What of a flow survives a director restart: where its state is and how far its clock got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SavedFlow {
+    pub flow: FlowKey,
+    pub owner: WorkerId,
+    pub clock: LogicalClock,
+}
+
 /// The scale-out director (one per steering point; no shared state).
 #[derive(Debug)]
 pub struct Director {
@@ -289,6 +297,44 @@ impl Director {
             demand: r.demand,
             replicas: r.fresh_replicas().copied(),
         })
+    }
+
+    /// Every tracked flow's owner and clock, for a snapshot that a restarted director
+    /// [restores](Director::restore).
+    pub fn saved_flows(&self) -> Vec<SavedFlow> {
+        self.flows.iter().map(|(k, r)| SavedFlow { flow: *k, owner: r.owner, clock: r.clock }).collect()
+    }
+
+    /// Takes over flows a previous director saved, at `now`. Each becomes a tracked flow whose
+    /// flowlet has ended, owned where it was, its clock moved `margin` ahead (the previous
+    /// director may have numbered packets after its snapshot; a worker takes a clock far
+    /// ahead as "pull first" unless it holds the state itself). The flow's next packet starts
+    /// a flowlet: on the owner if it is active here and packed there, else on another worker
+    /// that pulls the state from the owner. Flows already tracked are left alone; returns
+    /// how many were restored (the table's capacity bounds it).
+    pub fn restore(&mut self, now: Nanos, saved: &[SavedFlow], margin: u64) -> usize {
+        let mut restored = 0;
+        // The flowlet ended before `now`, so the flow's next packet starts one.
+        let ended = Nanos(now.0.saturating_sub(self.cfg.flowlet_timeout.0.saturating_add(1)));
+        for s in saved {
+            let record = || FlowRecord {
+                flowlet: FlowletStats::first(ended, Bytes(0)),
+                owner: s.owner,
+                demand: self.global.get(),
+                measured: None,
+                active: false,
+                clock: LogicalClock(s.clock.0.saturating_add(margin)),
+                replicas: Replicas::EMPTY,
+                replicas_clock: None,
+                timer_armed: false,
+                epoch: 0,
+                orphaned: false,
+            };
+            if let Ok((_, true)) = self.flows.get_or_insert(s.flow, record) {
+                restored += 1;
+            }
+        }
+        restored
     }
 
     /// Tracked flows whose state is on worker `id` (still answering pulls after it retired).

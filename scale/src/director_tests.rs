@@ -549,3 +549,36 @@ fn packing_replica_choice_targets_where_the_packer_would_go() {
     let a = start(d.steer(Nanos(2 * MS), key(1), Bytes(100))).unwrap();
     assert_eq!(a.state, StateSource::Replica { from: WorkerId(0) });
 }
+
+#[test]
+fn a_restarted_director_takes_over_saved_flows() {
+    // The first director: flow 1 on worker 0, flow 2 on worker 1 (worker 0 full then).
+    let mut old = director(cfg(2));
+    assert_eq!(old.steer(Nanos(0), key(1), Bytes(100)).worker(), Some(WorkerId(0)));
+    set_reserved(&mut old, 0, 0.95);
+    assert_eq!(old.steer(Nanos(10 * US), key(2), Bytes(100)).worker(), Some(WorkerId(1)));
+    for t in [20, 30] {
+        old.steer(Nanos(t * US), key(1), Bytes(100));
+    }
+    let saved = old.saved_flows();
+    assert_eq!(saved.len(), 2);
+    let f1 = saved.iter().find(|s| s.flow == key(1)).unwrap();
+    assert_eq!((f1.owner, f1.clock), (WorkerId(0), LogicalClock(3)));
+
+    // A new director with one active worker restores them at its own time 5 ms.
+    let mut new = director(cfg(1));
+    assert_eq!(new.restore(Nanos(5 * MS), &saved, 1000), 2);
+    assert_eq!(new.restore(Nanos(5 * MS), &saved, 1000), 0, "already tracked");
+    assert_eq!(new.counters().new_flows, 0);
+    // Flow 1's next packet starts a flowlet on its owner, the state is local, the clock
+    // continues past the margin.
+    let s = new.steer(Nanos(5 * MS + US), key(1), Bytes(100));
+    assert_eq!((s.worker(), clock(s)), (Some(WorkerId(0)), 3 + 1000 + 1));
+    assert_eq!(start(s).unwrap().state, StateSource::Local);
+    // Flow 2's owner is not active here: its flowlet is packed on worker 0, which pulls the
+    // state from worker 1 (still running, adopted by the caller).
+    let s = new.steer(Nanos(5 * MS + 2 * US), key(2), Bytes(100));
+    assert_eq!(s.worker(), Some(WorkerId(0)));
+    assert_eq!(start(s).unwrap().state, StateSource::Pull { from: WorkerId(1) });
+    assert_eq!(new.counters().new_flows, 0, "no flow started afresh");
+}

@@ -156,6 +156,11 @@ impl<V> FlowTable<V> {
         gone
     }
 
+    /// Every tracked flow with its key (snapshots).
+    pub fn iter(&self) -> impl Iterator<Item = (&FlowKey, &V)> {
+        self.map.iter()
+    }
+
     /// Every tracked flow, for rare whole-table updates (a worker retiring).
     pub fn values(&self) -> impl Iterator<Item = &V> {
         self.map.values()

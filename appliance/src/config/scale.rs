@@ -28,6 +28,9 @@ pub struct RawScale {
     /// …and one silent this long is taken for failed.
     #[serde(default = "d_failure")]
     pub failure_timeout_ms: u64,
+    /// Where the director keeps its snapshot (flows' owners and clocks, reply aliases) so that
+    /// a director restarted after a crash takes over the running workers' flows.
+    pub state_file: Option<String>,
     /// Secret of the state messages' HMAC-SHA256 (at least 16 bytes; same on every instance).
     pub key: String,
     #[serde(default = "d_initial")]
@@ -138,6 +141,7 @@ pub struct Scale {
     pub loggers: Vec<SocketAddr>,
     pub heartbeat: Nanos,
     pub failure_timeout: Nanos,
+    pub state_file: Option<std::path::PathBuf>,
     pub key: Vec<u8>,
     pub warm_pool: u16,
     pub launcher: LauncherKind,
@@ -241,6 +245,7 @@ pub fn scale(s: RawScale) -> Result<Scale, (&'static str, String)> {
         workers,
         loggers,
         heartbeat: Nanos::from_millis(s.heartbeat_ms),
+        state_file: s.state_file.map(std::path::PathBuf::from),
         failure_timeout: Nanos::from_millis(s.failure_timeout_ms),
         key: s.key.into_bytes(),
         warm_pool: s.warm_pool,

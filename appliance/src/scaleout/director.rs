@@ -32,6 +32,7 @@ use nflet_scale::wire::{
 
 use super::fabric::{Fabric, FabricError};
 use super::launcher::{Launcher, Role};
+use super::snapshot::Snapshot;
 use crate::config::scale::Scale;
 use crate::config::Config;
 use crate::dataplane::open::open_ports;
@@ -104,6 +105,9 @@ pub struct DirectorRoleCounters {
     pub replicate_orders: u64,
     pub rejected: std::collections::BTreeMap<&'static str, u64>,
     pub send_errors: u64,
+    /// Flows taken over from a previous director's snapshot.
+    pub restored_flows: u64,
+    pub snapshot_errors: u64,
 }
 
 /// An output logger's liveness, by worker id.
@@ -158,7 +162,8 @@ impl DirectorRole {
         let scale = config.scale.clone().ok_or(DirectorError::NoScale)?;
         config.settings.cores = 1;
         let decisions = Director::new(scale.decisions.clone()).map_err(|e| DirectorError::Decisions(e.to_string()))?;
-        let fabric = Fabric::bind(scale.director).map_err(DirectorError::Fabric)?;
+        let fabric = Fabric::bind_patiently(scale.director, std::time::Duration::from_secs(5))
+            .map_err(DirectorError::Fabric)?;
         let mut queues = open_ports(&config, None, &ProbeSession::new()).map_err(DirectorError::Ports)?;
         let rx = queues.rx.pop().unwrap_or_default();
         let tx = queues.tx.pop().unwrap_or_default();
@@ -277,12 +282,15 @@ impl DirectorRole {
 
     /// Runs until `stop` is set; stops every worker on the way out.
     pub fn run(&mut self, stop: &Arc<AtomicBool>) {
+        let clock = MonotonicClock::new();
+        self.take_over(&clock);
         let initial = self.decisions.workers().iter().map(|w| w.id).collect::<Vec<_>>();
         for id in initial {
-            self.start_worker(id, true);
+            if self.slots.get(usize::from(id.0)) == Some(&Slot::Down) {
+                self.start_worker(id, true);
+            }
         }
         self.refill_warm();
-        let clock = MonotonicClock::new();
         let bucket = self.decisions.config().load_bucket;
         let mut next_tick = Nanos::ZERO;
         let mut next_manage = Nanos::ZERO;
@@ -348,6 +356,67 @@ impl DirectorRole {
             }
         }
         self.counters.send_errors = self.fabric.send_errors;
+        // Every worker is stopped: nothing is left to take over.
+        if let Some(path) = &self.scale.state_file {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    /// After a crash: reads the previous director's snapshot, if any, restores its flows and
+    /// aliases, and listens one failure timeout long for the instances still running, which
+    /// it adopts instead of launching new ones.
+    fn take_over(&mut self, clock: &MonotonicClock) {
+        let Some(path) = self.scale.state_file.clone() else { return };
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => {
+                log::warn!("director snapshot {}: {e}; starting with no flows", path.display());
+                return;
+            }
+        };
+        let snap = match Snapshot::decode(&bytes) {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("director snapshot {}: {e}; starting with no flows", path.display());
+                return;
+            }
+        };
+        let listen = std::time::Duration::from_nanos(self.scale.failure_timeout.0);
+        let until = Instant::now() + listen;
+        let mut datagram = Vec::new();
+        while Instant::now() < until {
+            match self.fabric.recv() {
+                Some((d, _)) => {
+                    datagram.clear();
+                    datagram.extend_from_slice(d);
+                    if is_state_message(&datagram) {
+                        self.from_fabric(&datagram);
+                    }
+                }
+                None => std::thread::sleep(std::time::Duration::from_micros(200)),
+            }
+        }
+        // A clock margin far above what the previous director can have numbered since its
+        // last snapshot (100 ms of packets).
+        let restored = self.decisions.restore(clock.now(), &snap.flows, 1 << 32);
+        self.aliases.extend(snap.aliases);
+        let adopted = self.slots.iter().filter(|s| matches!(s, Slot::Active | Slot::Warm)).count();
+        log::info!(
+            "took over from {}: {restored} flow(s), {} alias(es), {adopted} running worker(s) adopted",
+            path.display(),
+            self.aliases.len()
+        );
+        self.counters.restored_flows = restored as u64;
+    }
+
+    fn save(&mut self) {
+        let Some(path) = self.scale.state_file.clone() else { return };
+        let bytes = Snapshot::encode(&self.decisions.saved_flows(), &self.aliases);
+        if let Err(e) = Snapshot::write(&path, &bytes) {
+            self.counters.snapshot_errors += 1;
+            log::warn!("director snapshot {}: {e}", path.display());
+        }
     }
 
     /// A frame from a port: to its flowlet's worker.
@@ -495,6 +564,16 @@ impl DirectorRole {
         if let Some(h) = self.last_hello.get_mut(usize::from(id.0)) {
             *h = Some(Instant::now());
         }
+        if slot == Slot::Down {
+            // Running without this director having started it: adopt it (after a director
+            // restart, or a worker a site started by itself).
+            let active = self.decisions.workers().iter().any(|w| w.id == id);
+            if let Some(s) = self.slots.get_mut(usize::from(id.0)) {
+                *s = if active { Slot::Active } else { Slot::Warm };
+            }
+            self.event(id, "adopted", 0.0);
+            return;
+        }
         if let Slot::Starting { since, activate } = slot {
             let us = since.elapsed().as_secs_f64() * 1e6;
             self.event(id, "launched", us);
@@ -518,7 +597,7 @@ impl DirectorRole {
             *h = Some(Instant::now());
         }
         match self.loggers.get(n).copied() {
-            Some(LoggerSlot::Starting) => {
+            Some(LoggerSlot::Starting | LoggerSlot::Down) => {
                 if let Some(l) = self.loggers.get_mut(n) {
                     *l = LoggerSlot::Up { resync: false };
                 }
@@ -631,6 +710,7 @@ impl DirectorRole {
     /// Retired workers whose flows all moved go back to the warm pool or stop; aliases of
     /// forgotten flows go.
     fn manage(&mut self) {
+        self.save();
         for i in 0..self.slots.len() {
             let id = WorkerId(u16::try_from(i).unwrap_or(u16::MAX));
             if self.slots.get(i) != Some(&Slot::Retired) || self.decisions.owned_by(id) > 0 {

@@ -50,6 +50,20 @@ impl Fabric {
         Ok(Fabric { socket: s.into(), buf: vec![0; MAX_DATAGRAM], send_errors: 0 })
     }
 
+    /// [`Fabric::bind`], trying again for up to `patience` while the address is in use (a
+    /// crashed predecessor's socket can outlive it briefly while its process is torn down).
+    pub fn bind_patiently(addr: SocketAddr, patience: std::time::Duration) -> Result<Fabric, FabricError> {
+        let until = std::time::Instant::now() + patience;
+        loop {
+            match Fabric::bind(addr) {
+                Err(e) if e.source.kind() == ErrorKind::AddrInUse && std::time::Instant::now() < until => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// The next datagram, if one is waiting.
     pub fn recv(&mut self) -> Option<(&[u8], SocketAddr)> {
         match self.socket.recv_from(&mut self.buf) {

@@ -24,6 +24,7 @@ pub mod director;
 pub mod fabric;
 pub mod launcher;
 pub mod logger;
+pub mod snapshot;
 pub mod worker;
 mod worker_flows;
 
