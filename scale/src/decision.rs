@@ -53,7 +53,17 @@ pub enum Steer {
     /// A tracked flow's packet: its worker, its logical clock (the state metadata the packet
     /// carries), and the assignment when the packet starts a flowlet (its clock is the
     /// flowlet's logical clock).
-    Flow { worker: WorkerId, clock: LogicalClock, start: Option<FlowletAssignment> },
+    ///
+    /// Every packet also carries its flowlet's identity (`flowlet`: the clock of its first
+    /// packet) and where the flowlet's state came from, so a worker that sees a later packet
+    /// of a moved flowlet first (reordering) still knows to fetch the state.
+    Flow {
+        worker: WorkerId,
+        clock: LogicalClock,
+        start: Option<FlowletAssignment>,
+        flowlet: LogicalClock,
+        source: StateSource,
+    },
     /// The flow table is full: steered by flow hash over the active workers, no state moves.
     Untracked { worker: WorkerId },
     /// No active worker (cannot happen with a validated config; counted).

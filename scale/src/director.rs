@@ -59,6 +59,9 @@ struct FlowRecord {
     /// The owner failed: the next packet starts a flowlet whose state comes from the failed
     /// owner's output logger.
     orphaned: bool,
+    /// The clock of the current flowlet's first packet, and where its state came from.
+    flowlet_clock: LogicalClock,
+    source: StateSource,
 }
 
 impl FlowRecord {
@@ -329,6 +332,8 @@ impl Director {
                 timer_armed: false,
                 epoch: 0,
                 orphaned: false,
+                flowlet_clock: LogicalClock::ZERO,
+                source: StateSource::Fresh,
             };
             if let Ok((_, true)) = self.flows.get_or_insert(s.flow, record) {
                 restored += 1;
@@ -404,6 +409,8 @@ impl Director {
             timer_armed: false,
             epoch,
             orphaned: false,
+            flowlet_clock: LogicalClock::ZERO,
+            source: StateSource::Fresh,
         };
         let (r, new) = match self.flows.get_or_insert(key, placeholder) {
             Ok(x) => x,
@@ -449,6 +456,10 @@ impl Director {
             r.flowlet.add(now, len);
         }
         r.clock = r.clock.next();
+        if let Some(a) = &start {
+            r.flowlet_clock = r.clock;
+            r.source = a.state;
+        }
         // Replication at half the timeout (SNF policy only); the end of the flowlet otherwise.
         let due = if cfg.policy == Policy::Flowlet && cfg.replicas > 0 {
             half
@@ -464,7 +475,7 @@ impl Director {
         if let Some(w) = self.pool.get_mut(worker) {
             w.drained.record(now, amount);
         }
-        Steer::Flow { worker, clock: r.clock, start }
+        Steer::Flow { worker, clock: r.clock, start, flowlet: r.flowlet_clock, source: r.source }
     }
 
     /// Runs the director's timers and rules at `now`, appending decisions to `out`.

@@ -28,6 +28,14 @@ pub struct RawScale {
     /// …and one silent this long is taken for failed.
     #[serde(default = "d_failure")]
     pub failure_timeout_ms: u64,
+    /// Impairment of every instance's fabric sends, for tests and drills: shares (0 to 0.5)
+    /// of datagrams dropped, duplicated, and held back to go after the next one.
+    #[serde(default)]
+    pub impair_loss: f64,
+    #[serde(default)]
+    pub impair_duplicate: f64,
+    #[serde(default)]
+    pub impair_reorder: f64,
     /// Where the director keeps its snapshot (flows' owners and clocks, reply aliases) so that
     /// a director restarted after a crash takes over the running workers' flows.
     pub state_file: Option<String>,
@@ -142,6 +150,7 @@ pub struct Scale {
     pub heartbeat: Nanos,
     pub failure_timeout: Nanos,
     pub state_file: Option<std::path::PathBuf>,
+    pub impair: crate::scaleout::fabric::Impair,
     pub key: Vec<u8>,
     pub warm_pool: u16,
     pub launcher: LauncherKind,
@@ -176,6 +185,11 @@ pub fn scale(s: RawScale) -> Result<Scale, (&'static str, String)> {
                 s.heartbeat_ms, s.failure_timeout_ms
             ),
         ));
+    }
+    for (key, v) in [("impair_loss", s.impair_loss), ("impair_duplicate", s.impair_duplicate), ("impair_reorder", s.impair_reorder)] {
+        if !(0.0..=0.5).contains(&v) {
+            return Err((key, format!("expected a share from 0 to 0.5, got {v}")));
+        }
     }
     if s.key.len() < 16 {
         return Err(("key", "expected a secret of at least 16 bytes, the same on every instance".into()));
@@ -246,6 +260,11 @@ pub fn scale(s: RawScale) -> Result<Scale, (&'static str, String)> {
         loggers,
         heartbeat: Nanos::from_millis(s.heartbeat_ms),
         state_file: s.state_file.map(std::path::PathBuf::from),
+        impair: crate::scaleout::fabric::Impair {
+            loss: s.impair_loss,
+            duplicate: s.impair_duplicate,
+            reorder: s.impair_reorder,
+        },
         failure_timeout: Nanos::from_millis(s.failure_timeout_ms),
         key: s.key.into_bytes(),
         warm_pool: s.warm_pool,

@@ -108,6 +108,8 @@ pub struct DirectorRoleCounters {
     /// Flows taken over from a previous director's snapshot.
     pub restored_flows: u64,
     pub snapshot_errors: u64,
+    /// What `[scale] impair_*` did to this instance's sends.
+    pub impaired: super::fabric::ImpairCounters,
 }
 
 /// An output logger's liveness, by worker id.
@@ -164,6 +166,8 @@ impl DirectorRole {
         let decisions = Director::new(scale.decisions.clone()).map_err(|e| DirectorError::Decisions(e.to_string()))?;
         let fabric = Fabric::bind_patiently(scale.director, std::time::Duration::from_secs(5))
             .map_err(DirectorError::Fabric)?;
+        let mut fabric = fabric;
+        fabric.impair(scale.impair);
         let mut queues = open_ports(&config, None, &ProbeSession::new()).map_err(DirectorError::Ports)?;
         let rx = queues.rx.pop().unwrap_or_default();
         let tx = queues.tx.pop().unwrap_or_default();
@@ -338,6 +342,7 @@ impl DirectorRole {
                 self.manage();
             }
             if got == 0 {
+                self.fabric.flush();
                 idle = idle.saturating_add(1);
                 if idle > 64 {
                     std::thread::sleep(std::time::Duration::from_micros(20));
@@ -356,6 +361,7 @@ impl DirectorRole {
             }
         }
         self.counters.send_errors = self.fabric.send_errors;
+        self.counters.impaired = self.fabric.impaired;
         // Every worker is stopped: nothing is left to take over.
         if let Some(path) = &self.scale.state_file {
             let _ = std::fs::remove_file(path);
@@ -432,9 +438,11 @@ impl DirectorRole {
         };
         let flow = self.aliases.get(&meta.key).copied().unwrap_or(meta.key);
         let len = Bytes(u64::try_from(frame.len()).unwrap_or(u64::MAX));
-        let (worker, clock, start, untracked) = match self.decisions.steer(now, flow, len) {
-            Steer::Flow { worker, clock, start } => (worker, clock, start, false),
-            Steer::Untracked { worker } => (worker, LogicalClock::ZERO, None, true),
+        let (worker, clock, start, flowlet, source, untracked) = match self.decisions.steer(now, flow, len) {
+            Steer::Flow { worker, clock, start, flowlet, source } => (worker, clock, start, flowlet, source, false),
+            Steer::Untracked { worker } => {
+                (worker, LogicalClock::ZERO, None, LogicalClock::ZERO, StateSource::Fresh, true)
+            }
             Steer::NoWorker => {
                 self.counters.no_worker += 1;
                 return;
@@ -444,24 +452,24 @@ impl DirectorRole {
             self.counters.no_worker += 1;
             return;
         };
-        let from = match start.map(|a| a.state) {
+        if let (Some(_), StateSource::Replica { from }) = (start, source) {
+            // No pull will tell the previous owner: say it, so its copy stops living.
+            if let Some(to) = self.workers.get(usize::from(from.0)).copied() {
+                let chain_id = ChainId(u16::try_from(chain).unwrap_or(u16::MAX));
+                self.send_on(Kind::Moved, chain_id, &flow, &[], to);
+            }
+        }
+        // Every packet of a moved flowlet names where its state is (module doc of the header).
+        let from = match source {
             // The failed worker's flows come back from its output logger — unless the worker
-            // never released a frame of the flow (it died while pulling the state): then the
-            // worker that last did still holds it.
-            Some(StateSource::Recover { failed }) => match self.confirmed.get(&flow).copied() {
+            // never released a frame of the flow (it died while pulling the flow's state):
+            // then the worker that last did still holds it.
+            StateSource::Recover { failed } => match self.confirmed.get(&flow).copied() {
                 Some(w) if w != failed => Some(w),
                 _ if !self.scale.loggers.is_empty() => Some(Scale::logger_id(failed.0)),
                 _ => Some(failed),
             },
-            Some(StateSource::Replica { from }) => {
-                // No pull will tell the previous owner: say it, so its copy stops living.
-                if let Some(addr) = self.workers.get(usize::from(from.0)).copied() {
-                    let chain_id = ChainId(u16::try_from(chain).unwrap_or(u16::MAX));
-                    self.send_on(Kind::Moved, chain_id, &flow, &[], addr);
-                }
-                Some(from)
-            }
-            other => other.and_then(StateSource::moves_from),
+            other => other.moves_from(),
         };
         let h = SteerHeader {
             direction: Direction::ToWorker,
@@ -471,6 +479,7 @@ impl DirectorRole {
             prev_owner: from,
             clock,
             flow,
+            flowlet,
             flowlet_start: start.is_some(),
             moved: from.is_some(),
             untracked,

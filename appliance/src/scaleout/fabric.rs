@@ -28,6 +28,32 @@ impl std::fmt::Display for FabricError {
 
 impl std::error::Error for FabricError {}
 
+/// Deliberate impairment of what this instance sends (`[scale] impair_*`), for tests and
+/// drills: the state protocol must converge over a link that loses, duplicates and reorders.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Impair {
+    /// Share of datagrams dropped.
+    pub loss: f64,
+    /// Share of datagrams sent twice.
+    pub duplicate: f64,
+    /// Share of datagrams held back and sent after the next one.
+    pub reorder: f64,
+}
+
+impl Impair {
+    pub fn is_off(&self) -> bool {
+        self.loss <= 0.0 && self.duplicate <= 0.0 && self.reorder <= 0.0
+    }
+}
+
+/// What the impairment did.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct ImpairCounters {
+    pub dropped: u64,
+    pub duplicated: u64,
+    pub reordered: u64,
+}
+
 /// This instance's end of the fabric.
 #[derive(Debug)]
 pub struct Fabric {
@@ -35,6 +61,10 @@ pub struct Fabric {
     buf: Vec<u8>,
     /// Datagrams the kernel refused to send (buffer full, peer unreachable).
     pub send_errors: u64,
+    impair: Impair,
+    rng: nflet_nfs::rng::Rng,
+    held: Option<(Vec<u8>, SocketAddr)>,
+    pub impaired: ImpairCounters,
 }
 
 impl Fabric {
@@ -47,7 +77,15 @@ impl Fabric {
         let _ = s.set_send_buffer_size(SOCKET_BUFFER);
         s.bind(&addr.into()).map_err(err)?;
         s.set_nonblocking(true).map_err(err)?;
-        Ok(Fabric { socket: s.into(), buf: vec![0; MAX_DATAGRAM], send_errors: 0 })
+        Ok(Fabric {
+            socket: s.into(),
+            buf: vec![0; MAX_DATAGRAM],
+            send_errors: 0,
+            impair: Impair::default(),
+            rng: nflet_nfs::rng::Rng::new(u64::from(addr.port())),
+            held: None,
+            impaired: ImpairCounters::default(),
+        })
     }
 
     /// [`Fabric::bind`], trying again for up to `patience` while the address is in use (a
@@ -72,7 +110,40 @@ impl Fabric {
         }
     }
 
+    /// Impairs what this end sends from now on (seeded by the local port).
+    pub fn impair(&mut self, impair: Impair) {
+        self.impair = impair;
+    }
+
     pub fn send(&mut self, datagram: &[u8], to: SocketAddr) {
+        if self.impair.is_off() {
+            return self.send_now(datagram, to);
+        }
+        if self.rng.unit() < self.impair.loss {
+            self.impaired.dropped += 1;
+            return;
+        }
+        if self.held.is_none() && self.rng.unit() < self.impair.reorder {
+            self.impaired.reordered += 1;
+            self.held = Some((datagram.to_vec(), to));
+            return;
+        }
+        self.send_now(datagram, to);
+        if self.rng.unit() < self.impair.duplicate {
+            self.impaired.duplicated += 1;
+            self.send_now(datagram, to);
+        }
+        self.flush();
+    }
+
+    /// Sends a datagram held back for reordering (also called when the instance idles).
+    pub fn flush(&mut self) {
+        if let Some((d, to)) = self.held.take() {
+            self.send_now(&d, to);
+        }
+    }
+
+    fn send_now(&mut self, datagram: &[u8], to: SocketAddr) {
         if self.socket.send_to(datagram, to).is_err() {
             self.send_errors += 1;
         }

@@ -34,6 +34,8 @@ pub struct LoggerCounters {
     pub not_from_worker: u64,
     pub rejected: std::collections::BTreeMap<&'static str, u64>,
     pub flows: usize,
+    /// What `[scale] impair_*` did to this instance's sends.
+    pub impaired: super::fabric::ImpairCounters,
 }
 
 struct Stored {
@@ -69,7 +71,8 @@ impl Logger {
             .loggers
             .get(usize::from(id))
             .ok_or_else(|| format!("logger {id}: `[scale] loggers` has no address for worker {id}"))?;
-        let fabric = Fabric::bind(addr).map_err(|e| e.to_string())?;
+        let mut fabric = Fabric::bind(addr).map_err(|e| e.to_string())?;
+        fabric.impair(scale.impair);
         let me = Scale::logger_id(id);
         Ok(Logger {
             worker: WorkerId(id),
@@ -118,6 +121,7 @@ impl Logger {
                 self.store.retain(|_, s| now.saturating_sub(s.last) < idle_limit);
             }
             if got == 0 {
+                self.fabric.flush();
                 idle = idle.saturating_add(1);
                 if idle > 64 {
                     std::thread::sleep(std::time::Duration::from_micros(20));
@@ -127,6 +131,7 @@ impl Logger {
             }
         }
         self.counters.flows = self.store.len();
+        self.counters.impaired = self.fabric.impaired;
     }
 
     fn store(&mut self, m: &Message<'_>, state: &[u8], now: Nanos) {

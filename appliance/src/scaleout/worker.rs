@@ -86,6 +86,8 @@ pub struct WorkerCounters {
     pub state_bytes_sent: u64,
     pub send_errors: u64,
     pub rejected: std::collections::BTreeMap<&'static str, u64>,
+    /// What `[scale] impair_*` did to this instance's sends.
+    pub impaired: super::fabric::ImpairCounters,
 }
 
 /// One worker.
@@ -168,7 +170,8 @@ impl Worker {
         // Any local address on the worker's port: behind NAT or port forwarding (a VM's user
         // networking) the configured address is not the one packets arrive at.
         let any: IpAddr = if addr.is_ipv4() { Ipv4Addr::UNSPECIFIED.into() } else { std::net::Ipv6Addr::UNSPECIFIED.into() };
-        let fabric = Fabric::bind(SocketAddr::new(any, addr.port())).map_err(WorkerError::Fabric)?;
+        let mut fabric = Fabric::bind(SocketAddr::new(any, addr.port())).map_err(WorkerError::Fabric)?;
+        fabric.impair(scale.impair);
         let me = WorkerId(id);
         Ok(Worker {
             id: me,
@@ -226,6 +229,7 @@ impl Worker {
                 self.flows.sweep(now, self.flow_idle);
             }
             if got == 0 {
+                self.fabric.flush();
                 idle = idle.saturating_add(1);
                 if idle > 64 {
                     std::thread::sleep(std::time::Duration::from_micros(50));
@@ -235,6 +239,7 @@ impl Worker {
             }
         }
         self.counters.send_errors = self.fabric.send_errors;
+        self.counters.impaired = self.fabric.impaired;
         self.counters.dropped = self.drops.total();
     }
 

@@ -24,6 +24,7 @@ struct Pull {
     from: WorkerId,
     chain: ChainId,
     clock: LogicalClock,
+    flowlet: LogicalClock,
     /// When the first request went out (for the pull latency).
     first: Nanos,
     sent: Nanos,
@@ -35,6 +36,8 @@ struct Entry {
     /// Clock of the last packet applied to the state held here (`None`: no state here).
     clock: Option<LogicalClock>,
     chain: ChainId,
+    /// The moved flowlet (its first packet's clock) whose state is known to be here.
+    synced: Option<LogicalClock>,
     pull: Option<Pull>,
     held: VecDeque<Held>,
     last: Nanos,
@@ -115,14 +118,23 @@ impl WorkerFlows {
             Admit::Pull { from }
         } else if e.pull.is_some() {
             Admit::Held
-        } else if !moved_here {
+        } else if !moved_here || e.synced == Some(h.flowlet) {
             return Admit::Run;
         } else if e.clock.is_some_and(|c| check_packet(c, h.clock) == PacketClock::Apply) {
             // A proactive replica that is current (SNF §5.2): no pull.
+            e.synced = Some(h.flowlet);
             return Admit::Run;
         } else {
             let Some(from) = h.prev_owner else { return Admit::Run };
-            e.pull = Some(Pull { from, chain: h.chain, clock: h.clock, first: now, sent: now, tries: 1 });
+            e.pull = Some(Pull {
+                from,
+                chain: h.chain,
+                clock: h.clock,
+                flowlet: h.flowlet,
+                first: now,
+                sent: now,
+                tries: 1,
+            });
             Admit::Pull { from }
         };
         if e.held.len() >= self.hold_limit {
@@ -147,6 +159,7 @@ impl WorkerFlows {
     pub fn pull_answered(&mut self, flow: &FlowKey, copy: Option<LogicalClock>, now: Nanos) -> Answered {
         let Some(e) = self.map.get_mut(flow) else { return Answered::default() };
         let Some(pull) = e.pull.take() else { return Answered::default() };
+        e.synced = Some(pull.flowlet);
         let install = copy.is_some_and(|c| check_state(e.clock, c) == StateUpdate::Install);
         if install {
             e.clock = copy;
@@ -183,6 +196,7 @@ impl WorkerFlows {
                 p.sent = now;
                 out.push((Expired::Retry { flow: *flow, from: p.from, chain: p.chain, clock: p.clock }, VecDeque::new()));
             } else {
+                e.synced = Some(p.flowlet);
                 e.pull = None;
                 out.push((Expired::GiveUp { flow: *flow }, std::mem::take(&mut e.held)));
             }
@@ -210,6 +224,7 @@ mod tests {
             prev_owner: moved_from.map(WorkerId),
             clock: LogicalClock(clock),
             flow: FlowKey::default(),
+            flowlet: LogicalClock(clock),
             flowlet_start: moved_from.is_some(),
             moved: moved_from.is_some(),
             untracked: false,
@@ -277,6 +292,29 @@ mod tests {
         assert_eq!(admit(&mut f, header(5, Some(0x8000))), Admit::Pull { from: WorkerId(0x8000) });
         let a = f.pull_answered(&FlowKey::default(), Some(LogicalClock(4)), Nanos(1));
         assert_eq!(a.held.len(), 3);
+    }
+
+    #[test]
+    fn any_packet_of_a_moved_flowlet_pulls_once() {
+        let mut f = WorkerFlows::new(WorkerId(1), 8, 3);
+        // The flowlet starting at clock 10 moved here from worker 0; its second packet
+        // arrives first.
+        let mut second = header(11, Some(0));
+        second.flowlet = LogicalClock(10);
+        second.flowlet_start = false;
+        assert_eq!(admit(&mut f, second), Admit::Pull { from: WorkerId(0) });
+        let mut first = header(10, Some(0));
+        first.flowlet = LogicalClock(10);
+        assert_eq!(admit(&mut f, first), Admit::Held);
+        let a = f.pull_answered(&FlowKey::default(), Some(LogicalClock(9)), Nanos(1));
+        assert_eq!(a.held.len(), 2);
+        // Later packets of the same flowlet run; the next moved flowlet pulls again.
+        let mut third = header(12, Some(0));
+        third.flowlet = LogicalClock(10);
+        assert_eq!(admit(&mut f, third), Admit::Run);
+        let mut next = header(30, Some(2));
+        next.flowlet = LogicalClock(30);
+        assert_eq!(admit(&mut f, next), Admit::Pull { from: WorkerId(2) });
     }
 
     #[test]

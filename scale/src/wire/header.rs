@@ -7,11 +7,13 @@
 //! +------+------+------+------+------+------+------+------+
 //! |flags |   reserved (0)     |     VNI = chain id   | rsv  |   VXLAN, flags = I | N
 //! +------+------+------+------+------+------+------+------+
-//! | dir  | bits |    port     |   worker    | prev owner  |   nflet metadata (56 bytes)
+//! | dir  | bits |    port     |   worker    | prev owner  |   nflet metadata (64 bytes)
 //! +------+------+------+------+------+------+------+------+
 //! |                 logical clock (u64, BE)               |
 //! +------+------+------+------+------+------+------+------+
 //! |            flow key (40 bytes, the director's)        |
+//! +------+------+------+------+------+------+------+------+
+//! |      clock of the flowlet's first packet (u64, BE)    |
 //! +------+------+------+------+------+------+------+------+
 //! |            inner Ethernet frame ...
 //! ```
@@ -33,7 +35,7 @@ use crate::units::{LogicalClock, WorkerId};
 /// The IANA VXLAN port.
 pub const VXLAN_PORT: u16 = 4789;
 /// VXLAN header and nflet metadata.
-pub const HEADER_LEN: usize = 64;
+pub const HEADER_LEN: usize = 72;
 
 const FLAG_I: u8 = 0x08;
 const FLAG_N: u8 = 0x04;
@@ -50,6 +52,7 @@ mod field {
     pub const PREV: Range<usize> = 14..16;
     pub const CLOCK: Range<usize> = 16..24;
     pub const KEY: Range<usize> = 24..64;
+    pub const FLOWLET: Range<usize> = 64..72;
 }
 
 const BIT_START: u8 = 0x01;
@@ -78,6 +81,10 @@ pub struct SteerHeader {
     pub prev_owner: Option<WorkerId>,
     pub clock: LogicalClock,
     pub flow: FlowKey,
+    /// The clock of the first packet of the packet's flowlet: every packet of a flowlet that
+    /// moved says where from (`moved`, `prev_owner`), so the worker pulls the state once per
+    /// flowlet whichever of its packets arrives first (the fabric may reorder them).
+    pub flowlet: LogicalClock,
     /// The packet starts a flowlet.
     pub flowlet_start: bool,
     /// The flow's state is elsewhere (at `prev_owner`) unless a fresh replica is here.
@@ -127,6 +134,7 @@ impl SteerHeader {
         h[field::PREV].copy_from_slice(&self.prev_owner.map_or(NO_OWNER, |w| w.0).to_be_bytes());
         h[field::CLOCK].copy_from_slice(&self.clock.0.to_be_bytes());
         h[field::KEY].copy_from_slice(bytemuck::bytes_of(&self.flow));
+        h[field::FLOWLET].copy_from_slice(&self.flowlet.0.to_be_bytes());
         true
     }
 
@@ -149,6 +157,8 @@ impl SteerHeader {
         };
         let mut clock = [0u8; 8];
         clock.copy_from_slice(&h[field::CLOCK]);
+        let mut flowlet = [0u8; 8];
+        flowlet.copy_from_slice(&h[field::FLOWLET]);
         let flow: FlowKey = bytemuck::pod_read_unaligned(&h[field::KEY]);
         let prev = u16_at(field::PREV);
         let bits = h[field::BITS];
@@ -160,6 +170,7 @@ impl SteerHeader {
             prev_owner: (prev != NO_OWNER).then_some(WorkerId(prev)),
             clock: LogicalClock(u64::from_be_bytes(clock)),
             flow,
+            flowlet: LogicalClock(u64::from_be_bytes(flowlet)),
             flowlet_start: bits & BIT_START != 0,
             moved: bits & BIT_MOVED != 0,
             untracked: bits & BIT_UNTRACKED != 0,
@@ -185,6 +196,7 @@ mod tests {
             prev_owner: Some(WorkerId(0)),
             clock: LogicalClock(0x0102_0304_0506_0708),
             flow: FlowKey::new(FAMILY_V4, 6, a, 40000, b, 80).0,
+            flowlet: LogicalClock(0x0102_0304_0506_0700),
             flowlet_start: true,
             moved: true,
             untracked: false,
@@ -198,6 +210,7 @@ mod tests {
         assert_eq!(&buf[..8], &[0x0c, 0, 0, 0, 0, 0, 3, 0]);
         assert_eq!(&buf[8..24], &[1, 0x03, 0, 1, 0, 2, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]);
         assert_eq!(&buf[24..28], &[10, 0, 0, 2]);
+        assert_eq!(&buf[64..72], &[1, 2, 3, 4, 5, 6, 7, 0]);
     }
 
     #[test]
