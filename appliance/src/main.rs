@@ -263,10 +263,15 @@ fn run_booted(boot: &nflet_boot::Boot) -> Result<(), String> {
                 gateway: m.gateway,
                 dhcp: m.dhcp,
             },
-            None => nflet_boot::mgmt::Interface { name: "eth0".into(), address: None, gateway: None, dhcp: true },
+            None => {
+                nflet_boot::mgmt::Interface { name: "eth0".into(), address: None, gateway: None, dhcp: true }
+            }
         };
         boot.configure_management(&nic);
-        log::info!("boot: serving as worker {id}, {} ms after PID 1 started", boot.started.elapsed().as_millis());
+        log::info!(
+            "boot: serving as worker {id}, {} ms after PID 1 started",
+            boot.started.elapsed().as_millis()
+        );
         return nflet::scaleout::serve_worker(&origin, &text, id, boot.cmdline.fabric_via, boot.stop_flag());
     }
     let cfg = match src.text {

@@ -89,7 +89,14 @@ impl Pipeline {
         self.write_flow(chain, flow, ctx, out, false)
     }
 
-    fn write_flow(&mut self, chain: usize, flow: &FlowKey, ctx: &Ctx, out: &mut Vec<u8>, moving: bool) -> usize {
+    fn write_flow(
+        &mut self,
+        chain: usize,
+        flow: &FlowKey,
+        ctx: &Ctx,
+        out: &mut Vec<u8>,
+        moving: bool,
+    ) -> usize {
         let Some(nfs) = self.chain_nfs(chain) else { return 0 };
         let mut records = 0;
         let mut key = *flow;

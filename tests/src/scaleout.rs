@@ -16,7 +16,20 @@ pub fn mac(ns: &str, dev: &str) -> String {
 pub fn static_neighbours(t: &TwoHosts, public: &str) {
     let a_mac = mac(&t.ns_a, "a0");
     let b_mac = mac(&t.ns_b, "b0");
-    sh(&["ip", "-n", &t.ns_a, "neigh", "replace", t.addr_b, "lladdr", &b_mac, "dev", "a0", "nud", "permanent"]);
+    sh(&[
+        "ip",
+        "-n",
+        &t.ns_a,
+        "neigh",
+        "replace",
+        t.addr_b,
+        "lladdr",
+        &b_mac,
+        "dev",
+        "a0",
+        "nud",
+        "permanent",
+    ]);
     sh(&["ip", "-n", &t.ns_b, "neigh", "replace", public, "lladdr", &a_mac, "dev", "b0", "nud", "permanent"]);
 }
 
@@ -42,7 +55,10 @@ impl Director {
         let child = self.child.take().expect("running");
         let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
         let out = child.wait_with_output().expect("director exit");
-        let (so, se) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+        let (so, se) = (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
         assert!(out.status.success(), "director failed:\n{se}");
         (so, se)
     }

@@ -21,7 +21,8 @@ fn killing_a_worker_breaks_no_connection() {
     let t = TwoHosts::new("sf");
     static_neighbours(&t, PUBLIC);
     let base = 42_000 + u16::try_from(std::process::id() % 1_000).unwrap() * 8;
-    let addrs = |first: u16| (0..3).map(|i| format!("\"127.0.0.1:{}\"", first + i)).collect::<Vec<_>>().join(", ");
+    let addrs =
+        |first: u16| (0..3).map(|i| format!("\"127.0.0.1:{}\"", first + i)).collect::<Vec<_>>().join(", ");
     let config = format!(
         r#"
 {ports}
@@ -71,7 +72,12 @@ failure_timeout_ms = 100
         .collect();
     sleep(Duration::from_millis(300));
     let senders: Vec<Child> = (0..CONNS)
-        .map(|i| spawn_peer_in(&t.ns_a, &["tcp-send", t.addr_b, &(9400 + i).to_string(), &BYTES.to_string(), "2000000"]))
+        .map(|i| {
+            spawn_peer_in(
+                &t.ns_a,
+                &["tcp-send", t.addr_b, &(9400 + i).to_string(), &BYTES.to_string(), "2000000"],
+            )
+        })
         .collect();
     sleep(Duration::from_millis(1000));
     let pattern = format!("worker --config {} --id 0", path.display());
@@ -114,13 +120,22 @@ failure_timeout_ms = 100
     eprintln!("{summary:#}\n{workers:#?}\n{loggers:#?}");
     assert_eq!(workers.len(), 2, "the two survivors print their counters:\n{out}");
     let logger0 = loggers.iter().find(|l| l["logger"] == 0).expect("logger 0 summary");
-    let recovered = logger0["counters"]["pulls_served"].as_u64().unwrap() - logger0["counters"]["pulls_empty"].as_u64().unwrap();
+    let recovered = logger0["counters"]["pulls_served"].as_u64().unwrap()
+        - logger0["counters"]["pulls_empty"].as_u64().unwrap();
     assert!(recovered >= 1, "no flow recovered from worker 0's logger: {logger0:#}");
     assert_eq!(summary["decisions"]["failures"], 1);
     assert_eq!(summary["decisions"]["state_recover"].as_u64().unwrap(), recovered, "{summary:#}");
     let nat = |k: &str| workers.iter().map(|w| w["nf"]["nat"][k].as_u64().unwrap_or(0)).sum::<u64>();
     assert_eq!(nat("no_mapping"), 0, "a reply found no mapping");
-    let pulls: Vec<String> = workers.iter().map(|w| format!("w{} pull p50 {} p99 {} us", w["worker"], w["latency"]["pull"]["p50_us"], w["latency"]["pull"]["p99_us"])).collect();
+    let pulls: Vec<String> = workers
+        .iter()
+        .map(|w| {
+            format!(
+                "w{} pull p50 {} p99 {} us",
+                w["worker"], w["latency"]["pull"]["p50_us"], w["latency"]["pull"]["p99_us"]
+            )
+        })
+        .collect();
     eprintln!(
         "measured: failure detected {detection_ms:.1} ms after the last hello; {recovered} flow(s) recovered from the logger; {}; transfers ended {:.2} s after the kill",
         pulls.join("; "),
@@ -131,13 +146,24 @@ failure_timeout_ms = 100
 /// Runs `CONNS` TCP transfers A → B at 2 MB/s; `during` runs 1 s after they start. Returns
 /// (sender output, server output) per connection; a connection still open after a minute is
 /// cut (and fails the byte count).
-fn transfers(t: &TwoHosts, first_port: usize, conns: usize, bytes: u64, during: impl FnOnce()) -> Vec<(String, String)> {
+fn transfers(
+    t: &TwoHosts,
+    first_port: usize,
+    conns: usize,
+    bytes: u64,
+    during: impl FnOnce(),
+) -> Vec<(String, String)> {
     let servers: Vec<Child> = (0..conns)
         .map(|i| spawn_peer_in(&t.ns_b, &["tcp-serve", &(first_port + i).to_string(), "show-peer"]))
         .collect();
     sleep(Duration::from_millis(300));
     let senders: Vec<Child> = (0..conns)
-        .map(|i| spawn_peer_in(&t.ns_a, &["tcp-send", t.addr_b, &(first_port + i).to_string(), &bytes.to_string(), "2000000"]))
+        .map(|i| {
+            spawn_peer_in(
+                &t.ns_a,
+                &["tcp-send", t.addr_b, &(first_port + i).to_string(), &bytes.to_string(), "2000000"],
+            )
+        })
         .collect();
     sleep(Duration::from_millis(1000));
     during();

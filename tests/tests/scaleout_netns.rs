@@ -170,10 +170,20 @@ fn scale_out(tag: &str, base: u16, extra: &str) {
     let workers = worker_summaries(&out);
     eprintln!("transfers took {elapsed:?}\n{summary:#}\n{workers:#?}");
     // The figures BENCHMARKS.md quotes (one line, for the record).
-    let state_bytes: u64 = workers.iter().map(|w| w["counters"]["state_bytes_sent"].as_u64().unwrap_or(0)).sum();
+    let state_bytes: u64 =
+        workers.iter().map(|w| w["counters"]["state_bytes_sent"].as_u64().unwrap_or(0)).sum();
     let lat: Vec<String> = workers
         .iter()
-        .map(|w| format!("w{} pull p50 {} p99 {} us (n={}), push p50 {} us", w["worker"], w["latency"]["pull"]["p50_us"], w["latency"]["pull"]["p99_us"], w["latency"]["pull"]["count"], w["latency"]["push"]["p50_us"]))
+        .map(|w| {
+            format!(
+                "w{} pull p50 {} p99 {} us (n={}), push p50 {} us",
+                w["worker"],
+                w["latency"]["pull"]["p50_us"],
+                w["latency"]["pull"]["p99_us"],
+                w["latency"]["pull"]["count"],
+                w["latency"]["push"]["p50_us"]
+            )
+        })
         .collect();
     let ev: Vec<String> = summary["events"]
         .as_array()
@@ -184,7 +194,12 @@ fn scale_out(tag: &str, base: u16, extra: &str) {
         .collect();
     eprintln!(
         "measured: {} packets in {:.2} s; state traffic {} B ({:.0} B/s); {}; {}",
-        summary["director"]["received"], elapsed.as_secs_f64(), state_bytes, state_bytes as f64 / elapsed.as_secs_f64(), lat.join("; "), ev.join(", ")
+        summary["director"]["received"],
+        elapsed.as_secs_f64(),
+        state_bytes,
+        state_bytes as f64 / elapsed.as_secs_f64(),
+        lat.join("; "),
+        ev.join(", ")
     );
     let d = &summary["decisions"];
     let events = summary["events"].as_array().unwrap();
@@ -215,7 +230,8 @@ fn scale_out(tag: &str, base: u16, extra: &str) {
     if impaired {
         // Duplicated messages are refused as replays too.
         assert!(w0["counters"]["rejected"]["msg_replayed"].as_u64().unwrap() >= 1, "{w0:#}");
-        let sum_impaired = |k: &str| workers.iter().map(|w| w["counters"]["impaired"][k].as_u64().unwrap_or(0)).sum::<u64>();
+        let sum_impaired =
+            |k: &str| workers.iter().map(|w| w["counters"]["impaired"][k].as_u64().unwrap_or(0)).sum::<u64>();
         let (d, u, r) = (sum_impaired("dropped"), sum_impaired("duplicated"), sum_impaired("reordered"));
         eprintln!("impaired by the workers: {d} dropped, {u} duplicated, {r} reordered");
         assert!(d > 0 && u > 0 && r > 0);

@@ -17,7 +17,11 @@ const PUBLIC: &str = "10.77.0.100";
 #[test]
 fn a_worker_vm_boots_serves_nat_and_powers_off() {
     let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("../images/out");
-    assert!(images.join("vmlinuz").exists(), "no images in {}: run `cargo static && ./images/build.sh`", images.display());
+    assert!(
+        images.join("vmlinuz").exists(),
+        "no images in {}: run `cargo static && ./images/build.sh`",
+        images.display()
+    );
     let t = TwoHosts::new("sq");
     static_neighbours(&t, PUBLIC);
     let base = 44_000 + u16::try_from(std::process::id() % 1_000).unwrap() * 4;
@@ -75,7 +79,10 @@ qemu_initrd = "{initrd}"
     let sender = spawn_peer_in(&t.ns_a, &["tcp-send", t.addr_b, "9300", &BYTES.to_string()]);
     let sent = sender.wait_with_output().unwrap();
     let got = server.wait_with_output().unwrap();
-    let (sent, got) = (String::from_utf8_lossy(&sent.stdout).into_owned(), String::from_utf8_lossy(&got.stdout).into_owned());
+    let (sent, got) = (
+        String::from_utf8_lossy(&sent.stdout).into_owned(),
+        String::from_utf8_lossy(&got.stdout).into_owned(),
+    );
     let (out, err) = director.stop();
     let log = console();
     let _ = std::fs::remove_file(&path);

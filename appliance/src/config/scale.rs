@@ -134,10 +134,17 @@ fn d_pull_timeout() -> u64 {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LauncherKind {
     Process,
-    Command { launch: String, stop: Option<String> },
+    Command {
+        launch: String,
+        stop: Option<String>,
+    },
     Static,
     /// Worker VMs booted from the appliance image under QEMU.
-    Qemu { kernel: std::path::PathBuf, initrd: std::path::PathBuf, memory_mib: u32 },
+    Qemu {
+        kernel: std::path::PathBuf,
+        initrd: std::path::PathBuf,
+        memory_mib: u32,
+    },
 }
 
 /// The validated `[scale]` section.
@@ -160,7 +167,9 @@ pub struct Scale {
 }
 
 fn addr(key: &'static str, text: &str) -> Result<SocketAddr, (&'static str, String)> {
-    text.parse().map_err(|_| (key, format!("expected an IP address and UDP port like \"127.0.0.1:4789\", got `{text}`")))
+    text.parse().map_err(|_| {
+        (key, format!("expected an IP address and UDP port like \"127.0.0.1:4789\", got `{text}`"))
+    })
 }
 
 /// Validates `[scale]`; errors are `(key, message)`.
@@ -186,7 +195,11 @@ pub fn scale(s: RawScale) -> Result<Scale, (&'static str, String)> {
             ),
         ));
     }
-    for (key, v) in [("impair_loss", s.impair_loss), ("impair_duplicate", s.impair_duplicate), ("impair_reorder", s.impair_reorder)] {
+    for (key, v) in [
+        ("impair_loss", s.impair_loss),
+        ("impair_duplicate", s.impair_duplicate),
+        ("impair_reorder", s.impair_reorder),
+    ] {
         if !(0.0..=0.5).contains(&v) {
             return Err((key, format!("expected a share from 0 to 0.5, got {v}")));
         }
@@ -196,13 +209,18 @@ pub fn scale(s: RawScale) -> Result<Scale, (&'static str, String)> {
     }
     let max = u16::try_from(workers.len()).unwrap_or(u16::MAX);
     if s.initial_workers == 0 || s.initial_workers > max {
-        return Err(("initial_workers", format!("expected 1 to {max} (the number of `workers`), got {}", s.initial_workers)));
+        return Err((
+            "initial_workers",
+            format!("expected 1 to {max} (the number of `workers`), got {}", s.initial_workers),
+        ));
     }
     let launcher = match s.launcher.as_str() {
         "process" => LauncherKind::Process,
         "static" => LauncherKind::Static,
         "command" => match s.launch_command {
-            Some(launch) if !launch.trim().is_empty() => LauncherKind::Command { launch, stop: s.stop_command },
+            Some(launch) if !launch.trim().is_empty() => {
+                LauncherKind::Command { launch, stop: s.stop_command }
+            }
             _ => return Err(("launch_command", "`launcher = \"command\"` needs a `launch_command`".into())),
         },
         "qemu" => {
@@ -211,7 +229,10 @@ pub fn scale(s: RawScale) -> Result<Scale, (&'static str, String)> {
                 _ => Err((key, format!("`launcher = \"qemu\"` needs `{key}` (see images/build.sh)"))),
             };
             if !(128..=65_536).contains(&s.qemu_memory_mib) {
-                return Err(("qemu_memory_mib", format!("expected 128 to 65536 MiB, got {}", s.qemu_memory_mib)));
+                return Err((
+                    "qemu_memory_mib",
+                    format!("expected 128 to 65536 MiB, got {}", s.qemu_memory_mib),
+                ));
             }
             LauncherKind::Qemu {
                 kernel: path("qemu_kernel", s.qemu_kernel)?,
@@ -248,10 +269,18 @@ pub fn scale(s: RawScale) -> Result<Scale, (&'static str, String)> {
     };
     decisions.validate().map_err(|e| {
         let text = e.to_string();
-        let key = ["flowlet_timeout", "flowlet_max", "alpha", "replicas", "launch_utilisation", "capacity", "flow_idle"]
-            .into_iter()
-            .find(|k| text.contains(k))
-            .unwrap_or("scale");
+        let key = [
+            "flowlet_timeout",
+            "flowlet_max",
+            "alpha",
+            "replicas",
+            "launch_utilisation",
+            "capacity",
+            "flow_idle",
+        ]
+        .into_iter()
+        .find(|k| text.contains(k))
+        .unwrap_or("scale");
         (key, text)
     })?;
     Ok(Scale {

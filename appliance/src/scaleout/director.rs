@@ -71,7 +71,10 @@ impl std::error::Error for DirectorError {}
 enum Slot {
     Down,
     /// Launched, no hello yet; `activate`: it joins the packing once it says hello.
-    Starting { since: Instant, activate: bool },
+    Starting {
+        since: Instant,
+        activate: bool,
+    },
     Warm,
     Active,
     /// Retired by the scaling rule; still answers pulls for the flows whose state it holds.
@@ -118,7 +121,9 @@ enum LoggerSlot {
     Down,
     Starting,
     /// Up; its worker must push it every flow it holds once it says hello (a replacement).
-    Up { resync: bool },
+    Up {
+        resync: bool,
+    },
 }
 
 /// The director.
@@ -160,10 +165,15 @@ impl std::fmt::Debug for DirectorRole {
 }
 
 impl DirectorRole {
-    pub fn new(mut config: Config, launcher: Box<dyn Launcher>, deployment: u64) -> Result<DirectorRole, DirectorError> {
+    pub fn new(
+        mut config: Config,
+        launcher: Box<dyn Launcher>,
+        deployment: u64,
+    ) -> Result<DirectorRole, DirectorError> {
         let scale = config.scale.clone().ok_or(DirectorError::NoScale)?;
         config.settings.cores = 1;
-        let decisions = Director::new(scale.decisions.clone()).map_err(|e| DirectorError::Decisions(e.to_string()))?;
+        let decisions =
+            Director::new(scale.decisions.clone()).map_err(|e| DirectorError::Decisions(e.to_string()))?;
         let fabric = Fabric::bind_patiently(scale.director, std::time::Duration::from_secs(5))
             .map_err(DirectorError::Fabric)?;
         let mut fabric = fabric;
@@ -322,7 +332,7 @@ impl DirectorRole {
                 datagram.clear();
                 datagram.extend_from_slice(d);
                 got += 1;
-                self.from_fabric(&datagram);
+                self.on_fabric(&datagram);
             }
             self.flush();
             if now >= next_tick {
@@ -397,7 +407,7 @@ impl DirectorRole {
                     datagram.clear();
                     datagram.extend_from_slice(d);
                     if is_state_message(&datagram) {
-                        self.from_fabric(&datagram);
+                        self.on_fabric(&datagram);
                     }
                 }
                 None => std::thread::sleep(std::time::Duration::from_micros(200)),
@@ -439,7 +449,9 @@ impl DirectorRole {
         let flow = self.aliases.get(&meta.key).copied().unwrap_or(meta.key);
         let len = Bytes(u64::try_from(frame.len()).unwrap_or(u64::MAX));
         let (worker, clock, start, flowlet, source, untracked) = match self.decisions.steer(now, flow, len) {
-            Steer::Flow { worker, clock, start, flowlet, source } => (worker, clock, start, flowlet, source, false),
+            Steer::Flow { worker, clock, start, flowlet, source } => {
+                (worker, clock, start, flowlet, source, false)
+            }
             Steer::Untracked { worker } => {
                 (worker, LogicalClock::ZERO, None, LogicalClock::ZERO, StateSource::Fresh, true)
             }
@@ -495,7 +507,7 @@ impl DirectorRole {
     }
 
     /// A datagram from a worker: a processed frame to transmit, or a message.
-    fn from_fabric(&mut self, d: &[u8]) {
+    fn on_fabric(&mut self, d: &[u8]) {
         if is_state_message(d) {
             match self.verifier.open(d) {
                 Ok(m) if m.kind == Kind::Hello => self.hello(m.sender),
@@ -632,11 +644,21 @@ impl DirectorRole {
         for i in 0..self.slots.len() {
             let id = WorkerId(u16::try_from(i).unwrap_or(u16::MAX));
             let slot = self.slots.get(i).copied();
-            if matches!(slot, Some(Slot::Active | Slot::Warm | Slot::Retired)) && silent(self.last_hello.get(i)) {
-                let since = self.last_hello.get(i).copied().flatten().map_or(0.0, |t| t.elapsed().as_secs_f64() * 1e6);
+            if matches!(slot, Some(Slot::Active | Slot::Warm | Slot::Retired))
+                && silent(self.last_hello.get(i))
+            {
+                let since = self
+                    .last_hello
+                    .get(i)
+                    .copied()
+                    .flatten()
+                    .map_or(0.0, |t| t.elapsed().as_secs_f64() * 1e6);
                 if slot == Some(Slot::Active) {
                     let orphaned = self.decisions.worker_failed(id).unwrap_or(0);
-                    log::warn!("{id} failed: silent for {:.1} ms; {orphaned} flow(s) to recover", since / 1e3);
+                    log::warn!(
+                        "{id} failed: silent for {:.1} ms; {orphaned} flow(s) to recover",
+                        since / 1e3
+                    );
                     if !self.scale.loggers.is_empty() {
                         self.failed.push(id);
                     }
@@ -660,7 +682,8 @@ impl DirectorRole {
         }
         // A failed worker's logger may stop once no flow needs its state.
         let decisions = &self.decisions;
-        let done: Vec<WorkerId> = self.failed.iter().copied().filter(|w| decisions.owned_by(*w) == 0).collect();
+        let done: Vec<WorkerId> =
+            self.failed.iter().copied().filter(|w| decisions.owned_by(*w) == 0).collect();
         for id in done {
             self.failed.retain(|w| *w != id);
             if self.slots.get(usize::from(id.0)) == Some(&Slot::Down) {

@@ -71,7 +71,8 @@ impl Fabric {
     pub fn bind(addr: SocketAddr) -> Result<Fabric, FabricError> {
         let err = |source| FabricError { addr, source };
         let domain = if addr.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
-        let s = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP)).map_err(err)?;
+        let s =
+            socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP)).map_err(err)?;
         // Best effort: a smaller buffer only means earlier drops under overload.
         let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
         let _ = s.set_send_buffer_size(SOCKET_BUFFER);

@@ -64,7 +64,8 @@ pub trait Launcher: Send {
 pub fn from_config(kind: &LauncherKind, config: PathBuf) -> Result<Box<dyn Launcher>, String> {
     Ok(match kind {
         LauncherKind::Process => {
-            let exe = std::env::current_exe().map_err(|e| format!("cannot find the nflet executable: {e}"))?;
+            let exe =
+                std::env::current_exe().map_err(|e| format!("cannot find the nflet executable: {e}"))?;
             Box::new(ProcessLauncher { exe, config, children: HashMap::new(), reapers: Vec::new() })
         }
         LauncherKind::Command { launch, stop } => {
@@ -176,7 +177,9 @@ impl Launcher for QemuLauncher {
     fn start(&mut self, role: Role, id: WorkerId, addr: SocketAddr) -> Result<(), LaunchError> {
         let err = |detail: String| LaunchError { worker: id, detail };
         if role == Role::Logger {
-            return Err(err("output loggers as VMs are not supported yet; use the process or command launcher".into()));
+            return Err(err(
+                "output loggers as VMs are not supported yet; use the process or command launcher".into(),
+            ));
         }
         let mut vm = nflet_qemu::Vm::new(nflet_qemu::Image::Kernel {
             kernel: self.kernel.clone(),
@@ -185,7 +188,8 @@ impl Launcher for QemuLauncher {
         vm.memory_mib = self.memory_mib;
         vm.mgmt = Some(vec![nflet_qemu::Forward::udp(addr.port(), addr.port())]);
         vm.config = Some(self.config.clone());
-        vm.serial = Some(std::env::temp_dir().join(format!("nflet-worker{}-{}.log", id.0, std::process::id())));
+        vm.serial =
+            Some(std::env::temp_dir().join(format!("nflet-worker{}-{}.log", id.0, std::process::id())));
         vm.append = format!("nflet.worker={} nflet.fabric_via=10.0.2.2 nflet.on_error=poweroff", id.0);
         vm.check().map_err(|e| err(e.to_string()))?;
         let child = vm.command().spawn().map_err(|e| err(format!("qemu-system-x86_64: {e}")))?;

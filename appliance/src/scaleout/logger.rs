@@ -189,7 +189,15 @@ impl Logger {
         }
     }
 
-    fn send(&mut self, kind: Kind, chain: ChainId, flow: &FlowKey, clock: LogicalClock, body: &[u8], to: SocketAddr) {
+    fn send(
+        &mut self,
+        kind: Kind,
+        chain: ChainId,
+        flow: &FlowKey,
+        clock: LogicalClock,
+        body: &[u8],
+        to: SocketAddr,
+    ) {
         let mut msg = std::mem::take(&mut self.out);
         self.sealer.seal(kind, chain, flow, clock, body, &mut msg);
         self.fabric.send(&msg, to);

@@ -82,7 +82,8 @@ pub fn serve_worker(
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<(), String> {
     let config = crate::config::Config::parse(origin, text).map_err(|e| e.to_string())?;
-    let mut w = worker::Worker::new(config, id, fingerprint(text), via).map_err(|e| format!("worker {id}: {e}"))?;
+    let mut w =
+        worker::Worker::new(config, id, fingerprint(text), via).map_err(|e| format!("worker {id}: {e}"))?;
     log::info!("worker {id} of {origin} up");
     w.run(&stop);
     let summary = serde_json::json!({
@@ -110,6 +111,7 @@ pub fn run_logger(
 
 fn load(path: &std::path::Path) -> Result<(crate::config::Config, u64), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let config = crate::config::Config::parse(&path.display().to_string(), &text).map_err(|e| e.to_string())?;
+    let config =
+        crate::config::Config::parse(&path.display().to_string(), &text).map_err(|e| e.to_string())?;
     Ok((config, fingerprint(&text)))
 }

@@ -35,11 +35,17 @@ const HOUSEKEEPING_EVERY: Nanos = Nanos::from_millis(1);
 #[derive(Debug)]
 pub enum WorkerError {
     NoScale,
-    UnknownId { id: u16, workers: usize },
+    UnknownId {
+        id: u16,
+        workers: usize,
+    },
     Fabric(FabricError),
     Start(StartError),
     /// A chain keeps per-flow state that cannot move between workers.
-    NotMigratable { chain: String, nfs: Vec<String> },
+    NotMigratable {
+        chain: String,
+        nfs: Vec<String>,
+    },
 }
 
 impl std::fmt::Display for WorkerError {
@@ -47,7 +53,11 @@ impl std::fmt::Display for WorkerError {
         match self {
             WorkerError::NoScale => f.write_str("the configuration has no `[scale]` section"),
             WorkerError::UnknownId { id, workers } => {
-                write!(f, "worker id {id} is not in `[scale] workers` (ids 0 to {})", workers.saturating_sub(1))
+                write!(
+                    f,
+                    "worker id {id} is not in `[scale] workers` (ids 0 to {})",
+                    workers.saturating_sub(1)
+                )
             }
             WorkerError::Fabric(e) => write!(f, "{e}"),
             WorkerError::Start(e) => write!(f, "{e}"),
@@ -138,7 +148,12 @@ impl Worker {
     /// Builds worker `id` of the deployment `config` describes (`deployment`: its fingerprint).
     /// With `via`, the loopback addresses of `[scale]` are another machine's (the VM host's),
     /// reached through `via`.
-    pub fn new(mut config: Config, id: u16, deployment: u64, via: Option<Ipv4Addr>) -> Result<Worker, WorkerError> {
+    pub fn new(
+        mut config: Config,
+        id: u16,
+        deployment: u64,
+        via: Option<Ipv4Addr>,
+    ) -> Result<Worker, WorkerError> {
         let mut scale: Scale = config.scale.clone().ok_or(WorkerError::NoScale)?;
         if let Some(via) = via {
             let reroute = |a: &mut SocketAddr| {
@@ -154,10 +169,8 @@ impl Worker {
             .get(usize::from(id))
             .ok_or(WorkerError::UnknownId { id, workers: scale.workers.len() })?;
         config.settings.cores = 1;
-        let instance = nflet_nfs::ids::Instance {
-            id,
-            count: u16::try_from(scale.workers.len()).unwrap_or(u16::MAX),
-        };
+        let instance =
+            nflet_nfs::ids::Instance { id, count: u16::try_from(scale.workers.len()).unwrap_or(u16::MAX) };
         let (mut pipelines, _arenas) =
             crate::dataplane::build_pipelines_for(&config, instance).map_err(WorkerError::Start)?;
         let pipeline = pipelines.pop().ok_or(WorkerError::NoScale)?;
@@ -169,7 +182,11 @@ impl Worker {
         }
         // Any local address on the worker's port: behind NAT or port forwarding (a VM's user
         // networking) the configured address is not the one packets arrive at.
-        let any: IpAddr = if addr.is_ipv4() { Ipv4Addr::UNSPECIFIED.into() } else { std::net::Ipv6Addr::UNSPECIFIED.into() };
+        let any: IpAddr = if addr.is_ipv4() {
+            Ipv4Addr::UNSPECIFIED.into()
+        } else {
+            std::net::Ipv6Addr::UNSPECIFIED.into()
+        };
         let mut fabric = Fabric::bind(SocketAddr::new(any, addr.port())).map_err(WorkerError::Fabric)?;
         fabric.impair(scale.impair);
         let me = WorkerId(id);
@@ -218,7 +235,14 @@ impl Worker {
             }
             if now >= next_hello {
                 next_hello = now.saturating_add(self.heartbeat);
-                self.send_message(Kind::Hello, ChainId(0), &FlowKey::default(), LogicalClock::ZERO, &[], self.director);
+                self.send_message(
+                    Kind::Hello,
+                    ChainId(0),
+                    &FlowKey::default(),
+                    LogicalClock::ZERO,
+                    &[],
+                    self.director,
+                );
             }
             if now >= next_chores {
                 next_chores = now.saturating_add(HOUSEKEEPING_EVERY);
@@ -317,7 +341,9 @@ impl Worker {
                     Some(logger) if !h.untracked => {
                         let mut body = std::mem::take(&mut self.state);
                         body.clear();
-                        body.extend_from_slice(&u32::try_from(datagram.len()).unwrap_or(u32::MAX).to_be_bytes());
+                        body.extend_from_slice(
+                            &u32::try_from(datagram.len()).unwrap_or(u32::MAX).to_be_bytes(),
+                        );
                         body.extend_from_slice(&datagram);
                         self.pipeline.copy_flow(usize::from(h.chain.0), &h.flow, &ctx, &mut body);
                         self.send_message(Kind::Logged, h.chain, &h.flow, h.clock, &body, logger);

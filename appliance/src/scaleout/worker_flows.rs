@@ -72,7 +72,6 @@ pub enum Expired {
     GiveUp { flow: FlowKey },
 }
 
-
 /// The flows of one worker.
 #[derive(Debug)]
 pub struct WorkerFlows {
@@ -194,7 +193,10 @@ impl WorkerFlows {
             if p.tries < self.pull_tries {
                 p.tries += 1;
                 p.sent = now;
-                out.push((Expired::Retry { flow: *flow, from: p.from, chain: p.chain, clock: p.clock }, VecDeque::new()));
+                out.push((
+                    Expired::Retry { flow: *flow, from: p.from, chain: p.chain, clock: p.clock },
+                    VecDeque::new(),
+                ));
             } else {
                 e.synced = Some(p.flowlet);
                 e.pull = None;
@@ -256,7 +258,10 @@ mod tests {
     fn current_replica_runs_stale_one_pulls() {
         let mut f = WorkerFlows::new(WorkerId(1), 8, 3);
         assert!(f.push_arrived(&FlowKey::default(), ChainId(0), LogicalClock(10), Nanos(0)));
-        assert!(!f.push_arrived(&FlowKey::default(), ChainId(0), LogicalClock(9), Nanos(0)), "older copy refused");
+        assert!(
+            !f.push_arrived(&FlowKey::default(), ChainId(0), LogicalClock(9), Nanos(0)),
+            "older copy refused"
+        );
         assert_eq!(admit(&mut f, header(11, Some(0))), Admit::Run);
         f.applied(&FlowKey::default(), LogicalClock(11));
         // Lingering packets reached the old owner after the push: the copy is behind.

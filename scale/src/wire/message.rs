@@ -296,7 +296,10 @@ mod tests {
         let m = sealed(&mut s, Kind::State, b"state bytes");
         assert!(is_state_message(&m));
         let got = v.open(&m).unwrap();
-        assert_eq!((got.kind, got.sender, got.chain, got.clock), (Kind::State, WorkerId(2), ChainId(1), LogicalClock(42)));
+        assert_eq!(
+            (got.kind, got.sender, got.chain, got.clock),
+            (Kind::State, WorkerId(2), ChainId(1), LogicalClock(42))
+        );
         assert_eq!(got.body, b"state bytes");
     }
 
