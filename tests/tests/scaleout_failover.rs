@@ -272,3 +272,89 @@ state_file = "{state}"
         summary["director"]["restored_flows"], adopted_ms[0], adopted_ms[1]
     );
 }
+
+#[test]
+fn a_crashed_logger_is_replaced_and_refilled_by_its_worker() {
+    let t = TwoHosts::new("sl");
+    static_neighbours(&t, PUBLIC);
+    let base = 38_000 + u16::try_from(std::process::id() % 500).unwrap() * 6;
+    let config = format!(
+        r#"
+{ports}
+[[nf]]
+name = "nat"
+kind = "nat"
+inside = "a"
+public = "{PUBLIC}"
+
+[[chain]]
+name = "out"
+ingress = ["a"]
+steps = ["nat"]
+output = "b"
+
+[[chain]]
+name = "in"
+ingress = ["b"]
+steps = ["nat"]
+output = "a"
+
+[scale]
+director = "127.0.0.1:{base}"
+workers = ["127.0.0.1:{w0}", "127.0.0.1:{w1}"]
+loggers = ["127.0.0.1:{l0}", "127.0.0.1:{l1}"]
+key = "logger repair test key, not secret"
+initial_workers = 2
+capacity_mbps = 100000
+replicas = 0
+retire_idle_ms = 600000
+"#,
+        ports = t.af_packet_ports(),
+        w0 = base + 1,
+        w1 = base + 2,
+        l0 = base + 3,
+        l1 = base + 4,
+    );
+    let path = std::env::temp_dir().join(format!("nflet-logger-crash-{}.toml", std::process::id()));
+    std::fs::write(&path, &config).unwrap();
+    let director = Director::start(&path);
+    sleep(Duration::from_millis(1500));
+    const CONNS: usize = 3;
+    const BYTES: u64 = 6_000_000;
+    let results = transfers(&t, 9600, CONNS, BYTES, || {
+        // Worker 0's logger dies; later worker 0 itself: its flows must come back from the
+        // replacement logger, which only its worker's resync can have filled.
+        let kill = |what: &str| {
+            let pattern = format!("{what} --config {} --id 0", path.display());
+            assert!(Command::new("pkill").args(["-KILL", "-f", &pattern]).status().unwrap().success(), "no {what} 0");
+        };
+        kill("logger");
+        sleep(Duration::from_millis(1000));
+        kill("worker");
+    });
+    let (out, err) = director.stop();
+    let _ = std::fs::remove_file(&path);
+
+    for (s, g) in &results {
+        assert_eq!(value(g, "bytes"), BYTES.to_string(), "server:\n{g}\ndirector:\n{err}");
+        assert_eq!(value(s, "hash"), value(g, "hash"), "stream corrupted");
+    }
+    let summary = director_summary(&out, &err);
+    let events = summary["events"].as_array().unwrap();
+    let seen = |what: &str| events.iter().filter(|e| e["what"] == what && e["worker"] == 0).count();
+    assert_eq!(seen("logger failed"), 1, "{events:?}");
+    assert_eq!(seen("logger replaced, resync ordered"), 1, "{events:?}");
+    assert_eq!(seen("failed"), 1, "{events:?}");
+    let loggers: Vec<serde_json::Value> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["logger"] == 0)
+        .collect();
+    assert_eq!(loggers.len(), 1, "the replacement (the first died without a word): {out}");
+    let c = &loggers[0]["counters"];
+    eprintln!("replacement logger: {c:#}");
+    assert!(c["resync_pushes"].as_u64().unwrap() >= 1, "the worker refilled it");
+    let recovered = c["pulls_served"].as_u64().unwrap() - c["pulls_empty"].as_u64().unwrap();
+    assert!(recovered >= 1, "flows recovered from the replacement");
+    assert_eq!(summary["decisions"]["state_recover"].as_u64().unwrap(), recovered);
+}

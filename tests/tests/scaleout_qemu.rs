@@ -77,8 +77,17 @@ qemu_initrd = "{initrd}"
     let server = spawn_peer_in(&t.ns_b, &["tcp-serve", "9300", "show-peer"]);
     sleep(Duration::from_millis(200));
     let sender = spawn_peer_in(&t.ns_a, &["tcp-send", t.addr_b, "9300", &BYTES.to_string()]);
-    let sent = sender.wait_with_output().unwrap();
-    let got = server.wait_with_output().unwrap();
+    // A broken path would leave both ends waiting: give up after two minutes.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let finish = |mut c: std::process::Child| {
+        while c.try_wait().unwrap().is_none() && Instant::now() < deadline {
+            sleep(Duration::from_millis(100));
+        }
+        let _ = c.kill();
+        c.wait_with_output().unwrap()
+    };
+    let sent = finish(sender);
+    let got = finish(server);
     let (sent, got) = (
         String::from_utf8_lossy(&sent.stdout).into_owned(),
         String::from_utf8_lossy(&got.stdout).into_owned(),
