@@ -5,6 +5,47 @@ use std::process::{Child, Command, Stdio};
 
 use crate::{binary, sh, TwoHosts};
 
+/// The public address the deployments' NAT translates host A to.
+pub const PUBLIC: &str = "10.77.0.100";
+
+/// A deployment between the two hosts: the director's ports, a NAT from host A's side
+/// (public address [`PUBLIC`]), `extra_nfs` (TOML), chains `out` (A → B) and `in` (B → A)
+/// through `steps`, and `[scale]` with `scale` (TOML lines).
+pub fn deployment(t: &TwoHosts, extra_nfs: &str, steps: &[&str], scale: &str) -> String {
+    let steps = steps.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ");
+    format!(
+        r#"
+{ports}
+[[nf]]
+name = "nat"
+kind = "nat"
+inside = "a"
+public = "{PUBLIC}"
+{extra_nfs}
+[[chain]]
+name = "out"
+ingress = ["a"]
+steps = [{steps}]
+output = "b"
+
+[[chain]]
+name = "in"
+ingress = ["b"]
+steps = [{steps}]
+output = "a"
+
+[scale]
+{scale}
+"#,
+        ports = t.af_packet_ports(),
+    )
+}
+
+/// `n` loopback UDP addresses from port `first`, as a TOML list's items.
+pub fn addresses(first: u16, n: u16) -> String {
+    (0..n).map(|i| format!("\"127.0.0.1:{}\"", first + i)).collect::<Vec<_>>().join(", ")
+}
+
 pub fn mac(ns: &str, dev: &str) -> String {
     let out = sh(&["ip", "-n", ns, "-br", "link", "show", dev]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();

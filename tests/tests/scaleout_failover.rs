@@ -1,7 +1,7 @@
 //! Fault tolerance end to end. A worker crash (SNF §6): three workers, each with an output logger; worker 0
 //! is killed (SIGKILL) while TCP connections from host A to host B run through the NAT on
 //! it (the packing fills workers in ID order and one has room for all of them — the
-//! capacity is set far above the microsecond bursts TCP makes on veths, which a flowlet's
+//! capacity (1 Tbit/s) is set far above the microsecond bursts TCP makes on veths, which a flowlet's
 //! measured rate sees; no proactive replicas, so the state can only come from the logger). The director notices the silence, the flows' next packets go to the other workers,
 //! which pull each flow's state from worker 0's logger, and every connection completes
 //! byte-exact through its original public port. A director crash: a new director takes over
@@ -11,55 +11,31 @@ use std::process::{Child, Command};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use nflet_tests::scaleout::{director_summary, static_neighbours, value, worker_summaries, Director};
+use nflet_tests::scaleout::{
+    addresses, deployment, director_summary, static_neighbours, value, worker_summaries, Director, PUBLIC,
+};
 use nflet_tests::{spawn_peer_in, TwoHosts};
-
-const PUBLIC: &str = "10.77.0.100";
 
 #[test]
 fn killing_a_worker_breaks_no_connection() {
     let t = TwoHosts::new("sf");
     static_neighbours(&t, PUBLIC);
     let base = 42_000 + u16::try_from(std::process::id() % 1_000).unwrap() * 8;
-    let addrs =
-        |first: u16| (0..3).map(|i| format!("\"127.0.0.1:{}\"", first + i)).collect::<Vec<_>>().join(", ");
-    let config = format!(
-        r#"
-{ports}
-[[nf]]
-name = "nat"
-kind = "nat"
-inside = "a"
-public = "{PUBLIC}"
-
-[[chain]]
-name = "out"
-ingress = ["a"]
-steps = ["nat"]
-output = "b"
-
-[[chain]]
-name = "in"
-ingress = ["b"]
-steps = ["nat"]
-output = "a"
-
-[scale]
-director = "127.0.0.1:{base}"
+    let scale = format!(
+        r#"director = "127.0.0.1:{base}"
 workers = [{workers}]
 loggers = [{loggers}]
 key = "fault tolerance test key, not secret"
 initial_workers = 3
-capacity_mbps = 100000
+capacity_mbps = 1000000
 replicas = 0
 retire_idle_ms = 600000
 heartbeat_ms = 20
-failure_timeout_ms = 100
-"#,
-        ports = t.af_packet_ports(),
-        workers = addrs(base + 1),
-        loggers = addrs(base + 4),
+failure_timeout_ms = 100"#,
+        workers = addresses(base + 1, 3),
+        loggers = addresses(base + 4, 3),
     );
+    let config = deployment(&t, "", &["nat"], &scale);
     let path = std::env::temp_dir().join(format!("nflet-failover-{}.toml", std::process::id()));
     std::fs::write(&path, &config).unwrap();
     let director = Director::start(&path);
@@ -186,41 +162,18 @@ fn a_director_crash_breaks_no_connection() {
     static_neighbours(&t, PUBLIC);
     let base = 43_000 + u16::try_from(std::process::id() % 1_000).unwrap() * 4;
     let state = std::env::temp_dir().join(format!("nflet-director-{}.state", std::process::id()));
-    let config = format!(
-        r#"
-{ports}
-[[nf]]
-name = "nat"
-kind = "nat"
-inside = "a"
-public = "{PUBLIC}"
-
-[[chain]]
-name = "out"
-ingress = ["a"]
-steps = ["nat"]
-output = "b"
-
-[[chain]]
-name = "in"
-ingress = ["b"]
-steps = ["nat"]
-output = "a"
-
-[scale]
-director = "127.0.0.1:{base}"
-workers = ["127.0.0.1:{w0}", "127.0.0.1:{w1}"]
+    let scale = format!(
+        r#"director = "127.0.0.1:{base}"
+workers = [{workers}]
 key = "director restart test key, not secret"
 initial_workers = 2
 capacity_mbps = 16
 retire_idle_ms = 600000
-state_file = "{state}"
-"#,
-        ports = t.af_packet_ports(),
-        w0 = base + 1,
-        w1 = base + 2,
+state_file = "{state}""#,
+        workers = addresses(base + 1, 2),
         state = state.display(),
     );
+    let config = deployment(&t, "", &["nat"], &scale);
     let path = std::env::temp_dir().join(format!("nflet-director-restart-{}.toml", std::process::id()));
     std::fs::write(&path, &config).unwrap();
     let mut first = Director::start(&path);
@@ -278,43 +231,19 @@ fn a_crashed_logger_is_replaced_and_refilled_by_its_worker() {
     let t = TwoHosts::new("sl");
     static_neighbours(&t, PUBLIC);
     let base = 38_000 + u16::try_from(std::process::id() % 500).unwrap() * 6;
-    let config = format!(
-        r#"
-{ports}
-[[nf]]
-name = "nat"
-kind = "nat"
-inside = "a"
-public = "{PUBLIC}"
-
-[[chain]]
-name = "out"
-ingress = ["a"]
-steps = ["nat"]
-output = "b"
-
-[[chain]]
-name = "in"
-ingress = ["b"]
-steps = ["nat"]
-output = "a"
-
-[scale]
-director = "127.0.0.1:{base}"
-workers = ["127.0.0.1:{w0}", "127.0.0.1:{w1}"]
-loggers = ["127.0.0.1:{l0}", "127.0.0.1:{l1}"]
+    let scale = format!(
+        r#"director = "127.0.0.1:{base}"
+workers = [{workers}]
+loggers = [{loggers}]
 key = "logger repair test key, not secret"
 initial_workers = 2
-capacity_mbps = 100000
+capacity_mbps = 1000000
 replicas = 0
-retire_idle_ms = 600000
-"#,
-        ports = t.af_packet_ports(),
-        w0 = base + 1,
-        w1 = base + 2,
-        l0 = base + 3,
-        l1 = base + 4,
+retire_idle_ms = 600000"#,
+        workers = addresses(base + 1, 2),
+        loggers = addresses(base + 3, 2),
     );
+    let config = deployment(&t, "", &["nat"], &scale);
     let path = std::env::temp_dir().join(format!("nflet-logger-crash-{}.toml", std::process::id()));
     std::fs::write(&path, &config).unwrap();
     let director = Director::start(&path);
@@ -326,7 +255,10 @@ retire_idle_ms = 600000
         // replacement logger, which only its worker's resync can have filled.
         let kill = |what: &str| {
             let pattern = format!("{what} --config {} --id 0", path.display());
-            assert!(Command::new("pkill").args(["-KILL", "-f", &pattern]).status().unwrap().success(), "no {what} 0");
+            assert!(
+                Command::new("pkill").args(["-KILL", "-f", &pattern]).status().unwrap().success(),
+                "no {what} 0"
+            );
         };
         kill("logger");
         sleep(Duration::from_millis(1000));
@@ -340,6 +272,7 @@ retire_idle_ms = 600000
         assert_eq!(value(s, "hash"), value(g, "hash"), "stream corrupted");
     }
     let summary = director_summary(&out, &err);
+    eprintln!("{}\n{:#}", summary["decisions"], summary["events"]);
     let events = summary["events"].as_array().unwrap();
     let seen = |what: &str| events.iter().filter(|e| e["what"] == what && e["worker"] == 0).count();
     assert_eq!(seen("logger failed"), 1, "{events:?}");

@@ -21,45 +21,21 @@ use nflet_nfs::flow::FlowKey;
 use nflet_nfs::ids::ChainId;
 use nflet_scale::units::{LogicalClock, WorkerId};
 use nflet_scale::wire::{deployment_fingerprint, Kind, Sealer};
-use nflet_tests::scaleout::{director_summary, static_neighbours, value, worker_summaries, Director};
+use nflet_tests::scaleout::{
+    addresses, deployment, director_summary, static_neighbours, value, worker_summaries, Director, PUBLIC,
+};
 use nflet_tests::{spawn_peer_in, TwoHosts};
 
-const PUBLIC: &str = "10.77.0.100";
-
 fn config(t: &TwoHosts, base: u16, capacity_mbps: u32, extra: &str) -> String {
-    let workers: Vec<String> = (1..=3).map(|i| format!("\"127.0.0.1:{}\"", base + i)).collect();
-    format!(
-        r#"
-[appliance]
-idle_sleep_us = 20
-
-{ports}
-[[nf]]
-name = "nat"
-kind = "nat"
-inside = "a"
-public = "{PUBLIC}"
-
+    let ids = r#"
 [[nf]]
 name = "ids"
 kind = "ids"
 rules = ['''
 alert tcp any any -> any any (msg:"split marker"; content:"NFLET-SPLIT-MARKER"; sid:9001;)''']
-
-[[chain]]
-name = "out"
-ingress = ["a"]
-steps = ["nat", "ids"]
-output = "b"
-
-[[chain]]
-name = "in"
-ingress = ["b"]
-steps = ["nat", "ids"]
-output = "a"
-
-[scale]
-director = "127.0.0.1:{base}"
+"#;
+    let scale = format!(
+        r#"director = "127.0.0.1:{base}"
 workers = [{workers}]
 key = "scale-out test key, not a secret"
 initial_workers = 1
@@ -67,11 +43,10 @@ warm_pool = 1
 capacity_mbps = {capacity_mbps}
 retire_idle_ms = 300
 launch_utilisation = 0.5
-{extra}
-"#,
-        ports = t.af_packet_ports(),
-        workers = workers.join(", "),
-    )
+{extra}"#,
+        workers = addresses(base + 1, 3),
+    );
+    format!("[appliance]\nidle_sleep_us = 20\n{}", deployment(t, ids, &["nat", "ids"], &scale))
 }
 
 #[test]

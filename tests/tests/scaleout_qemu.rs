@@ -9,10 +9,10 @@ use std::path::Path;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use nflet_tests::scaleout::{director_summary, static_neighbours, value, worker_summaries, Director};
+use nflet_tests::scaleout::{
+    deployment, director_summary, static_neighbours, value, worker_summaries, Director, PUBLIC,
+};
 use nflet_tests::{spawn_peer_in, TwoHosts};
-
-const PUBLIC: &str = "10.77.0.100";
 
 #[test]
 fn a_worker_vm_boots_serves_nat_and_powers_off() {
@@ -25,40 +25,18 @@ fn a_worker_vm_boots_serves_nat_and_powers_off() {
     let t = TwoHosts::new("sq");
     static_neighbours(&t, PUBLIC);
     let base = 44_000 + u16::try_from(std::process::id() % 1_000).unwrap() * 4;
-    let config = format!(
-        r#"
-{ports}
-[[nf]]
-name = "nat"
-kind = "nat"
-inside = "a"
-public = "{PUBLIC}"
-
-[[chain]]
-name = "out"
-ingress = ["a"]
-steps = ["nat"]
-output = "b"
-
-[[chain]]
-name = "in"
-ingress = ["b"]
-steps = ["nat"]
-output = "a"
-
-[scale]
-director = "127.0.0.1:{base}"
+    let scale = format!(
+        r#"director = "127.0.0.1:{base}"
 workers = ["127.0.0.1:{w0}"]
 key = "scale-out VM test key, not secret"
 launcher = "qemu"
 qemu_kernel = "{kernel}"
-qemu_initrd = "{initrd}"
-"#,
-        ports = t.af_packet_ports(),
+qemu_initrd = "{initrd}""#,
         w0 = base + 1,
         kernel = images.join("vmlinuz").display(),
         initrd = images.join("initramfs.cpio").display(),
     );
+    let config = deployment(&t, "", &["nat"], &scale);
     let path = std::env::temp_dir().join(format!("nflet-scaleout-vm-{}.toml", std::process::id()));
     std::fs::write(&path, &config).unwrap();
     let director = Director::start(&path);

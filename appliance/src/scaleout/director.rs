@@ -30,7 +30,7 @@ use nflet_scale::wire::{
     is_state_message, Direction, Kind, Sealer, SteerHeader, Verifier, DIRECTOR, HEADER_LEN,
 };
 
-use super::fabric::{Fabric, FabricError};
+use super::fabric::{Fabric, FabricError, Outgoing};
 use super::launcher::{Launcher, Role};
 use super::snapshot::Snapshot;
 use crate::config::scale::Scale;
@@ -768,10 +768,8 @@ impl DirectorRole {
     }
 
     fn send_on(&mut self, kind: Kind, chain: ChainId, flow: &FlowKey, body: &[u8], to: SocketAddr) {
-        let mut msg = std::mem::take(&mut self.out);
-        self.sealer.seal(kind, chain, flow, LogicalClock::ZERO, body, &mut msg);
-        self.fabric.send(&msg, to);
-        self.out = msg;
+        let m = Outgoing { kind, chain, flow, clock: LogicalClock::ZERO, body };
+        self.fabric.send_message(&mut self.sealer, m, to);
     }
 
     /// The summary printed when the director stops.

@@ -4,6 +4,11 @@
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
 
+use nflet_nfs::flow::FlowKey;
+use nflet_nfs::ids::ChainId;
+use nflet_scale::units::LogicalClock;
+use nflet_scale::wire::{Kind, Sealer};
+
 /// Socket buffers asked for; the kernel caps them at `net.core.{r,w}mem_max`.
 const SOCKET_BUFFER: usize = 8 << 20;
 /// The largest datagram: a jumbo inner frame plus the steering header.
@@ -65,6 +70,18 @@ pub struct Fabric {
     rng: nflet_nfs::rng::Rng,
     held: Option<(Vec<u8>, SocketAddr)>,
     pub impaired: ImpairCounters,
+    /// Scratch for sealed messages.
+    msg: Vec<u8>,
+}
+
+/// A state message to seal and send ([`Fabric::send_message`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Outgoing<'a> {
+    pub kind: Kind,
+    pub chain: ChainId,
+    pub flow: &'a FlowKey,
+    pub clock: LogicalClock,
+    pub body: &'a [u8],
 }
 
 impl Fabric {
@@ -86,6 +103,7 @@ impl Fabric {
             rng: nflet_nfs::rng::Rng::new(u64::from(addr.port())),
             held: None,
             impaired: ImpairCounters::default(),
+            msg: Vec::new(),
         })
     }
 
@@ -135,6 +153,16 @@ impl Fabric {
             self.send_now(datagram, to);
         }
         self.flush();
+    }
+
+    /// Seals `m` with `sealer` and sends it to `to`; returns the message's length.
+    pub fn send_message(&mut self, sealer: &mut Sealer, m: Outgoing<'_>, to: SocketAddr) -> usize {
+        let mut msg = std::mem::take(&mut self.msg);
+        sealer.seal(m.kind, m.chain, m.flow, m.clock, m.body, &mut msg);
+        self.send(&msg, to);
+        let n = msg.len();
+        self.msg = msg;
+        n
     }
 
     /// Sends a datagram held back for reordering (also called when the instance idles).

@@ -18,7 +18,7 @@ use nflet_scale::clock::{check_state, StateUpdate};
 use nflet_scale::units::{LogicalClock, WorkerId};
 use nflet_scale::wire::{is_state_message, Kind, Message, Sealer, Verifier, DIRECTOR};
 
-use super::fabric::Fabric;
+use super::fabric::{Fabric, Outgoing};
 use crate::config::scale::Scale;
 
 /// A logger's counters (printed as JSON when it stops).
@@ -54,7 +54,6 @@ pub struct Logger {
     verifier: Verifier,
     store: HashMap<FlowKey, Stored>,
     pub counters: LoggerCounters,
-    out: Vec<u8>,
     stopping: bool,
 }
 
@@ -82,7 +81,6 @@ impl Logger {
             scale,
             store: HashMap::new(),
             counters: LoggerCounters::default(),
-            out: Vec::new(),
             stopping: false,
         })
     }
@@ -198,10 +196,8 @@ impl Logger {
         body: &[u8],
         to: SocketAddr,
     ) {
-        let mut msg = std::mem::take(&mut self.out);
-        self.sealer.seal(kind, chain, flow, clock, body, &mut msg);
-        self.fabric.send(&msg, to);
-        self.out = msg;
+        let m = Outgoing { kind, chain, flow, clock, body };
+        self.fabric.send_message(&mut self.sealer, m, to);
     }
 }
 

@@ -21,7 +21,7 @@ use nflet_scale::wire::{
     HEADER_LEN,
 };
 
-use super::fabric::{Fabric, FabricError};
+use super::fabric::{Fabric, FabricError, Outgoing};
 use super::worker_flows::{Admit, Expired, Held, WorkerFlows};
 use crate::config::scale::Scale;
 use crate::config::Config;
@@ -485,13 +485,11 @@ impl Worker {
         body: &[u8],
         to: SocketAddr,
     ) {
-        let mut msg = std::mem::take(&mut self.out);
-        self.sealer.seal(kind, chain, flow, clock, body, &mut msg);
+        let m = Outgoing { kind, chain, flow, clock, body };
+        let n = self.fabric.send_message(&mut self.sealer, m, to);
         if matches!(kind, Kind::State | Kind::Push) {
-            self.counters.state_bytes_sent += msg.len() as u64;
+            self.counters.state_bytes_sent += n as u64;
         }
-        self.fabric.send(&msg, to);
-        self.out = msg;
     }
 
     fn reject(&mut self, e: MessageError) {
