@@ -119,7 +119,6 @@ pub struct Worker {
     flow_idle: Nanos,
     pub counters: WorkerCounters,
     drops: DropCounters,
-    out: Vec<u8>,
     state: Vec<u8>,
     datagram: Vec<u8>,
     /// The director asked this worker to stop.
@@ -205,7 +204,6 @@ impl Worker {
             flow_idle: scale.decisions.flow_idle_timeout,
             counters: WorkerCounters::default(),
             drops: DropCounters::default(),
-            out: Vec::with_capacity(super::fabric::MAX_DATAGRAM),
             state: Vec::new(),
             datagram: Vec::with_capacity(super::fabric::MAX_DATAGRAM),
             stopping: false,
