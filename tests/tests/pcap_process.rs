@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use etherparse::PacketBuilder;
-use nflet_tests::{binary, drops, field};
+use nflet_tests::{binary, drops, field, read_pcap, write_pcap};
 
 const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 1];
 const MAC_B: [u8; 6] = [2, 0, 0, 0, 0, 2];
@@ -21,53 +21,6 @@ fn tcp_syn(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Vec<u8> {
     let mut v = Vec::new();
     b.write(&mut v, &[]).unwrap();
     v
-}
-
-/// Classic pcap, written by hand so the test does not depend on nflet's writer.
-fn write_pcap(path: &std::path::Path, frames: &[Vec<u8>]) {
-    let mut out = Vec::new();
-    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&4u16.to_le_bytes());
-    out.extend_from_slice(&[0; 8]);
-    out.extend_from_slice(&65535u32.to_le_bytes());
-    out.extend_from_slice(&1u32.to_le_bytes());
-    for (i, f) in frames.iter().enumerate() {
-        out.extend_from_slice(&(1_700_000_000u32 + i as u32).to_le_bytes());
-        out.extend_from_slice(&0u32.to_le_bytes());
-        out.extend_from_slice(&(f.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(f.len() as u32).to_le_bytes());
-        out.extend_from_slice(f);
-    }
-    std::fs::write(path, out).unwrap();
-}
-
-/// Frames of a classic pcap file (either byte order), parsed by hand.
-fn read_pcap(path: &std::path::Path) -> Vec<Vec<u8>> {
-    let d = std::fs::read(path).unwrap();
-    assert!(d.len() >= 24, "output capture too short");
-    let le = match &d[..4] {
-        [0xd4, 0xc3, 0xb2, 0xa1] | [0x4d, 0x3c, 0xb2, 0xa1] => true,
-        [0xa1, 0xb2, 0xc3, 0xd4] | [0xa1, 0xb2, 0x3c, 0x4d] => false,
-        m => panic!("not a pcap file: magic {m:?}"),
-    };
-    let u32_at = |o: usize| {
-        let b = [d[o], d[o + 1], d[o + 2], d[o + 3]];
-        if le {
-            u32::from_le_bytes(b)
-        } else {
-            u32::from_be_bytes(b)
-        }
-    };
-    assert_eq!(u32_at(20), 1, "link type must be Ethernet");
-    let mut frames = Vec::new();
-    let mut o = 24;
-    while o + 16 <= d.len() {
-        let incl = u32_at(o + 8) as usize;
-        frames.push(d[o + 16..o + 16 + incl].to_vec());
-        o += 16 + incl;
-    }
-    frames
 }
 
 const CONFIG: &str = r#"

@@ -353,6 +353,9 @@ impl DirectorRole {
             }
             if got == 0 {
                 self.fabric.flush();
+                if idle == 0 {
+                    self.flush_ports();
+                }
                 idle = idle.saturating_add(1);
                 if idle > 64 {
                     std::thread::sleep(std::time::Duration::from_micros(20));
@@ -361,6 +364,19 @@ impl DirectorRole {
                 idle = 0;
             }
         }
+        // The workers' last frames may still be on their way back.
+        let until = Instant::now() + std::time::Duration::from_millis(50);
+        while Instant::now() < until {
+            match self.fabric.recv() {
+                Some((d, _)) => {
+                    let d = d.to_vec();
+                    self.on_fabric(&d);
+                }
+                None => std::thread::sleep(std::time::Duration::from_millis(1)),
+            }
+        }
+        self.flush();
+        self.flush_ports();
         self.failed.clear();
         for i in 0..self.slots.len() {
             let id = WorkerId(u16::try_from(i).unwrap_or(u16::MAX));
@@ -574,6 +590,13 @@ impl DirectorRole {
             for b in q.drain(..) {
                 self.pool.put(b);
             }
+        }
+    }
+
+    /// Pushes out what the ports buffer (capture writers, kernel rings).
+    fn flush_ports(&mut self) {
+        for q in self.tx.iter_mut().flatten() {
+            q.flush();
         }
     }
 
