@@ -39,9 +39,14 @@ fn frame(i: u16, seq: u16) -> Vec<u8> {
     v
 }
 
+/// A frame's (flow, seq).
+type Id = (u16, u16);
+/// A public (address, port).
+type Public = ([u8; 4], u16);
+
 /// (flow, seq) of an output frame, its public source, and the frame with the public port
 /// and the UDP checksum zeroed (the only bytes two NATs may choose differently).
-fn identify(f: &[u8], sent: &BTreeMap<Vec<u8>, (u16, u16)>) -> ((u16, u16), ([u8; 4], u16), Vec<u8>) {
+fn identify(f: &[u8], sent: &BTreeMap<Vec<u8>, Id>) -> (Id, Public, Vec<u8>) {
     let p = SlicedPacket::from_ethernet(f).expect("an Ethernet frame");
     let Some(etherparse::NetSlice::Ipv4(ip)) = p.net else { panic!("not IPv4") };
     let Some(TransportSlice::Udp(udp)) = p.transport else { panic!("not UDP") };
