@@ -352,6 +352,12 @@ impl Director {
         self.pool.ready(id)
     }
 
+    /// The pending launch `id` is served by `instead`, a worker already running but not
+    /// active (a warm spare with another id): see [`Pool::redirect`].
+    pub fn redirect_launch(&mut self, id: WorkerId, instead: WorkerId) -> Result<(), NotPending> {
+        self.pool.redirect(id, instead)
+    }
+
     /// The pending launch `id` failed.
     pub fn launch_failed(&mut self, id: WorkerId) -> Result<(), NotPending> {
         self.pool.launch_failed(id)

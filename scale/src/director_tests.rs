@@ -582,3 +582,17 @@ fn a_restarted_director_takes_over_saved_flows() {
     assert_eq!(start(s).unwrap().state, StateSource::Pull { from: WorkerId(1) });
     assert_eq!(new.counters().new_flows, 0, "no flow started afresh");
 }
+
+#[test]
+fn a_launch_can_be_served_by_a_warm_worker_with_another_id() {
+    let mut d = director(DirectorConfig { max_workers: 4, ..cfg(1) });
+    set_reserved(&mut d, 0, 0.95);
+    let out = tick(&mut d, MS);
+    assert_eq!(out, vec![Decision::Scale(ScaleDecision::Launch(WorkerId(1)))]);
+    assert!(d.redirect_launch(WorkerId(1), WorkerId(0)).is_err(), "an active worker cannot serve");
+    assert!(d.redirect_launch(WorkerId(2), WorkerId(3)).is_err(), "not the pending launch");
+    d.redirect_launch(WorkerId(1), WorkerId(3)).unwrap();
+    assert_eq!(d.pending_launch(), Some(WorkerId(3)));
+    d.worker_ready(WorkerId(3)).unwrap();
+    assert_eq!(d.workers().iter().map(|w| w.id.0).collect::<Vec<_>>(), vec![0, 3]);
+}

@@ -190,6 +190,16 @@ impl Pool {
         Ok(())
     }
 
+    /// The pending launch of `id` is served by worker `instead` (a warm one already running,
+    /// not active): `instead` becomes the pending launch.
+    pub fn redirect(&mut self, id: WorkerId, instead: WorkerId) -> Result<(), NotPending> {
+        if self.pending != Some(id) || self.get(instead).is_some() {
+            return Err(NotPending(id));
+        }
+        self.pending = Some(instead);
+        Ok(())
+    }
+
     /// The pending launch of `id` failed; a later saturation may ask again.
     pub fn launch_failed(&mut self, id: WorkerId) -> Result<(), NotPending> {
         if self.pending != Some(id) {

@@ -91,6 +91,11 @@ pub struct Event {
     pub latency_us: f64,
 }
 
+/// The launch decision for worker `w`.
+fn launch_of(w: WorkerId) -> Decision {
+    Decision::Scale(ScaleDecision::Launch(w))
+}
+
 /// The director's own counters (the library's are reported beside them).
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct DirectorRoleCounters {
@@ -733,8 +738,18 @@ impl DirectorRole {
                         self.refill_warm();
                     }
                     Slot::Down => {
-                        if !self.start_worker(id, true) {
-                            let _ = self.decisions.launch_failed(id);
+                        // A warm spare under another id serves the launch at once.
+                        let spare = self.slots.iter().position(|s| *s == Slot::Warm);
+                        let spare = spare.and_then(|i| u16::try_from(i).ok()).map(WorkerId);
+                        match spare {
+                            Some(w) if self.decisions.redirect_launch(id, w).is_ok() => {
+                                self.carry_out(launch_of(w))
+                            }
+                            _ => {
+                                if !self.start_worker(id, true) {
+                                    let _ = self.decisions.launch_failed(id);
+                                }
+                            }
                         }
                     }
                     Slot::Starting { since, .. } => {
