@@ -251,10 +251,17 @@ fn boot_main() -> ! {
 fn run_booted(boot: &nflet_boot::Boot) -> Result<(), String> {
     let src = boot.config();
     let origin = src.origin.to_string();
-    if let Some(id) = boot.cmdline.worker {
-        // A scale-out worker VM: the management NIC (DHCP unless configured) carries the
+    let role = match (boot.cmdline.worker, boot.cmdline.logger) {
+        (Some(id), _) => Some(("worker", id)),
+        (None, Some(id)) => Some(("logger", id)),
+        (None, None) => None,
+    };
+    if let Some((role, id)) = role {
+        // A scale-out instance VM: the management NIC (DHCP unless configured) carries the
         // fabric; no data NICs, no hugepages.
-        let text = src.text.ok_or("nflet.worker needs a configuration with a `[scale]` section")??;
+        let text = src
+            .text
+            .ok_or("nflet.worker and nflet.logger need a configuration with a `[scale]` section")??;
         let cfg = Config::parse(&origin, &text).map_err(|e| e.to_string())?;
         let nic = match &cfg.management {
             Some(m) => nflet_boot::mgmt::Interface {
@@ -269,10 +276,15 @@ fn run_booted(boot: &nflet_boot::Boot) -> Result<(), String> {
         };
         boot.configure_management(&nic);
         log::info!(
-            "boot: serving as worker {id}, {} ms after PID 1 started",
+            "boot: serving as {role} {id}, {} ms after PID 1 started",
             boot.started.elapsed().as_millis()
         );
-        return nflet::scaleout::serve_worker(&origin, &text, id, boot.cmdline.fabric_via, boot.stop_flag());
+        let via = boot.cmdline.fabric_via;
+        return if role == "worker" {
+            nflet::scaleout::serve_worker(&origin, &text, id, via, boot.stop_flag())
+        } else {
+            nflet::scaleout::serve_logger(&origin, &text, id, via, boot.stop_flag())
+        };
     }
     let cfg = match src.text {
         Some(text) => Config::parse(&origin, &text?).map_err(|e| e.to_string())?,

@@ -7,6 +7,7 @@
 //! | `nflet.config=BASE64` | the configuration, base64-encoded TOML (the command line holds ~2 KiB) | — |
 //! | `nflet.nic_driver=uio_pci_generic\|vfio-pci` | driver the data NICs are bound to | `uio_pci_generic` |
 //! | `nflet.worker=N` | serve as worker N of the scale-out deployment the configuration describes | — |
+//! | `nflet.logger=N` | serve as the output logger of worker N | — |
 //! | `nflet.fabric_via=IPV4` | loopback addresses in `[scale]` are the host's, reached through this address (QEMU user networking: `10.0.2.2`) | — |
 
 use base64::Engine as _;
@@ -30,6 +31,8 @@ pub struct Cmdline {
     pub nic_driver: String,
     /// `nflet.worker`: the scale-out worker id this instance serves as.
     pub worker: Option<u16>,
+    /// `nflet.logger`: serve as the output logger of this worker id.
+    pub logger: Option<u16>,
     /// `nflet.fabric_via`: where the host's loopback addresses are reached from the guest.
     pub fabric_via: Option<std::net::Ipv4Addr>,
 }
@@ -48,6 +51,7 @@ impl Cmdline {
             config: None,
             nic_driver: "uio_pci_generic".into(),
             worker: None,
+            logger: None,
             fabric_via: None,
         };
         for word in raw.split_whitespace() {
@@ -82,6 +86,10 @@ impl Cmdline {
                 "worker" => match value.parse() {
                     Ok(n) => c.worker = Some(n),
                     Err(_) => log::warn!("boot: nflet.worker={value}: expected a worker id (0 to 65535)"),
+                },
+                "logger" => match value.parse() {
+                    Ok(n) => c.logger = Some(n),
+                    Err(_) => log::warn!("boot: nflet.logger={value}: expected a worker id (0 to 65535)"),
                 },
                 "fabric_via" => match value.parse() {
                     Ok(a) => c.fabric_via = Some(a),

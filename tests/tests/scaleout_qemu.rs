@@ -1,7 +1,8 @@
-//! A scale-out worker as a VM: the director's QEMU launcher boots the appliance image with
-//! `nflet.worker=0` (TCG here), the worker says hello over QEMU user networking, and a TCP
-//! connection from host A to host B crosses the director and the NAT running in the VM.
-//! Measures the VM's launch-to-ready time (logged by the director).
+//! A scale-out worker and its output logger as VMs: the director's QEMU launcher boots the
+//! appliance image with `nflet.logger=0` and `nflet.worker=0` (TCG here), both say hello over
+//! QEMU user networking, and a TCP connection from host A to host B crosses the director, the
+//! NAT running in the worker VM and the logger VM that releases its output. Measures the VMs'
+//! launch-to-ready time (logged by the director).
 //!
 //! Needs the images (`cargo static && ./images/build.sh`, which ./tests/run.sh runs first).
 
@@ -28,11 +29,13 @@ fn a_worker_vm_boots_serves_nat_and_powers_off() {
     let scale = format!(
         r#"director = "127.0.0.1:{base}"
 workers = ["127.0.0.1:{w0}"]
+loggers = ["127.0.0.1:{l0}"]
 key = "scale-out VM test key, not secret"
 launcher = "qemu"
 qemu_kernel = "{kernel}"
 qemu_initrd = "{initrd}""#,
         w0 = base + 1,
+        l0 = base + 2,
         kernel = images.join("vmlinuz").display(),
         initrd = images.join("initramfs.cpio").display(),
     );
@@ -42,10 +45,18 @@ qemu_initrd = "{initrd}""#,
     let director = Director::start(&path);
     let pid = director.child.as_ref().unwrap().id();
     let serial = std::env::temp_dir().join(format!("nflet-worker0-{pid}.log"));
-    let console = || String::from_utf8_lossy(&std::fs::read(&serial).unwrap_or_default()).into_owned();
+    let logger_serial = std::env::temp_dir().join(format!("nflet-logger0-{pid}.log"));
+    let read = |p: &Path| String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned();
+    let console = || read(&serial);
     let start = Instant::now();
-    while !console().contains("worker 0 of") {
-        assert!(start.elapsed() < Duration::from_secs(240), "the worker VM did not come up:\n{}", console());
+    while !console().contains("worker 0 of") || !read(&logger_serial).contains("output logger of worker 0 up")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(240),
+            "the VMs did not come up:\n{}\n{}",
+            console(),
+            read(&logger_serial)
+        );
         sleep(Duration::from_millis(200));
     }
     // The hello reaches the director a moment after the worker is up.
@@ -72,8 +83,10 @@ qemu_initrd = "{initrd}""#,
     );
     let (out, err) = director.stop();
     let log = console();
+    let logger_log = read(&logger_serial);
     let _ = std::fs::remove_file(&path);
     let _ = std::fs::remove_file(&serial);
+    let _ = std::fs::remove_file(&logger_serial);
 
     assert_eq!(value(&got, "bytes"), BYTES.to_string(), "server:\n{got}\ndirector:\n{err}\nVM:\n{log}");
     assert_eq!(value(&sent, "hash"), value(&got, "hash"));
@@ -87,7 +100,10 @@ qemu_initrd = "{initrd}""#,
         .filter_map(|e| e["latency_us"].as_f64())
         .collect();
     assert_eq!(launched.len(), 1, "{summary:#}");
-    eprintln!("measured: worker VM launch-to-ready {:.2} s (TCG)", launched[0] / 1e6);
+    eprintln!(
+        "measured: worker VM launch-to-ready {:.2} s (TCG, with its logger VM booting beside it)",
+        launched[0] / 1e6
+    );
     // The worker stopped on the director's word and printed its counters on the console;
     // then the VM powered off (the launcher waited for QEMU to exit).
     let workers = worker_summaries(&log);
@@ -95,4 +111,13 @@ qemu_initrd = "{initrd}""#,
     assert_eq!(workers[0]["nf"]["nat"]["new_mappings"], 1, "{:#}", workers[0]);
     assert!(workers[0]["counters"]["packets_in"].as_u64().unwrap() > 100);
     assert!(log.contains("power"), "no power-off on the console:\n{log}");
+    // Every frame the worker sent went through its logger VM, which stored the state first.
+    let logger: serde_json::Value = logger_log
+        .lines()
+        .filter_map(|l| l.find('{').and_then(|i| serde_json::from_str::<serde_json::Value>(&l[i..]).ok()))
+        .find(|v| v["logger"] == 0)
+        .unwrap_or_else(|| panic!("no logger summary on its console:\n{logger_log}"));
+    let c = &logger["counters"];
+    assert_eq!(c["logged"], workers[0]["counters"]["packets_out"], "{c:#}");
+    assert_eq!(c["released"], c["logged"]);
 }

@@ -314,6 +314,33 @@ impl Scale {
         nflet_scale::units::WorkerId(LOGGER | n)
     }
 
+    /// This deployment as seen from a VM whose host's loopback is reached through `via`
+    /// (QEMU user networking: 10.0.2.2): loopback addresses are rerouted there.
+    pub fn rerouted(mut self, via: Option<std::net::Ipv4Addr>) -> Scale {
+        if let Some(via) = via {
+            let reroute = |a: &mut SocketAddr| {
+                if a.ip().is_loopback() {
+                    a.set_ip(via.into());
+                }
+            };
+            reroute(&mut self.director);
+            self.workers.iter_mut().for_each(reroute);
+            self.loggers.iter_mut().for_each(reroute);
+        }
+        self
+    }
+
+    /// Where an instance configured at `addr` binds: any local address on its port, since
+    /// behind NAT or port forwarding (a VM's user networking) packets arrive at another one.
+    pub fn bind_address(addr: SocketAddr) -> SocketAddr {
+        let any: std::net::IpAddr = if addr.is_ipv4() {
+            std::net::Ipv4Addr::UNSPECIFIED.into()
+        } else {
+            std::net::Ipv6Addr::UNSPECIFIED.into()
+        };
+        SocketAddr::new(any, addr.port())
+    }
+
     /// The address of a worker or logger id.
     pub fn addr_of(&self, id: nflet_scale::units::WorkerId) -> Option<SocketAddr> {
         if id.0 & LOGGER != 0 && id.0 != u16::MAX {

@@ -158,8 +158,9 @@ impl Drop for ProcessLauncher {
     }
 }
 
-/// Worker VMs under QEMU (KVM when it works, else TCG): the appliance image boots with the
-/// deployment's file by fw_cfg and `nflet.worker=N` on the kernel command line. The VM's
+/// Worker and logger VMs under QEMU (KVM when it works, else TCG): the appliance image boots
+/// with the deployment's file by fw_cfg and `nflet.worker=N` (or `nflet.logger=N`) on the
+/// kernel command line. The VM's
 /// management NIC is QEMU user networking: the worker's UDP port is forwarded from the host's
 /// loopback, and the guest reaches the host's loopback addresses of `[scale]` through
 /// 10.0.2.2 (`nflet.fabric_via`).
@@ -176,11 +177,6 @@ pub struct QemuLauncher {
 impl Launcher for QemuLauncher {
     fn start(&mut self, role: Role, id: WorkerId, addr: SocketAddr) -> Result<(), LaunchError> {
         let err = |detail: String| LaunchError { worker: id, detail };
-        if role == Role::Logger {
-            return Err(err(
-                "output loggers as VMs are not supported yet; use the process or command launcher".into(),
-            ));
-        }
         let mut vm = nflet_qemu::Vm::new(nflet_qemu::Image::Kernel {
             kernel: self.kernel.clone(),
             initrd: self.initrd.clone(),
@@ -188,13 +184,14 @@ impl Launcher for QemuLauncher {
         vm.memory_mib = self.memory_mib;
         vm.mgmt = Some(vec![nflet_qemu::Forward::udp(addr.port(), addr.port())]);
         vm.config = Some(self.config.clone());
+        let name = role.command();
         vm.serial =
-            Some(std::env::temp_dir().join(format!("nflet-worker{}-{}.log", id.0, std::process::id())));
-        vm.append = format!("nflet.worker={} nflet.fabric_via=10.0.2.2 nflet.on_error=poweroff", id.0);
+            Some(std::env::temp_dir().join(format!("nflet-{name}{}-{}.log", id.0, std::process::id())));
+        vm.append = format!("nflet.{name}={} nflet.fabric_via=10.0.2.2 nflet.on_error=poweroff", id.0);
         vm.check().map_err(|e| err(e.to_string()))?;
         let child = vm.command().spawn().map_err(|e| err(format!("qemu-system-x86_64: {e}")))?;
         if let Some(serial) = &vm.serial {
-            log::info!("worker{} VM booting; serial console in {}", id.0, serial.display());
+            log::info!("{name}{} VM booting; serial console in {}", id.0, serial.display());
         }
         self.children.insert((role, id), child);
         Ok(())

@@ -70,7 +70,7 @@ impl Logger {
             .loggers
             .get(usize::from(id))
             .ok_or_else(|| format!("logger {id}: `[scale] loggers` has no address for worker {id}"))?;
-        let mut fabric = Fabric::bind(addr).map_err(|e| e.to_string())?;
+        let mut fabric = Fabric::bind(Scale::bind_address(addr)).map_err(|e| e.to_string())?;
         fabric.impair(scale.impair);
         let me = Scale::logger_id(id);
         Ok(Logger {

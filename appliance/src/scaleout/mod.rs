@@ -100,9 +100,22 @@ pub fn run_logger(
     id: u16,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<(), String> {
-    let (config, deployment) = load(path)?;
-    let scale = config.scale.ok_or("the configuration has no `[scale]` section")?;
-    let mut l = logger::Logger::new(scale, id, deployment)?;
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serve_logger(&path.display().to_string(), &text, id, None, stop)
+}
+
+/// The output logger of worker `id` of the deployment in `text`; `via`: see
+/// [`worker::Worker::new`].
+pub fn serve_logger(
+    origin: &str,
+    text: &str,
+    id: u16,
+    via: Option<std::net::Ipv4Addr>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Result<(), String> {
+    let config = crate::config::Config::parse(origin, text).map_err(|e| e.to_string())?;
+    let scale = config.scale.ok_or("the configuration has no `[scale]` section")?.rerouted(via);
+    let mut l = logger::Logger::new(scale, id, fingerprint(text))?;
     log::info!("output logger of worker {id} up");
     l.run(&stop);
     println!("{}", serde_json::json!({ "logger": id, "counters": l.counters }));

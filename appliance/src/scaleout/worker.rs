@@ -4,7 +4,7 @@
 //! pulls. One thread; a deployment scales by running more workers.
 
 use std::collections::VecDeque;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -153,16 +153,7 @@ impl Worker {
         deployment: u64,
         via: Option<Ipv4Addr>,
     ) -> Result<Worker, WorkerError> {
-        let mut scale: Scale = config.scale.clone().ok_or(WorkerError::NoScale)?;
-        if let Some(via) = via {
-            let reroute = |a: &mut SocketAddr| {
-                if a.ip().is_loopback() {
-                    a.set_ip(via.into());
-                }
-            };
-            reroute(&mut scale.director);
-            scale.workers.iter_mut().for_each(reroute);
-        }
+        let scale = config.scale.clone().ok_or(WorkerError::NoScale)?.rerouted(via);
         let addr = *scale
             .workers
             .get(usize::from(id))
@@ -179,14 +170,7 @@ impl Worker {
                 return Err(WorkerError::NotMigratable { chain: chain.name.clone(), nfs });
             }
         }
-        // Any local address on the worker's port: behind NAT or port forwarding (a VM's user
-        // networking) the configured address is not the one packets arrive at.
-        let any: IpAddr = if addr.is_ipv4() {
-            Ipv4Addr::UNSPECIFIED.into()
-        } else {
-            std::net::Ipv6Addr::UNSPECIFIED.into()
-        };
-        let mut fabric = Fabric::bind(SocketAddr::new(any, addr.port())).map_err(WorkerError::Fabric)?;
+        let mut fabric = Fabric::bind(Scale::bind_address(addr)).map_err(WorkerError::Fabric)?;
         fabric.impair(scale.impair);
         let me = WorkerId(id);
         Ok(Worker {
