@@ -10,37 +10,11 @@ use nflet_nfs::nf::{Burst, Ctx, InitCtx, NetworkFunction, SharedRegistry, Verdic
 use nflet_nfs::packet::{parse, IpProtocol, ParsePolicy};
 use nflet_nfs::state::{Arena, Backing};
 use nflet_nfs::time::Nanos;
+use nflet_tests::read_pcap;
 use serde_json::Value;
 
 fn vectors() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("vectors/esp")
-}
-
-/// Frames of a classic pcap file (either byte order).
-fn read_pcap(path: &std::path::Path) -> Vec<Vec<u8>> {
-    let d = std::fs::read(path).unwrap();
-    let le = match &d[..4] {
-        [0xd4, 0xc3, 0xb2, 0xa1] | [0x4d, 0x3c, 0xb2, 0xa1] => true,
-        [0xa1, 0xb2, 0xc3, 0xd4] | [0xa1, 0xb2, 0x3c, 0x4d] => false,
-        m => panic!("not a pcap file: magic {m:?}"),
-    };
-    let u32_at = |o: usize| {
-        let b = [d[o], d[o + 1], d[o + 2], d[o + 3]];
-        if le {
-            u32::from_le_bytes(b)
-        } else {
-            u32::from_be_bytes(b)
-        }
-    };
-    assert_eq!(u32_at(20), 1, "link type must be Ethernet");
-    let mut frames = Vec::new();
-    let mut o = 24;
-    while o + 16 <= d.len() {
-        let incl = u32_at(o + 8) as usize;
-        frames.push(d[o + 16..o + 16 + incl].to_vec());
-        o += 16 + incl;
-    }
-    frames
 }
 
 fn build(cfg: &str) -> Ipsec {

@@ -7,6 +7,7 @@
 //! byte-exact through its original public port. A director crash: a new director takes over
 //! from the snapshot and adopts the running workers, and the connections carry on.
 
+use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
@@ -18,11 +19,9 @@ use nflet_tests::{spawn_peer_in, TwoHosts};
 
 #[test]
 fn killing_a_worker_breaks_no_connection() {
-    let t = TwoHosts::new("sf");
-    static_neighbours(&t, PUBLIC);
-    let base = 42_000 + u16::try_from(std::process::id() % 1_000).unwrap() * 8;
-    let scale = format!(
-        r#"director = "127.0.0.1:{base}"
+    let (t, path, director) = site("sf", |base| {
+        format!(
+            r#"director = "127.0.0.1:{base}"
 workers = [{workers}]
 loggers = [{loggers}]
 key = "fault tolerance test key, not secret"
@@ -32,51 +31,24 @@ replicas = 0
 retire_idle_ms = 600000
 heartbeat_ms = 20
 failure_timeout_ms = 100"#,
-        workers = addresses(base + 1, 3),
-        loggers = addresses(base + 4, 3),
-    );
-    let config = deployment(&t, "", &["nat"], &scale);
-    let path = std::env::temp_dir().join(format!("nflet-failover-{}.toml", std::process::id()));
-    std::fs::write(&path, &config).unwrap();
-    let director = Director::start(&path);
-    sleep(Duration::from_millis(1500));
-
+            workers = addresses(base + 1, 3),
+            loggers = addresses(base + 4, 3),
+        )
+    });
     const CONNS: usize = 4;
     const BYTES: u64 = 5_000_000;
-    let servers: Vec<Child> = (0..CONNS)
-        .map(|i| spawn_peer_in(&t.ns_b, &["tcp-serve", &(9400 + i).to_string(), "show-peer"]))
-        .collect();
-    sleep(Duration::from_millis(300));
-    let senders: Vec<Child> = (0..CONNS)
-        .map(|i| {
-            spawn_peer_in(
-                &t.ns_a,
-                &["tcp-send", t.addr_b, &(9400 + i).to_string(), &BYTES.to_string(), "2000000"],
-            )
-        })
-        .collect();
-    sleep(Duration::from_millis(1000));
-    let pattern = format!("worker --config {} --id 0", path.display());
-    let killed = Command::new("pkill").args(["-KILL", "-f", &pattern]).status().unwrap();
-    assert!(killed.success(), "no worker 0 process to kill");
-    let killed_at = Instant::now();
-
-    // A broken connection would leave its server waiting: give up after a minute.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let finish = |mut c: Child| {
-        while c.try_wait().unwrap().is_none() && Instant::now() < deadline {
-            sleep(Duration::from_millis(50));
-        }
-        let _ = c.kill();
-        String::from_utf8_lossy(&c.wait_with_output().unwrap().stdout).into_owned()
-    };
-    let sent: Vec<String> = senders.into_iter().map(finish).collect();
-    let got: Vec<String> = servers.into_iter().map(finish).collect();
+    let mut killed_at = Instant::now();
+    let results = transfers(&t, 9400, CONNS, BYTES, || {
+        let pattern = format!("worker --config {} --id 0", path.display());
+        let killed = Command::new("pkill").args(["-KILL", "-f", &pattern]).status().unwrap();
+        assert!(killed.success(), "no worker 0 process to kill");
+        killed_at = Instant::now();
+    });
     let after_kill = killed_at.elapsed();
     let (out, err) = director.stop();
     let _ = std::fs::remove_file(&path);
 
-    for (s, g) in sent.iter().zip(&got) {
+    for (s, g) in &results {
         assert_eq!(value(g, "bytes"), BYTES.to_string(), "server:\n{g}\ndirector:\n{err}");
         assert_eq!(value(s, "hash"), value(g, "hash"), "stream corrupted");
         assert!(value(g, "from").starts_with(&format!("{PUBLIC}:")));
@@ -119,6 +91,26 @@ failure_timeout_ms = 100"#,
     );
 }
 
+/// Two hosts and a NAT deployment between them whose `[scale]` is `scale(base)` (UDP ports
+/// from `base` on, apart per test), written to a file; its director is started and given
+/// 1.5 s to bring its workers up.
+fn site(tag: &str, scale: impl FnOnce(u16) -> String) -> (TwoHosts, PathBuf, Director) {
+    let t = TwoHosts::new(tag);
+    static_neighbours(&t, PUBLIC);
+    let slot = u16::try_from(std::process::id() % 500).unwrap() * 8;
+    let base = match tag {
+        "sf" => 30_000,
+        "sd" => 34_000,
+        _ => 38_000,
+    } + slot;
+    let config = deployment(&t, "", &["nat"], &scale(base));
+    let path = std::env::temp_dir().join(format!("nflet-{tag}-{}.toml", std::process::id()));
+    std::fs::write(&path, &config).unwrap();
+    let director = Director::start(&path);
+    sleep(Duration::from_millis(1500));
+    (t, path, director)
+}
+
 /// Runs `CONNS` TCP transfers A → B at 2 MB/s; `during` runs 1 s after they start. Returns
 /// (sender output, server output) per connection; a connection still open after a minute is
 /// cut (and fails the byte count).
@@ -158,26 +150,20 @@ fn transfers(
 
 #[test]
 fn a_director_crash_breaks_no_connection() {
-    let t = TwoHosts::new("sd");
-    static_neighbours(&t, PUBLIC);
-    let base = 43_000 + u16::try_from(std::process::id() % 1_000).unwrap() * 4;
     let state = std::env::temp_dir().join(format!("nflet-director-{}.state", std::process::id()));
-    let scale = format!(
-        r#"director = "127.0.0.1:{base}"
+    let (t, path, mut first) = site("sd", |base| {
+        format!(
+            r#"director = "127.0.0.1:{base}"
 workers = [{workers}]
 key = "director restart test key, not secret"
 initial_workers = 2
 capacity_mbps = 16
 retire_idle_ms = 600000
 state_file = "{state}""#,
-        workers = addresses(base + 1, 2),
-        state = state.display(),
-    );
-    let config = deployment(&t, "", &["nat"], &scale);
-    let path = std::env::temp_dir().join(format!("nflet-director-restart-{}.toml", std::process::id()));
-    std::fs::write(&path, &config).unwrap();
-    let mut first = Director::start(&path);
-    sleep(Duration::from_millis(1500));
+            workers = addresses(base + 1, 2),
+            state = state.display(),
+        )
+    });
     const CONNS: usize = 3;
     const BYTES: u64 = 4_000_000;
     let mut second = None;
@@ -228,11 +214,9 @@ state_file = "{state}""#,
 
 #[test]
 fn a_crashed_logger_is_replaced_and_refilled_by_its_worker() {
-    let t = TwoHosts::new("sl");
-    static_neighbours(&t, PUBLIC);
-    let base = 38_000 + u16::try_from(std::process::id() % 500).unwrap() * 6;
-    let scale = format!(
-        r#"director = "127.0.0.1:{base}"
+    let (t, path, director) = site("sl", |base| {
+        format!(
+            r#"director = "127.0.0.1:{base}"
 workers = [{workers}]
 loggers = [{loggers}]
 key = "logger repair test key, not secret"
@@ -240,14 +224,10 @@ initial_workers = 2
 capacity_mbps = 1000000
 replicas = 0
 retire_idle_ms = 600000"#,
-        workers = addresses(base + 1, 2),
-        loggers = addresses(base + 3, 2),
-    );
-    let config = deployment(&t, "", &["nat"], &scale);
-    let path = std::env::temp_dir().join(format!("nflet-logger-crash-{}.toml", std::process::id()));
-    std::fs::write(&path, &config).unwrap();
-    let director = Director::start(&path);
-    sleep(Duration::from_millis(1500));
+            workers = addresses(base + 1, 2),
+            loggers = addresses(base + 3, 2),
+        )
+    });
     const CONNS: usize = 3;
     const BYTES: u64 = 6_000_000;
     let results = transfers(&t, 9600, CONNS, BYTES, || {
