@@ -4,34 +4,20 @@
 //! ICMP echo packets come out whole, a replayed frame is refused, and the counters are exact.
 
 use nflet_nfs::drop::DropReason;
-use nflet_nfs::functions::ipsec::{Ipsec, IpsecConfig};
+use nflet_nfs::functions::ipsec::Ipsec;
 use nflet_nfs::ids::{CoreId, PortId};
-use nflet_nfs::nf::{Burst, Ctx, InitCtx, NetworkFunction, SharedRegistry, Verdict};
+use nflet_nfs::nf::{Burst, Ctx, NetworkFunction, Verdict};
 use nflet_nfs::packet::{parse, IpProtocol, ParsePolicy};
-use nflet_nfs::state::{Arena, Backing};
 use nflet_nfs::time::Nanos;
 use nflet_tests::read_pcap;
 use serde_json::Value;
 
+#[path = "support/vpn.rs"]
+mod vpn;
+use vpn::build;
+
 fn vectors() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("vectors/esp")
-}
-
-fn build(cfg: &str) -> Ipsec {
-    let cfg: IpsecConfig = toml::from_str(cfg).unwrap();
-    let mut arena = Arena::new(CoreId(0), 1 << 20, Backing::Normal);
-    let mut shared = SharedRegistry::default();
-    let ports = ["inside".to_string(), "outside".to_string()];
-    let mut rt = InitCtx {
-        instance: nflet_nfs::ids::Instance::default(),
-        name: "vpn",
-        core: CoreId(0),
-        cores: 1,
-        ports: &ports,
-        arena: &mut arena,
-        shared: &mut shared,
-    };
-    Ipsec::init(&cfg, &mut rt).unwrap()
 }
 
 fn run(nf: &mut Ipsec, frame: &[u8]) -> (Verdict, Vec<u8>) {

@@ -12,13 +12,16 @@ use std::process::{Command, Stdio};
 
 use etherparse::PacketBuilder;
 use nflet_nfs::drop::DropReason;
-use nflet_nfs::functions::ipsec::{Ipsec, IpsecConfig};
+use nflet_nfs::functions::ipsec::Ipsec;
 use nflet_nfs::ids::{CoreId, PortId};
-use nflet_nfs::nf::{Burst, Ctx, InitCtx, NetworkFunction, SharedRegistry, Verdict};
+use nflet_nfs::nf::{Burst, Ctx, NetworkFunction, Verdict};
 use nflet_nfs::packet::{parse, ParsePolicy};
-use nflet_nfs::state::{Arena, Backing};
 use nflet_nfs::time::Nanos;
 use serde_json::{json, Value};
+
+#[path = "support/vpn.rs"]
+mod vpn;
+use vpn::build;
 
 const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 1];
 const MAC_B: [u8; 6] = [2, 0, 0, 0, 0, 2];
@@ -81,23 +84,6 @@ dst = "fd02::/16"
 sa = "peer"
 "#
     )
-}
-
-fn build(cfg: &str) -> Ipsec {
-    let cfg: IpsecConfig = toml::from_str(cfg).unwrap();
-    let mut arena = Arena::new(CoreId(0), 1 << 20, Backing::Normal);
-    let mut shared = SharedRegistry::default();
-    let ports = ["inside".to_string(), "outside".to_string()];
-    let mut rt = InitCtx {
-        instance: nflet_nfs::ids::Instance::default(),
-        name: "vpn",
-        core: CoreId(0),
-        cores: 1,
-        ports: &ports,
-        arena: &mut arena,
-        shared: &mut shared,
-    };
-    Ipsec::init(&cfg, &mut rt).unwrap()
 }
 
 /// One frame through the NF's burst path.
