@@ -16,6 +16,7 @@ use nflet::dataplane::{build_pipelines, run, RunOptions, Summary};
 use nflet::mgmt::client::{request, Answer};
 use nflet::observe::Observers;
 use nflet::report;
+use nflet::scaleout::launcher::Role;
 use nflet::traffic::gen::{run_gen, GenOptions};
 
 #[derive(Parser, Debug)]
@@ -252,8 +253,8 @@ fn run_booted(boot: &nflet_boot::Boot) -> Result<(), String> {
     let src = boot.config();
     let origin = src.origin.to_string();
     let role = match (boot.cmdline.worker, boot.cmdline.logger) {
-        (Some(id), _) => Some(("worker", id)),
-        (None, Some(id)) => Some(("logger", id)),
+        (Some(id), _) => Some((Role::Worker, id)),
+        (None, Some(id)) => Some((Role::Logger, id)),
         (None, None) => None,
     };
     if let Some((role, id)) = role {
@@ -276,15 +277,11 @@ fn run_booted(boot: &nflet_boot::Boot) -> Result<(), String> {
         };
         boot.configure_management(&nic);
         log::info!(
-            "boot: serving as {role} {id}, {} ms after PID 1 started",
+            "boot: serving as {} {id}, {} ms after PID 1 started",
+            role.command(),
             boot.started.elapsed().as_millis()
         );
-        let via = boot.cmdline.fabric_via;
-        return if role == "worker" {
-            nflet::scaleout::serve_worker(&origin, &text, id, via, boot.stop_flag())
-        } else {
-            nflet::scaleout::serve_logger(&origin, &text, id, via, boot.stop_flag())
-        };
+        return nflet::scaleout::serve(&origin, &text, role, id, boot.cmdline.fabric_via, boot.stop_flag());
     }
     let cfg = match src.text {
         Some(text) => Config::parse(&origin, &text?).map_err(|e| e.to_string())?,
@@ -371,8 +368,12 @@ fn dispatch(command: Command) -> Result<(), String> {
         Command::Director { config, duration } => {
             nflet::scaleout::run_director(&config, duration.map(Duration::from_secs_f64), stop_on_signals())
         }
-        Command::Worker { config, id } => nflet::scaleout::run_worker(&config, id, stop_on_signals()),
-        Command::Logger { config, id } => nflet::scaleout::run_logger(&config, id, stop_on_signals()),
+        Command::Worker { config, id } => {
+            nflet::scaleout::run_instance(&config, Role::Worker, id, stop_on_signals())
+        }
+        Command::Logger { config, id } => {
+            nflet::scaleout::run_instance(&config, Role::Logger, id, stop_on_signals())
+        }
         Command::Process { config, input, output, ingress } => {
             let mut cfg = load(&config)?;
             cfg.settings.cores = 1;

@@ -30,7 +30,7 @@ use nflet_scale::wire::{
     is_state_message, Direction, Kind, Sealer, SteerHeader, Verifier, DIRECTOR, HEADER_LEN,
 };
 
-use super::fabric::{Fabric, FabricError, Outgoing};
+use super::fabric::{Fabric, FabricError, Idle, Outgoing};
 use super::launcher::{Launcher, Role};
 use super::snapshot::Snapshot;
 use crate::config::scale::Scale;
@@ -317,7 +317,7 @@ impl DirectorRole {
         let mut bufs = Vec::with_capacity(BURST);
         let mut datagram = Vec::with_capacity(super::fabric::MAX_DATAGRAM);
         let mut decisions = Vec::new();
-        let mut idle = 0u32;
+        let mut idle = Idle::new(std::time::Duration::from_micros(20));
         while !stop.load(Ordering::Relaxed) {
             let now = clock.now();
             let mut got = 0;
@@ -333,9 +333,9 @@ impl DirectorRole {
                 }
             }
             while got < 256 {
-                let Some((d, _)) = self.fabric.recv() else { break };
-                datagram.clear();
-                datagram.extend_from_slice(d);
+                if !self.fabric.recv_into(&mut datagram) {
+                    break;
+                }
                 got += 1;
                 self.on_fabric(&datagram);
             }
@@ -356,17 +356,8 @@ impl DirectorRole {
                 next_manage = now.saturating_add(Nanos::from_millis(100));
                 self.manage();
             }
-            if got == 0 {
-                self.fabric.flush();
-                if idle == 0 {
-                    self.flush_ports();
-                }
-                idle = idle.saturating_add(1);
-                if idle > 64 {
-                    std::thread::sleep(std::time::Duration::from_micros(20));
-                }
-            } else {
-                idle = 0;
+            if idle.after_poll(got, &mut self.fabric) {
+                self.flush_ports();
             }
         }
         // The workers' last frames may still be on their way back.

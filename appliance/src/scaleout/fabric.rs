@@ -121,6 +121,14 @@ impl Fabric {
         }
     }
 
+    /// Copies the next waiting datagram into `out` (replacing it); false when none waits.
+    pub fn recv_into(&mut self, out: &mut Vec<u8>) -> bool {
+        let Some((d, _)) = self.recv() else { return false };
+        out.clear();
+        out.extend_from_slice(d);
+        true
+    }
+
     /// The next datagram, if one is waiting.
     pub fn recv(&mut self) -> Option<(&[u8], SocketAddr)> {
         match self.socket.recv_from(&mut self.buf) {
@@ -176,5 +184,38 @@ impl Fabric {
         if self.socket.send_to(datagram, to).is_err() {
             self.send_errors += 1;
         }
+    }
+}
+
+/// Idling between polls: an instance busy-polls while datagrams come, and after a run of
+/// empty polls sleeps `nap` between them (pushing out a datagram held for reordering first).
+#[derive(Debug)]
+pub struct Idle {
+    empty: u32,
+    nap: std::time::Duration,
+}
+
+/// Empty polls in a row before an instance starts sleeping between polls.
+const EMPTY_POLLS_BEFORE_NAP: u32 = 64;
+
+impl Idle {
+    pub fn new(nap: std::time::Duration) -> Idle {
+        Idle { empty: 0, nap }
+    }
+
+    /// Called after each poll with what it got; true on the first empty poll after work (the
+    /// moment to flush what is buffered).
+    pub fn after_poll(&mut self, got: usize, fabric: &mut Fabric) -> bool {
+        if got > 0 {
+            self.empty = 0;
+            return false;
+        }
+        fabric.flush();
+        let first = self.empty == 0;
+        self.empty = self.empty.saturating_add(1);
+        if self.empty > EMPTY_POLLS_BEFORE_NAP {
+            std::thread::sleep(self.nap);
+        }
+        first
     }
 }

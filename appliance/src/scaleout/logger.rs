@@ -18,7 +18,7 @@ use nflet_scale::clock::{check_state, StateUpdate};
 use nflet_scale::units::{LogicalClock, WorkerId};
 use nflet_scale::wire::{is_state_message, Kind, Message, Sealer, Verifier, DIRECTOR};
 
-use super::fabric::{Fabric, Outgoing};
+use super::fabric::{Fabric, Idle, Outgoing};
 use crate::config::scale::Scale;
 
 /// A logger's counters (printed as JSON when it stops).
@@ -90,14 +90,14 @@ impl Logger {
         let mut next_hello = Nanos::ZERO;
         let mut next_sweep = Nanos::ZERO;
         let mut datagram = Vec::new();
-        let mut idle = 0u32;
+        let mut idle = Idle::new(std::time::Duration::from_micros(20));
         while !stop.load(Ordering::Relaxed) && !self.stopping {
             let now = clock.now();
             let mut got = 0;
             while got < 64 {
-                let Some((d, _)) = self.fabric.recv() else { break };
-                datagram.clear();
-                datagram.extend_from_slice(d);
+                if !self.fabric.recv_into(&mut datagram) {
+                    break;
+                }
                 got += 1;
                 if !is_state_message(&datagram) {
                     self.counters.malformed += 1;
@@ -118,15 +118,7 @@ impl Logger {
                 let idle_limit = self.scale.decisions.flow_idle_timeout;
                 self.store.retain(|_, s| now.saturating_sub(s.last) < idle_limit);
             }
-            if got == 0 {
-                self.fabric.flush();
-                idle = idle.saturating_add(1);
-                if idle > 64 {
-                    std::thread::sleep(std::time::Duration::from_micros(20));
-                }
-            } else {
-                idle = 0;
-            }
+            idle.after_poll(got, &mut self.fabric);
         }
         self.counters.flows = self.store.len();
         self.counters.impaired = self.fabric.impaired;

@@ -58,67 +58,60 @@ pub fn run_director(
     }
     log::info!("director of {} up: {} worker slot(s)", path.display(), scale.workers.len());
     role.run(&stop);
-    println!("{}", role.summary());
-    Ok(())
-}
-
-/// `nflet worker --id N`: serves as worker `id` of the deployment in `path` until the
-/// director stops it or `stop` is set, then prints its counters as one JSON line.
-pub fn run_worker(
-    path: &std::path::Path,
-    id: u16,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> Result<(), String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    serve_worker(&path.display().to_string(), &text, id, None, stop)
-}
-
-/// Worker `id` of the deployment in `text` (from `origin`); `via`: see [`worker::Worker::new`].
-pub fn serve_worker(
-    origin: &str,
-    text: &str,
-    id: u16,
-    via: Option<std::net::Ipv4Addr>,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> Result<(), String> {
-    let config = crate::config::Config::parse(origin, text).map_err(|e| e.to_string())?;
-    let mut w =
-        worker::Worker::new(config, id, fingerprint(text), via).map_err(|e| format!("worker {id}: {e}"))?;
-    log::info!("worker {id} of {origin} up");
-    w.run(&stop);
-    let summary = serde_json::json!({
-        "worker": id, "counters": w.counters, "drops": w.drops(), "nf": w.nf_counters(), "latency": w.latencies(),
-    });
+    let summary = role.summary();
+    // Dropping the director waits for the instances it stopped (its launcher reaps them), so
+    // their summary lines, on the same standard output, are out before this one: two
+    // processes' long lines must not interleave.
+    drop(role);
     println!("{summary}");
     Ok(())
 }
 
-/// `nflet logger --id N`: serves as the output logger of worker `id` until the director
-/// stops it or `stop` is set, then prints its counters as one JSON line.
-pub fn run_logger(
+/// `nflet worker --id N` / `nflet logger --id N`: serves as worker `id` (or its output
+/// logger) of the deployment in `path` until the director stops it or `stop` is set, then
+/// prints its counters as one JSON line.
+pub fn run_instance(
     path: &std::path::Path,
+    role: launcher::Role,
     id: u16,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<(), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    serve_logger(&path.display().to_string(), &text, id, None, stop)
+    serve(&path.display().to_string(), &text, role, id, None, stop)
 }
 
-/// The output logger of worker `id` of the deployment in `text`; `via`: see
-/// [`worker::Worker::new`].
-pub fn serve_logger(
+/// Worker `id` of the deployment in `text` (from `origin`), or its output logger; `via`:
+/// see [`worker::Worker::new`].
+pub fn serve(
     origin: &str,
     text: &str,
+    role: launcher::Role,
     id: u16,
     via: Option<std::net::Ipv4Addr>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<(), String> {
     let config = crate::config::Config::parse(origin, text).map_err(|e| e.to_string())?;
-    let scale = config.scale.ok_or("the configuration has no `[scale]` section")?.rerouted(via);
-    let mut l = logger::Logger::new(scale, id, fingerprint(text))?;
-    log::info!("output logger of worker {id} up");
-    l.run(&stop);
-    println!("{}", serde_json::json!({ "logger": id, "counters": l.counters }));
+    let deployment = fingerprint(text);
+    let summary = match role {
+        launcher::Role::Worker => {
+            let mut w =
+                worker::Worker::new(config, id, deployment, via).map_err(|e| format!("worker {id}: {e}"))?;
+            log::info!("worker {id} of {origin} up");
+            w.run(&stop);
+            serde_json::json!({
+                "worker": id, "counters": w.counters, "drops": w.drops(), "nf": w.nf_counters(),
+                "latency": w.latencies(),
+            })
+        }
+        launcher::Role::Logger => {
+            let scale = config.scale.ok_or("the configuration has no `[scale]` section")?.rerouted(via);
+            let mut l = logger::Logger::new(scale, id, deployment)?;
+            log::info!("output logger of worker {id} up");
+            l.run(&stop);
+            serde_json::json!({ "logger": id, "counters": l.counters })
+        }
+    };
+    println!("{summary}");
     Ok(())
 }
 

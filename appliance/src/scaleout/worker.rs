@@ -21,7 +21,7 @@ use nflet_scale::wire::{
     HEADER_LEN,
 };
 
-use super::fabric::{Fabric, FabricError, Outgoing};
+use super::fabric::{Fabric, FabricError, Idle, Outgoing};
 use super::worker_flows::{Admit, Expired, Held, WorkerFlows};
 use crate::config::scale::Scale;
 use crate::config::Config;
@@ -204,14 +204,14 @@ impl Worker {
         let mut next_chores = Nanos::ZERO;
         let mut next_sweep = Nanos::ZERO;
         let mut datagram = Vec::with_capacity(super::fabric::MAX_DATAGRAM);
-        let mut idle = 0u32;
+        let mut idle = Idle::new(std::time::Duration::from_micros(50));
         while !stop.load(Ordering::Relaxed) && !self.stopping {
             let now = clock.now();
             let mut got = 0;
             while got < 64 {
-                let Some((d, _from)) = self.fabric.recv() else { break };
-                datagram.clear();
-                datagram.extend_from_slice(d);
+                if !self.fabric.recv_into(&mut datagram) {
+                    break;
+                }
                 got += 1;
                 self.on_datagram(&datagram, now);
             }
@@ -234,15 +234,7 @@ impl Worker {
                 next_sweep = now.saturating_add(Nanos::from_secs(1));
                 self.flows.sweep(now, self.flow_idle);
             }
-            if got == 0 {
-                self.fabric.flush();
-                idle = idle.saturating_add(1);
-                if idle > 64 {
-                    std::thread::sleep(std::time::Duration::from_micros(50));
-                }
-            } else {
-                idle = 0;
-            }
+            idle.after_poll(got, &mut self.fabric);
         }
         self.counters.send_errors = self.fabric.send_errors;
         self.counters.impaired = self.fabric.impaired;
