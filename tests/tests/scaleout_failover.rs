@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use nflet_tests::scaleout::{
     addresses, deployment, director_summary, static_neighbours, value, worker_summaries, Director, PUBLIC,
 };
-use nflet_tests::{spawn_peer_in, TwoHosts};
+use nflet_tests::{binary, spawn_peer_in, TwoHosts};
 
 #[test]
 fn killing_a_worker_breaks_no_connection() {
@@ -151,6 +151,10 @@ fn transfers(
 #[test]
 fn a_director_crash_breaks_no_connection() {
     let state = std::env::temp_dir().join(format!("nflet-director-{}.state", std::process::id()));
+    // The workers outlive the first director, so they are started by a launch command (as a
+    // site's orchestrator would) with their output in files of their own.
+    let outputs = std::env::temp_dir().join(format!("nflet-sd-{}", std::process::id()));
+    std::fs::create_dir_all(&outputs).unwrap();
     let (t, path, mut first) = site("sd", |base| {
         format!(
             r#"director = "127.0.0.1:{base}"
@@ -159,13 +163,19 @@ key = "director restart test key, not secret"
 initial_workers = 2
 capacity_mbps = 16
 retire_idle_ms = 600000
-state_file = "{state}""#,
+state_file = "{state}"
+launcher = "command"
+launch_command = "{exe} {{role}} --config {{config}} --id {{id}} >{outputs}/{{role}}{{id}}.out 2>&1 &""#,
             workers = addresses(base + 1, 2),
             state = state.display(),
+            exe = binary("nflet").display(),
+            outputs = outputs.display(),
         )
     });
     const CONNS: usize = 3;
     const BYTES: u64 = 4_000_000;
+    // Workers a failed run leaves behind are killed with the test.
+    let _reaper = KillOnDrop(path.display().to_string());
     let mut second = None;
     let results = transfers(&t, 9500, CONNS, BYTES, || {
         // Crash the director (its workers keep running) and start another on the same file.
@@ -175,10 +185,18 @@ state_file = "{state}""#,
         second = Some(Director::start(&path));
     });
     let (out, err) = second.take().unwrap().stop();
-    // The workers wrote their counters to the first director's output, which they inherited.
-    let crashed = first.child.take().unwrap().wait_with_output().unwrap();
-    let first_out = String::from_utf8_lossy(&crashed.stdout).into_owned();
+    let _ = first.child.take().unwrap().wait();
     let _ = std::fs::remove_file(&path);
+    // The workers stop on the new director's word and print their counters on the way out.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let read = || {
+        (0..2).map(|i| std::fs::read_to_string(outputs.join(format!("worker{i}.out"))).unwrap_or_default())
+    };
+    while read().map(|o| worker_summaries(&o).len()).sum::<usize>() < 2 && Instant::now() < deadline {
+        sleep(Duration::from_millis(100));
+    }
+    let worker_out: String = read().collect();
+    let _ = std::fs::remove_dir_all(&outputs);
 
     for (s, g) in &results {
         assert_eq!(value(g, "bytes"), BYTES.to_string(), "server:\n{g}\nnew director:\n{err}");
@@ -190,8 +208,8 @@ state_file = "{state}""#,
     assert!(summary["director"]["restored_flows"].as_u64().unwrap() >= CONNS as u64, "{summary:#}");
     let adopted = summary["events"].as_array().unwrap().iter().filter(|e| e["what"] == "adopted").count();
     assert_eq!(adopted, 2, "both running workers adopted: {summary:#}");
-    let workers = worker_summaries(&first_out);
-    assert_eq!(workers.len(), 2, "{first_out}");
+    let workers = worker_summaries(&worker_out);
+    assert_eq!(workers.len(), 2, "{worker_out}");
     let nat = |k: &str| workers.iter().map(|w| w["nf"]["nat"][k].as_u64().unwrap_or(0)).sum::<u64>();
     // Each connection kept its mapping (a new one mid-connection would have broken it, see the
     // byte counts above); an extra mapping after the restart has been seen once in ten runs
@@ -270,4 +288,13 @@ retire_idle_ms = 600000"#,
     let recovered = c["pulls_served"].as_u64().unwrap() - c["pulls_empty"].as_u64().unwrap();
     assert!(recovered >= 1, "flows recovered from the replacement");
     assert_eq!(summary["decisions"]["state_recover"].as_u64().unwrap(), recovered);
+}
+
+/// Kills the processes whose command line contains the pattern when dropped.
+struct KillOnDrop(String);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("pkill").args(["-KILL", "-f", &self.0]).status();
+    }
 }

@@ -10,9 +10,10 @@
 //! is stopped by an authenticated stop message, then by the launcher's own means.
 
 use std::collections::HashMap;
+use std::io::{BufRead, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 use std::thread::JoinHandle;
 
 use nflet_scale::units::WorkerId;
@@ -86,20 +87,48 @@ pub fn from_config(kind: &LauncherKind, config: PathBuf) -> Result<Box<dyn Launc
     })
 }
 
-/// Waits up to `grace` for a stopping child to exit on its own (it was sent a stop message),
-/// then kills it; in the background, so the director's loop never blocks on it.
-fn reap(id: WorkerId, mut child: Child, grace: std::time::Duration) -> JoinHandle<()> {
+/// A started instance: its process and, for a local process, the thread relaying its output.
+#[derive(Debug)]
+struct Running {
+    child: Child,
+    relay: Option<JoinHandle<()>>,
+}
+
+/// Copies a child's standard output to ours one whole line at a time, so the lines of
+/// instances stopping together (their summaries are long) never interleave.
+fn relay_lines(out: std::process::ChildStdout) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut reader = std::io::BufReader::new(out);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match reader.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {
+                    let mut stdout = std::io::stdout().lock();
+                    let _ = stdout.write_all(&line).and_then(|()| stdout.flush());
+                }
+            }
+        }
+    })
+}
+
+/// Waits up to `grace` for a stopping instance to exit on its own (it was sent a stop
+/// message), then kills it; in the background, so the director's loop never blocks on it.
+fn reap(id: WorkerId, mut run: Running, grace: std::time::Duration) -> JoinHandle<()> {
     std::thread::spawn(move || {
         let deadline = std::time::Instant::now() + grace;
-        while std::time::Instant::now() < deadline {
-            if !matches!(child.try_wait(), Ok(None)) {
-                return;
-            }
+        while std::time::Instant::now() < deadline && matches!(run.child.try_wait(), Ok(None)) {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        log::warn!("worker{} did not stop within {grace:?}; killing it", id.0);
-        let _ = child.kill();
-        let _ = child.wait();
+        if matches!(run.child.try_wait(), Ok(None)) {
+            log::warn!("worker{} did not stop within {grace:?}; killing it", id.0);
+            let _ = run.child.kill();
+            let _ = run.child.wait();
+        }
+        if let Some(r) = run.relay.take() {
+            let _ = r.join();
+        }
     })
 }
 
@@ -108,26 +137,28 @@ fn reap(id: WorkerId, mut child: Child, grace: std::time::Duration) -> JoinHandl
 pub struct ProcessLauncher {
     exe: PathBuf,
     config: PathBuf,
-    children: HashMap<(Role, WorkerId), Child>,
+    children: HashMap<(Role, WorkerId), Running>,
     reapers: Vec<JoinHandle<()>>,
 }
 
 impl Launcher for ProcessLauncher {
     fn start(&mut self, role: Role, id: WorkerId, _addr: SocketAddr) -> Result<(), LaunchError> {
         if let Some(c) = self.children.get_mut(&(role, id)) {
-            if matches!(c.try_wait(), Ok(None)) {
+            if matches!(c.child.try_wait(), Ok(None)) {
                 return Ok(());
             }
         }
-        let child = Command::new(&self.exe)
+        let mut child = Command::new(&self.exe)
             .arg(role.command())
             .arg("--config")
             .arg(&self.config)
             .arg("--id")
             .arg(id.0.to_string())
+            .stdout(Stdio::piped())
             .spawn()
             .map_err(|e| LaunchError { worker: id, detail: format!("{}: {e}", self.exe.display()) })?;
-        self.children.insert((role, id), child);
+        let relay = child.stdout.take().map(relay_lines);
+        self.children.insert((role, id), Running { child, relay });
         Ok(())
     }
 
@@ -140,7 +171,7 @@ impl Launcher for ProcessLauncher {
 
 /// Stops what is still running (grace `grace`) and waits for every stopping instance.
 fn shut_down(
-    children: &mut HashMap<(Role, WorkerId), Child>,
+    children: &mut HashMap<(Role, WorkerId), Running>,
     reapers: &mut Vec<JoinHandle<()>>,
     grace: std::time::Duration,
 ) {
@@ -170,7 +201,7 @@ pub struct QemuLauncher {
     initrd: PathBuf,
     memory_mib: u32,
     config: PathBuf,
-    children: HashMap<(Role, WorkerId), Child>,
+    children: HashMap<(Role, WorkerId), Running>,
     reapers: Vec<JoinHandle<()>>,
 }
 
@@ -193,7 +224,7 @@ impl Launcher for QemuLauncher {
         if let Some(serial) = &vm.serial {
             log::info!("{name}{} VM booting; serial console in {}", id.0, serial.display());
         }
-        self.children.insert((role, id), child);
+        self.children.insert((role, id), Running { child, relay: None });
         Ok(())
     }
 

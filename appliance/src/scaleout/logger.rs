@@ -16,7 +16,7 @@ use nflet_nfs::ids::ChainId;
 use nflet_nfs::time::{Clock, MonotonicClock, Nanos};
 use nflet_scale::clock::{check_state, StateUpdate};
 use nflet_scale::units::{LogicalClock, WorkerId};
-use nflet_scale::wire::{is_state_message, Kind, Message, Sealer, Verifier, DIRECTOR};
+use nflet_scale::wire::{answer_body, is_state_message, Kind, Message, Sealer, Verifier, DIRECTOR};
 
 use super::fabric::{Fabric, Idle, Outgoing};
 use crate::config::scale::Scale;
@@ -165,14 +165,19 @@ impl Logger {
             Kind::PullRequest => {
                 let Some(to) = self.scale.addr_of(m.sender) else { return };
                 self.counters.pulls_served += 1;
-                let (kind, chain, clock, state) = match self.store.get(&m.flow) {
-                    Some(s) => (Kind::State, s.chain, s.clock, s.state.clone()),
+                let mut body = Vec::new();
+                answer_body(m.clock, &mut body);
+                let (kind, chain, clock) = match self.store.get(&m.flow) {
+                    Some(s) => {
+                        body.extend_from_slice(&s.state);
+                        (Kind::State, s.chain, s.clock)
+                    }
                     None => {
                         self.counters.pulls_empty += 1;
-                        (Kind::NoState, m.chain, LogicalClock::ZERO, Vec::new())
+                        (Kind::NoState, m.chain, LogicalClock::ZERO)
                     }
                 };
-                self.send(kind, chain, &m.flow, clock, &state, to);
+                self.send(kind, chain, &m.flow, clock, &body, to);
             }
             Kind::Stop if m.sender == DIRECTOR => self.stopping = true,
             _ => {}

@@ -59,11 +59,10 @@ pub fn run_director(
     log::info!("director of {} up: {} worker slot(s)", path.display(), scale.workers.len());
     role.run(&stop);
     let summary = role.summary();
-    // Dropping the director waits for the instances it stopped (its launcher reaps them), so
-    // their summary lines, on the same standard output, are out before this one: two
-    // processes' long lines must not interleave.
+    // Dropping the director waits for the instances it stopped (its launcher reaps them and
+    // relays their output), so their summary lines are out before this one.
     drop(role);
-    println!("{summary}");
+    print_line(&summary);
     Ok(())
 }
 
@@ -111,8 +110,18 @@ pub fn serve(
             serde_json::json!({ "logger": id, "counters": l.counters })
         }
     };
-    println!("{summary}");
+    print_line(&summary);
     Ok(())
+}
+
+/// Prints a summary line; an instance whose output is gone (its director died, say) has no
+/// one left to tell, which is no reason to fail its stop.
+fn print_line(summary: &serde_json::Value) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if writeln!(out, "{summary}").and_then(|()| out.flush()).is_err() {
+        log::warn!("standard output is closed; summary not printed");
+    }
 }
 
 fn load(path: &std::path::Path) -> Result<(crate::config::Config, u64), String> {

@@ -17,8 +17,8 @@ use nflet_nfs::packet::{parse, ParsePolicy};
 use nflet_nfs::time::{Clock, MonotonicClock, Nanos};
 use nflet_scale::units::{LogicalClock, WorkerId};
 use nflet_scale::wire::{
-    is_state_message, Direction, Kind, Message, MessageError, Sealer, SteerHeader, Verifier, DIRECTOR,
-    HEADER_LEN,
+    answer_body, is_state_message, split_answer, Direction, Kind, Message, MessageError, Sealer, SteerHeader,
+    Verifier, DIRECTOR, HEADER_LEN,
 };
 
 use super::fabric::{Fabric, FabricError, Idle, Outgoing};
@@ -88,6 +88,10 @@ pub struct WorkerCounters {
     pub pulls_answered: u64,
     pub pulls_empty: u64,
     pub pulls_served: u64,
+    /// Pulls that arrived while this worker was pulling the same flow, answered afterwards.
+    pub pulls_deferred: u64,
+    /// Answers to pulls no longer pending (repeated or re-aimed requests), ignored.
+    pub late_answers: u64,
     pub pushes_sent: u64,
     pub pushes_installed: u64,
     pub stale_refused: u64,
@@ -257,11 +261,16 @@ impl Worker {
             }
         };
         self.counters.packets_in += 1;
-        let mut frame = Some(d.get(HEADER_LEN..).unwrap_or_default().to_vec());
-        match self.flows.admit(&h, &mut frame, now) {
+        self.admit(&h, d.get(HEADER_LEN..).unwrap_or_default().to_vec(), now);
+    }
+
+    /// Runs a data packet, holds it while its flow's state is pulled, or drops it (counted).
+    fn admit(&mut self, h: &SteerHeader, frame: Vec<u8>, now: Nanos) {
+        let mut frame = Some(frame);
+        match self.flows.admit(h, &mut frame, now) {
             Admit::Run => {
                 if let Some(f) = frame {
-                    self.run_packet(&h, f, now);
+                    self.run_packet(h, f, now);
                 }
             }
             Admit::Held => self.counters.held += 1,
@@ -333,10 +342,38 @@ impl Worker {
         }
     }
 
-    fn run_held(&mut self, held: VecDeque<Held>, now: Nanos) {
+    /// The packets held for `flow`'s pull, now it is answered (or given up): each is admitted
+    /// again in order (a later flowlet among them may need another pull), then the peers whose
+    /// pulls waited for them are answered.
+    fn run_held(&mut self, flow: &FlowKey, held: VecDeque<Held>, now: Nanos) {
         for Held { header, frame } in held {
-            self.run_packet(&header, frame, now);
+            self.admit(&header, frame, now);
         }
+        for (peer, chain, request) in self.flows.take_waiting(flow) {
+            self.answer_pull(flow, chain, peer, request, now);
+        }
+    }
+
+    /// Sends `peer` this worker's copy of `flow` (its owner moved it on: the copy stops being
+    /// the live one), or word that there is none.
+    fn answer_pull(
+        &mut self,
+        flow: &FlowKey,
+        chain: ChainId,
+        peer: WorkerId,
+        request: LogicalClock,
+        now: Nanos,
+    ) {
+        let Some(to) = self.scale.addr_of(peer) else { return };
+        self.counters.pulls_served += 1;
+        answer_body(request, &mut self.state);
+        let ctx = Ctx { now, core: CoreId(0) };
+        let records = self.pipeline.export_flow(usize::from(chain.0), flow, &ctx, &mut self.state);
+        let clock = self.flows.clock(flow).unwrap_or(LogicalClock::ZERO);
+        let kind = if records == 0 { Kind::NoState } else { Kind::State };
+        let body = std::mem::take(&mut self.state);
+        self.send_message(kind, chain, flow, clock, &body, to);
+        self.state = body;
     }
 
     fn on_message(&mut self, m: Message<'_>, now: Nanos) {
@@ -344,33 +381,35 @@ impl Worker {
         let chain = usize::from(m.chain.0);
         match m.kind {
             Kind::PullRequest => {
-                let Some(to) = self.scale.addr_of(m.sender) else { return };
-                self.counters.pulls_served += 1;
-                self.state.clear();
-                let records = self.pipeline.export_flow(chain, &m.flow, &ctx, &mut self.state);
-                let clock = self.flows.clock(&m.flow).unwrap_or(LogicalClock::ZERO);
-                let kind = if records == 0 { Kind::NoState } else { Kind::State };
-                let body = std::mem::take(&mut self.state);
-                self.send_message(kind, m.chain, &m.flow, clock, &body, to);
-                self.state = body;
+                if self.flows.defer_pull(&m.flow, m.sender, m.chain, m.clock) {
+                    self.counters.pulls_deferred += 1;
+                } else {
+                    self.answer_pull(&m.flow, m.chain, m.sender, m.clock, now);
+                }
             }
             Kind::State | Kind::NoState => {
+                let Some((request, body)) = split_answer(m.body) else {
+                    self.reject(MessageError::Short);
+                    return;
+                };
                 let copy = (m.kind == Kind::State).then_some(m.clock);
-                let answered = self.flows.pull_answered(&m.flow, copy, now);
-                if let Some(w) = answered.waited {
-                    self.pull_latency.record(w.0);
-                }
+                let Some(answered) = self.flows.pull_answered(&m.flow, m.sender, request, copy, now) else {
+                    // A late or repeated answer to a request already answered or re-aimed.
+                    self.counters.late_answers += 1;
+                    return;
+                };
+                self.pull_latency.record(answered.waited.0);
                 if m.kind == Kind::NoState {
                     self.counters.pulls_empty += 1;
                 } else if answered.install {
                     self.counters.pulls_answered += 1;
-                    if self.pipeline.import_flow(chain, &m.flow, &ctx, m.body).is_err() {
+                    if self.pipeline.import_flow(chain, &m.flow, &ctx, body).is_err() {
                         self.counters.imports_failed += 1;
                     }
-                } else if answered.waited.is_some() {
+                } else {
                     self.counters.stale_refused += 1;
                 }
-                self.run_held(answered.held, now);
+                self.run_held(&m.flow, answered.held, now);
             }
             Kind::Push => {
                 if !self.flows.push_arrived(&m.flow, m.chain, m.clock, now) {
@@ -442,9 +481,9 @@ impl Worker {
                     self.counters.pull_retries += 1;
                     self.pull(&flow, chain, clock, from);
                 }
-                Expired::GiveUp { .. } => {
+                Expired::GiveUp { flow } => {
                     self.counters.pull_timeouts += 1;
-                    self.run_held(held, now);
+                    self.run_held(&flow, held, now);
                 }
             }
         }

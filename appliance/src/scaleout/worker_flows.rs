@@ -12,6 +12,8 @@ use nflet_scale::clock::{check_packet, check_state, PacketClock, StateUpdate};
 use nflet_scale::units::{LogicalClock, WorkerId};
 use nflet_scale::wire::SteerHeader;
 
+use crate::config::scale::LOGGER;
+
 /// A packet waiting for its flow's state.
 #[derive(Debug)]
 pub struct Held {
@@ -40,8 +42,14 @@ struct Entry {
     synced: Option<LogicalClock>,
     pull: Option<Pull>,
     held: VecDeque<Held>,
+    /// Peers whose pull of this flow arrived while this worker was itself pulling it: they
+    /// are answered once the held packets ran, so they get the state those packets made.
+    waiting: Vec<(WorkerId, ChainId, LogicalClock)>,
     last: Nanos,
 }
+
+/// Pull requests deferred per flow; more are answered at once with what is here.
+const MAX_WAITING: usize = 8;
 
 /// What to do with an arriving data packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,8 +68,8 @@ pub enum Admit {
 #[derive(Debug, Default)]
 pub struct Answered {
     pub install: bool,
-    /// From the first request to the answer; `None` when no pull was pending.
-    pub waited: Option<Nanos>,
+    /// From the first request to the answer.
+    pub waited: Nanos,
     pub held: VecDeque<Held>,
 }
 
@@ -104,9 +112,15 @@ impl WorkerFlows {
         e.chain = h.chain;
         let moved_here = h.moved && h.prev_owner.is_some_and(|p| p != self.me);
         let retarget = match (&mut e.pull, h.prev_owner) {
-            // The director now names another source (the owner failed: its output logger).
-            (Some(p), Some(from)) if moved_here && p.from != from => {
+            // The director now names another source for this flowlet, or the output logger of
+            // a failed owner. (A later flowlet from elsewhere waits: its packets are admitted
+            // again once this pull is answered, and pull then.)
+            (Some(p), Some(from))
+                if moved_here && p.from != from && (p.flowlet == h.flowlet || from.0 & LOGGER != 0) =>
+            {
                 p.from = from;
+                // The request goes out with this packet's clock (answers echo it).
+                p.clock = h.clock;
                 p.tries = 1;
                 p.sent = now;
                 Some(from)
@@ -152,18 +166,58 @@ impl WorkerFlows {
         }
     }
 
-    /// A pulled copy (or word that the owner had none) arrived at `now`. Says whether to
-    /// install the copy (stale copies are not) and how long the pull took, and hands back the
-    /// packets to run now, in arrival order.
-    pub fn pull_answered(&mut self, flow: &FlowKey, copy: Option<LogicalClock>, now: Nanos) -> Answered {
-        let Some(e) = self.map.get_mut(flow) else { return Answered::default() };
-        let Some(pull) = e.pull.take() else { return Answered::default() };
+    /// `from`'s answer to our request with clock `request` arrived at `now`: a pulled copy
+    /// tagged `copy`, or word that it had none. Says whether to install the copy (stale copies
+    /// are not) and how long the pull took, and hands back the packets to run now, in arrival
+    /// order. `None`: no such pull is pending (a repeated answer, or the pull was re-aimed).
+    pub fn pull_answered(
+        &mut self,
+        flow: &FlowKey,
+        from: WorkerId,
+        request: LogicalClock,
+        copy: Option<LogicalClock>,
+        now: Nanos,
+    ) -> Option<Answered> {
+        let e = self.map.get_mut(flow)?;
+        if !e.pull.as_ref().is_some_and(|p| p.from == from && p.clock == request) {
+            return None;
+        }
+        let pull = e.pull.take()?;
         e.synced = Some(pull.flowlet);
         let install = copy.is_some_and(|c| check_state(e.clock, c) == StateUpdate::Install);
         if install {
             e.clock = copy;
         }
-        Answered { install, waited: Some(now.saturating_sub(pull.first)), held: std::mem::take(&mut e.held) }
+        Some(Answered { install, waited: now.saturating_sub(pull.first), held: std::mem::take(&mut e.held) })
+    }
+
+    /// Defers `requester`'s pull of `flow` (for its packet with clock `clock`) while this
+    /// worker is pulling the flow for an earlier flowlet; `false`: answer now. A request for
+    /// an earlier flowlet than ours wants the state as it is here now, so pulls only ever
+    /// wait for older flowlets and never wait on each other in a circle.
+    pub fn defer_pull(
+        &mut self,
+        flow: &FlowKey,
+        requester: WorkerId,
+        chain: ChainId,
+        clock: LogicalClock,
+    ) -> bool {
+        match self.map.get_mut(flow) {
+            Some(e)
+                if e.pull.as_ref().is_some_and(|p| clock > p.flowlet) && e.waiting.len() < MAX_WAITING =>
+            {
+                if !e.waiting.iter().any(|w| w.0 == requester && w.2 == clock) {
+                    e.waiting.push((requester, chain, clock));
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The deferred pulls of `flow` to answer now.
+    pub fn take_waiting(&mut self, flow: &FlowKey) -> Vec<(WorkerId, ChainId, LogicalClock)> {
+        self.map.get_mut(flow).map(|e| std::mem::take(&mut e.waiting)).unwrap_or_default()
     }
 
     /// The flows whose state is here, with their chain and clock.
@@ -245,13 +299,22 @@ mod tests {
         assert_eq!(admit(&mut f, header(5, Some(0))), Admit::Pull { from: WorkerId(0) });
         assert_eq!(admit(&mut f, header(6, None)), Admit::Held);
         assert_eq!(admit(&mut f, header(7, None)), Admit::Overflow, "hold limit 2");
-        let a = f.pull_answered(&FlowKey::default(), Some(LogicalClock(4)), Nanos(7));
+        let k = FlowKey::default();
+        assert!(
+            f.pull_answered(&k, WorkerId(2), LogicalClock(5), Some(LogicalClock(4)), Nanos(7)).is_none(),
+            "not asked"
+        );
+        assert!(
+            f.pull_answered(&k, WorkerId(0), LogicalClock(3), Some(LogicalClock(4)), Nanos(7)).is_none(),
+            "other request"
+        );
+        let a = f.pull_answered(&k, WorkerId(0), LogicalClock(5), Some(LogicalClock(4)), Nanos(7)).unwrap();
         assert!(a.install);
-        assert_eq!(a.waited, Some(Nanos(7)));
+        assert_eq!(a.waited, Nanos(7));
         assert_eq!(a.held.iter().map(|h| h.header.clock.0).collect::<Vec<_>>(), vec![5, 6]);
         assert_eq!(f.clock(&FlowKey::default()), Some(LogicalClock(4)));
-        let again = f.pull_answered(&FlowKey::default(), Some(LogicalClock(9)), Nanos(8));
-        assert!(!again.install && again.waited.is_none(), "no pull pending");
+        let again = f.pull_answered(&k, WorkerId(0), LogicalClock(5), Some(LogicalClock(9)), Nanos(8));
+        assert!(again.is_none(), "a repeated answer: no pull pending");
     }
 
     #[test]
@@ -266,8 +329,14 @@ mod tests {
         f.applied(&FlowKey::default(), LogicalClock(11));
         // Lingering packets reached the old owner after the push: the copy is behind.
         assert_eq!(admit(&mut f, header(20, Some(2))), Admit::Pull { from: WorkerId(2) });
-        let a = f.pull_answered(&FlowKey::default(), Some(LogicalClock(11)), Nanos(1));
-        assert!(!a.install, "a copy no newer than ours is not installed");
+        let a = f.pull_answered(
+            &FlowKey::default(),
+            WorkerId(2),
+            LogicalClock(20),
+            Some(LogicalClock(11)),
+            Nanos(1),
+        );
+        assert!(!a.unwrap().install, "a copy no newer than ours is not installed");
     }
 
     #[test]
@@ -295,7 +364,13 @@ mod tests {
         assert_eq!(admit(&mut f, header(4, None)), Admit::Held);
         // Worker 0 died; the director's next packet names its logger.
         assert_eq!(admit(&mut f, header(5, Some(0x8000))), Admit::Pull { from: WorkerId(0x8000) });
-        let a = f.pull_answered(&FlowKey::default(), Some(LogicalClock(4)), Nanos(1));
+        let k = FlowKey::default();
+        assert!(
+            f.pull_answered(&k, WorkerId(0), LogicalClock(3), None, Nanos(1)).is_none(),
+            "the dead owner's"
+        );
+        let a =
+            f.pull_answered(&k, WorkerId(0x8000), LogicalClock(5), Some(LogicalClock(4)), Nanos(1)).unwrap();
         assert_eq!(a.held.len(), 3);
     }
 
@@ -311,8 +386,14 @@ mod tests {
         let mut first = header(10, Some(0));
         first.flowlet = LogicalClock(10);
         assert_eq!(admit(&mut f, first), Admit::Held);
-        let a = f.pull_answered(&FlowKey::default(), Some(LogicalClock(9)), Nanos(1));
-        assert_eq!(a.held.len(), 2);
+        let a = f.pull_answered(
+            &FlowKey::default(),
+            WorkerId(0),
+            LogicalClock(11),
+            Some(LogicalClock(9)),
+            Nanos(1),
+        );
+        assert_eq!(a.unwrap().held.len(), 2);
         // Later packets of the same flowlet run; the next moved flowlet pulls again.
         let mut third = header(12, Some(0));
         third.flowlet = LogicalClock(10);
@@ -320,6 +401,43 @@ mod tests {
         let mut next = header(30, Some(2));
         next.flowlet = LogicalClock(30);
         assert_eq!(admit(&mut f, next), Admit::Pull { from: WorkerId(2) });
+    }
+
+    #[test]
+    fn a_later_flowlet_from_elsewhere_waits_for_the_pull_under_way() {
+        let mut f = WorkerFlows::new(WorkerId(1), 8, 3);
+        assert_eq!(admit(&mut f, header(3, Some(0))), Admit::Pull { from: WorkerId(0) });
+        // The next flowlet went to worker 2 and came back here: it is held, not re-aimed.
+        assert_eq!(admit(&mut f, header(9, Some(2))), Admit::Held);
+        let a = f
+            .pull_answered(&FlowKey::default(), WorkerId(0), LogicalClock(3), Some(LogicalClock(2)), Nanos(1))
+            .unwrap();
+        let clocks: Vec<u64> = a.held.iter().map(|h| h.header.clock.0).collect();
+        assert_eq!(clocks, vec![3, 9]);
+        // Admitted again in order: the first runs, the later flowlet pulls from worker 2.
+        let mut held = a.held.into_iter();
+        let mut first = held.next().map(|h| h.frame);
+        assert_eq!(f.admit(&header(3, Some(0)), &mut first, Nanos(2)), Admit::Run);
+        f.applied(&FlowKey::default(), LogicalClock(3));
+        let mut second = held.next().map(|h| h.frame);
+        assert_eq!(f.admit(&header(9, Some(2)), &mut second, Nanos(2)), Admit::Pull { from: WorkerId(2) });
+    }
+
+    #[test]
+    fn pulls_of_a_flow_being_pulled_wait_for_its_packets() {
+        let mut f = WorkerFlows::new(WorkerId(1), 8, 3);
+        let flow = FlowKey::default();
+        let c = LogicalClock(5);
+        assert!(!f.defer_pull(&flow, WorkerId(2), ChainId(0), c), "nothing pending: answer now");
+        assert_eq!(admit(&mut f, header(3, Some(0))), Admit::Pull { from: WorkerId(0) });
+        assert!(!f.defer_pull(&flow, WorkerId(0), ChainId(0), LogicalClock(2)), "an earlier flowlet's pull");
+        assert!(f.defer_pull(&flow, WorkerId(2), ChainId(0), c));
+        assert!(f.defer_pull(&flow, WorkerId(2), ChainId(0), c), "a retried request waits once");
+        let a =
+            f.pull_answered(&flow, WorkerId(0), LogicalClock(3), Some(LogicalClock(2)), Nanos(1)).unwrap();
+        assert_eq!(a.held.len(), 1);
+        assert_eq!(f.take_waiting(&flow), vec![(WorkerId(2), ChainId(0), c)]);
+        assert!(f.take_waiting(&flow).is_empty());
     }
 
     #[test]

@@ -41,9 +41,11 @@ pub const DIRECTOR: WorkerId = WorkerId(u16::MAX);
 pub enum Kind {
     /// Worker → previous owner: send me the flow's state (clock = the waiting packet's).
     PullRequest,
-    /// Previous owner → puller: the flow's state, tagged with its clock.
+    /// Previous owner → puller: the flow's state, tagged with its clock. The body starts with
+    /// the clock of the request answered ([`answer_body`]), so a late answer to an earlier
+    /// request is never taken for the answer to a later one.
     State,
-    /// Previous owner → puller: I hold no state for the flow.
+    /// Previous owner → puller: I hold no state for the flow (body: the request's clock).
     NoState,
     /// Owner → replica: a proactive copy of the flow's state (SNF §5.2.1).
     Push,
@@ -107,6 +109,18 @@ pub struct Message<'a> {
     pub clock: LogicalClock,
     pub flow: FlowKey,
     pub body: &'a [u8],
+}
+
+/// Starts the body of a pull's answer: the clock of the request answered; the state follows.
+pub fn answer_body(request: LogicalClock, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(&request.0.to_be_bytes());
+}
+
+/// Splits a pull answer's body into the request's clock and the state (`None`: too short).
+pub fn split_answer(body: &[u8]) -> Option<(LogicalClock, &[u8])> {
+    let (clock, state) = body.split_first_chunk::<8>()?;
+    Some((LogicalClock(u64::from_be_bytes(*clock)), state))
 }
 
 /// Why a datagram was not accepted as a state message (each is counted).

@@ -9,7 +9,9 @@ pub mod message;
 mod replay;
 
 pub use header::{Direction, SteerHeader, HEADER_LEN, VXLAN_PORT};
-pub use message::{is_state_message, Kind, Message, MessageError, Sealer, Verifier, DIRECTOR};
+pub use message::{
+    answer_body, is_state_message, split_answer, Kind, Message, MessageError, Sealer, Verifier, DIRECTOR,
+};
 
 /// A 64-bit fingerprint (FNV-1a) of a deployment's configuration text. State messages carry
 /// it, so instances built from different files refuse each other's state.
