@@ -114,14 +114,25 @@ fn relay_lines(out: std::process::ChildStdout) -> JoinHandle<()> {
 }
 
 /// Waits up to `grace` for a stopping instance to exit on its own (it was sent a stop
-/// message), then kills it; in the background, so the director's loop never blocks on it.
+/// message, which the fabric may lose), asks it again with SIGTERM halfway (it still stops
+/// cleanly and prints its counters), then kills it; in the background, so the director's
+/// loop never blocks on it.
 fn reap(id: WorkerId, mut run: Running, grace: std::time::Duration) -> JoinHandle<()> {
     std::thread::spawn(move || {
-        let deadline = std::time::Instant::now() + grace;
-        while std::time::Instant::now() < deadline && matches!(run.child.try_wait(), Ok(None)) {
-            std::thread::sleep(std::time::Duration::from_millis(10));
+        let wait = |child: &mut Child, d: std::time::Duration| {
+            let deadline = std::time::Instant::now() + d;
+            while std::time::Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            matches!(child.try_wait(), Ok(None))
+        };
+        if wait(&mut run.child, grace / 2) {
+            let pid = run.child.id().to_string();
+            if let Err(e) = Command::new("kill").args(["-TERM", &pid]).status() {
+                log::warn!("kill -TERM {pid}: {e}");
+            }
         }
-        if matches!(run.child.try_wait(), Ok(None)) {
+        if wait(&mut run.child, grace / 2) {
             log::warn!("worker{} did not stop within {grace:?}; killing it", id.0);
             let _ = run.child.kill();
             let _ = run.child.wait();

@@ -50,7 +50,9 @@ fn main() {
             let l = TcpListener::bind(("0.0.0.0", port)).expect("bind");
             println!("listening");
             let (mut s, from) = l.accept().expect("accept");
-            let show_peer = args.get(3).map(String::as_str) == Some("show-peer");
+            let flag = |f: &str| args.iter().skip(3).any(|a| a == f);
+            // `ack`: answer each read with one byte, so a client can wait for its data to land.
+            let (show_peer, ack) = (flag("show-peer"), flag("ack"));
             if show_peer {
                 println!("from={from}");
             }
@@ -63,6 +65,9 @@ fn main() {
                     Ok(k) => {
                         fnv(&mut h, &buf[..k]);
                         n += k as u64;
+                        if ack && s.write_all(b".").is_err() {
+                            break;
+                        }
                         gap = gap.max(last.elapsed());
                         last = std::time::Instant::now();
                     }
@@ -107,6 +112,25 @@ fn main() {
             s.shutdown(std::net::Shutdown::Write).expect("shutdown");
             let _ = s.read(&mut buf);
             println!("sent={i} hash={h:016x}");
+        }
+        "tcp-split" => {
+            // Sends FIRST, waits until the server has it (`tcp-serve … ack`), waits GAP_MS,
+            // sends SECOND: a payload split in two segments that reach the server in order.
+            let addr: std::net::IpAddr = arg(&args, 2, "ADDR");
+            let port: u16 = arg(&args, 3, "PORT");
+            let gap: u64 = arg(&args, 4, "GAP_MS");
+            let first: String = arg(&args, 5, "FIRST");
+            let second: String = arg(&args, 6, "SECOND");
+            let mut s = TcpStream::connect_timeout(&SocketAddr::new(addr, port), Duration::from_secs(5))
+                .expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+            let mut one = [0u8; 1];
+            s.write_all(first.as_bytes()).expect("write");
+            s.read_exact(&mut one).expect("the server's ack of the first part");
+            std::thread::sleep(Duration::from_millis(gap));
+            s.write_all(second.as_bytes()).expect("write");
+            s.read_exact(&mut one).expect("the server's ack of the second part");
+            println!("sent={}", first.len() + second.len());
         }
         "tcp-probe" => {
             let addr: std::net::IpAddr = arg(&args, 2, "ADDR");
