@@ -22,7 +22,7 @@ pub struct BenchSpec {
     pub packets: u64,
     pub size: u16,
     pub rules: usize,
-    /// NF kinds in order: `fw`, `mon`, `nat`, `lb`, `policer`, `policer_flow`, `counter`,
+    /// NF kinds in order: `fw`, `mon`, `nat`, `lb`, `lb_encap`, `policer`, `policer_flow`, `counter`,
     /// `esp_enc`/`esp_enc256` (IPsec ESP encryption, AES-GCM-128/256) and, after one of
     /// them, `esp_dec`/`esp_dec256` (the peer gateway decrypting it).
     pub chain: Vec<String>,
@@ -64,7 +64,7 @@ pub fn bench_config(spec: &BenchSpec) -> String {
     );
     // A load balancer needs its clients to address a VIP: one address, one TCP port (the
     // generator's TCP flows all go to port 80); every other chain sees UDP over a /24.
-    let lb = spec.chain.iter().any(|nf| nf == "lb");
+    let lb = spec.chain.iter().any(|nf| nf == "lb" || nf == "lb_encap");
     let (proto, dst) = if lb { ("tcp", "198.18.0.1/32") } else { ("udp", "198.18.0.0/24") };
     let _ = writeln!(
         t,
@@ -110,15 +110,21 @@ pub fn bench_config(spec: &BenchSpec) -> String {
             "mon" | "monitor" => {
                 let _ = writeln!(t, "[[nf]]\nname = \"{name}\"\nkind = \"monitor\"\nflows = {capacity}\n");
             }
-            "lb" => {
+            "lb" | "lb_encap" => {
                 // Eight equal backends behind the generator's VIP, Maglev table of the default
-                // size; every flow is tracked.
+                // size; every flow is tracked. `lb_encap`: IP-in-IP to the backends instead of
+                // rewriting the destination.
+                let (mode, port) = if nf == "lb" {
+                    ("", ":8080")
+                } else {
+                    ("mode = \"encap\"\nencap_source = \"10.1.0.254\"\n", "")
+                };
                 let _ = writeln!(
                     t,
-                    "[[nf]]\nname = \"{name}\"\nkind = \"lb\"\nflows = {capacity}\n\n[[nf.vip]]\naddr = \"198.18.0.1:80\"\nproto = \"tcp\"\n"
+                    "[[nf]]\nname = \"{name}\"\nkind = \"lb\"\nflows = {capacity}\n{mode}\n[[nf.vip]]\naddr = \"198.18.0.1:80\"\nproto = \"tcp\"\n"
                 );
                 for b in 1..=8 {
-                    let _ = writeln!(t, "[[nf.vip.backend]]\naddr = \"10.1.0.{b}:8080\"\n");
+                    let _ = writeln!(t, "[[nf.vip.backend]]\naddr = \"10.1.0.{b}{port}\"\n");
                 }
             }
             "policer" => {

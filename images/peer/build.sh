@@ -67,10 +67,11 @@ trap 'rm -rf "$work"' EXIT
 # seqiv draws its IV salt from the default RNG ("stdrng"): drbg, its hmac(sha512) and the
 # jitter entropy source (without them every `ip xfrm state add` fails with "Kernel was unable
 # to initialize cryptographic operations").
-# dummy carries the inner (tunnelled) addresses; virtio for the NICs.
+# dummy carries the inner (tunnelled) addresses; virtio for the NICs; ipip makes the guest a
+# backend of the load balancer's encap mode (IP-in-IP, decapsulated on tunl0).
 wanted=(virtio_pci virtio_net dummy xfrm_algo xfrm_user esp4 gf128mul ghash-generic
     ghash-clmulni-intel ctr gcm seqiv echainiv cryptd crypto_simd aesni-intel
-    sha512_generic jitterentropy_rng drbg)
+    sha512_generic jitterentropy_rng drbg ipip)
 
 resolve_modules
 

@@ -117,6 +117,10 @@ drop_reasons! {
     Ipv6NotRouted => "ipv6_not_routed",
     /// Load balancer: every backend of the VIP is draining or removed.
     LbNoBackend => "lb_no_backend",
+    /// `lb` in `encap` mode: the packet with its outer header would exceed `encap_mtu`.
+    LbEncapTooBig => "lb_encap_too_big",
+    /// `lb` in `encap` mode: the frame's buffer has no room for the outer header.
+    LbNoRoom => "lb_no_room",
     /// IDS/IPS: a `drop` rule matched (in `ips` mode).
     IdsRule => "ids_rule",
     /// IPsec: ESP addressed to a local tunnel endpoint with an SPI no inbound SA has.

@@ -41,6 +41,27 @@ fn arg<T: std::str::FromStr>(args: &[String], i: usize, what: &str) -> T {
     })
 }
 
+/// Accepts one connection, or exits with an error after `limit`.
+fn accept_within(l: &TcpListener, limit: Duration) -> (TcpStream, SocketAddr) {
+    l.set_nonblocking(true).expect("nonblocking");
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        match l.accept() {
+            Ok((s, from)) => {
+                s.set_nonblocking(false).expect("blocking");
+                return (s, from);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => {
+                eprintln!("peer: accept: {e} (no connection within {limit:?})");
+                std::process::exit(1);
+            }
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let mode = args.get(1).map(String::as_str).unwrap_or("");
@@ -49,7 +70,10 @@ fn main() {
             let port: u16 = arg(&args, 2, "PORT");
             let l = TcpListener::bind(("0.0.0.0", port)).expect("bind");
             println!("listening");
-            let (mut s, from) = l.accept().expect("accept");
+            // Never wait forever: a test whose client never comes (the appliance died) fails
+            // instead of hanging the suite.
+            let (mut s, from) = accept_within(&l, Duration::from_secs(300));
+            s.set_read_timeout(Some(Duration::from_secs(120))).expect("timeout");
             let flag = |f: &str| args.iter().skip(3).any(|a| a == f);
             // `ack`: answer each read with one byte, so a client can wait for its data to land.
             let (show_peer, ack) = (flag("show-peer"), flag("ack"));

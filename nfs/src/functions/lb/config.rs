@@ -19,7 +19,8 @@ pub enum Mode {
     /// Rewrite the destination to the backend; rewrite replies' source back to the VIP.
     #[default]
     Dnat,
-    /// IP-in-IP toward the backend: not implemented, refused at validation.
+    /// Encapsulate in IPv4 (IP-in-IP, RFC 2003) toward the backend, which decapsulates,
+    /// serves the VIP itself and answers the client directly (direct server return).
     Encap,
 }
 
@@ -27,7 +28,8 @@ pub enum Mode {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
-    /// `addr:port` of the backend, e.g. `10.1.0.1:8080`.
+    /// `addr:port` of the backend, e.g. `10.1.0.1:8080`; in `encap` mode the address alone
+    /// (the backend serves the VIP's own port).
     pub addr: String,
     /// Relative share of new flows (1 to 65535).
     #[serde(default = "one")]
@@ -74,6 +76,17 @@ pub struct LbConfig {
     /// clients reaching a backend directly (health checks) see the VIP as the source.
     #[serde(default)]
     pub stateless_replies: bool,
+    /// `encap` mode: the outer header's source address (this appliance's address on the
+    /// backend network).
+    #[serde(default)]
+    pub encap_source: Option<String>,
+    /// `encap` mode: the outer header's TTL.
+    #[serde(default = "default_encap_ttl")]
+    pub encap_ttl: u8,
+    /// `encap` mode: the largest outer IPv4 packet (the backend network's MTU); a packet
+    /// that would be larger is dropped (`lb_encap_too_big`).
+    #[serde(default = "default_encap_mtu")]
+    pub encap_mtu: u16,
     #[serde(rename = "vip")]
     pub vips: Vec<VipConfig>,
 }
@@ -89,6 +102,20 @@ fn default_idle() -> u64 {
 }
 fn default_table_size() -> usize {
     65537
+}
+fn default_encap_ttl() -> u8 {
+    64
+}
+fn default_encap_mtu() -> u16 {
+    1500
+}
+
+/// The outer header of `encap` mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Encap {
+    pub source: [u8; 4],
+    pub ttl: u8,
+    pub mtu: u16,
 }
 
 /// Largest Maglev table accepted (the builder's memory and time stay bounded).
@@ -140,6 +167,8 @@ pub struct Settings {
     /// Every VIP address (fragments addressed to one are refused).
     pub vip_addrs: HashSet<[u8; 4]>,
     pub stateless_replies: bool,
+    /// `Some` in `encap` mode.
+    pub encap: Option<Encap>,
     pub table_size: usize,
     pub idle_timeout: u64,
     pub flows: usize,
@@ -179,12 +208,10 @@ fn parse_endpoint(key: String, s: &str) -> Result<SocketAddrV4, NfError> {
 impl Settings {
     /// Validates `config`.
     pub fn from_config(config: &LbConfig) -> Result<Settings, NfError> {
-        if config.mode == Mode::Encap {
-            return Err(param(
-                "mode".into(),
-                "`encap` is not implemented; use `dnat` (the only mode this version has)".into(),
-            ));
-        }
+        let encap = match config.mode {
+            Mode::Dnat => None,
+            Mode::Encap => Some(Settings::encap(config)?),
+        };
         if config.flows == 0 {
             return Err(param("flows".into(), "track at least 1 flow per core".into()));
         }
@@ -210,6 +237,7 @@ impl Settings {
             backend_index: HashMap::new(),
             vip_addrs: HashSet::new(),
             stateless_replies: config.stateless_replies,
+            encap,
             table_size: config.table_size,
             idle_timeout: config.idle_timeout,
             flows: config.flows,
@@ -219,6 +247,51 @@ impl Settings {
             s.add_vip(i, v)?;
         }
         Ok(s)
+    }
+
+    fn encap(config: &LbConfig) -> Result<Encap, NfError> {
+        let Some(src) = &config.encap_source else {
+            return Err(param(
+                "encap_source".into(),
+                "`mode = \"encap\"` needs the outer header's source address, e.g. `encap_source = \"10.1.0.254\"`"
+                    .into(),
+            ));
+        };
+        let source = src.trim().parse::<std::net::Ipv4Addr>().map_err(|_| {
+            param("encap_source".into(), format!("expected an IPv4 address like 10.1.0.254, got `{src}`"))
+        })?;
+        if config.encap_ttl == 0 {
+            return Err(param("encap_ttl".into(), "give a TTL of at least 1".into()));
+        }
+        if config.encap_mtu < 576 {
+            return Err(param(
+                "encap_mtu".into(),
+                format!("{} is below IPv4's minimum of 576 bytes", config.encap_mtu),
+            ));
+        }
+        Ok(Encap { source: source.octets(), ttl: config.encap_ttl, mtu: config.encap_mtu })
+    }
+
+    /// A backend's `addr`: `addr:port`, or in `encap` mode the address alone or with the
+    /// VIP's own port (the encapsulated packet keeps its destination port).
+    fn backend_addr(&self, key: String, s: &str, vip_port: u16) -> Result<SocketAddrV4, NfError> {
+        if self.encap.is_none() {
+            return parse_endpoint(key, s);
+        }
+        if let Ok(ip) = s.trim().parse::<std::net::Ipv4Addr>() {
+            return Ok(SocketAddrV4::new(ip, vip_port));
+        }
+        let a = parse_endpoint(key.clone(), s)?;
+        if a.port() != vip_port {
+            return Err(param(
+                key,
+                format!(
+                    "in `encap` mode a backend serves the VIP's port {vip_port}; give `{}` without a port",
+                    a.ip()
+                ),
+            ));
+        }
+        Ok(a)
     }
 
     fn add_vip(&mut self, i: usize, v: &VipConfig) -> Result<(), NfError> {
@@ -261,7 +334,7 @@ impl Settings {
         let mut seen = HashSet::new();
         for (j, b) in v.backends.iter().enumerate() {
             let bkey = |k: &str| format!("vip[{i}].backend[{j}].{k}");
-            let ba = parse_endpoint(bkey("addr"), &b.addr)?;
+            let ba = self.backend_addr(bkey("addr"), &b.addr, addr.port())?;
             if !seen.insert(ba) {
                 return Err(param(bkey("addr"), format!("{ba} is listed twice for this VIP")));
             }

@@ -8,13 +8,22 @@
 //! changes. Entries are forgotten after `idle_timeout` seconds without a packet, on the
 //! clock the dataplane passes in.
 //!
-//! **Mode `dnat`** (the only mode implemented; `encap` is refused at validation): packets to
-//! a VIP get their destination rewritten to the backend's `addr:port`; replies from the
-//! backend (source = backend `addr:port`, destination = the client) get their source
-//! rewritten back to the VIP, so the client only ever sees the VIP. Checksums are updated
-//! incrementally (`packet::rewrite`) and the packet's [`Meta`] key follows the rewrite, so
-//! later NFs in the chain see the translated flow. Everything else passes unchanged
-//! (`Verdict::Continue`).
+//! **Mode `dnat`** (the default): packets to a VIP get their destination rewritten to the
+//! backend's `addr:port`; replies from the backend (source = backend `addr:port`,
+//! destination = the client) get their source rewritten back to the VIP, so the client only
+//! ever sees the VIP. Checksums are updated incrementally (`packet::rewrite`) and the
+//! packet's [`Meta`] key follows the rewrite, so later NFs in the chain see the translated
+//! flow. Everything else passes unchanged (`Verdict::Continue`).
+//!
+//! **Mode `encap`** (IPVS's tunnel mode, Katran's and Maglev's forwarding): a packet to a VIP
+//! is left as it is and put in an outer IPv4 header (IP-in-IP, RFC 2003) from `encap_source`
+//! to the backend's address, TOS/ECN and DF copied from the inner header, TTL `encap_ttl`.
+//! The backend decapsulates it (Linux: an `ipip` device), holds the VIP as a local address,
+//! and answers the client directly (direct server return), so replies never come back
+//! through the balancer and nothing is translated on the way out. An outer packet larger
+//! than `encap_mtu` is dropped (`lb_encap_too_big`): give the backend network 20 bytes more
+//! MTU than the client side, or clamp the clients' TCP MSS. The [`Meta`] after this NF
+//! describes the outer packet.
 //!
 //! **Backend changes** happen between bursts, never on the packet path:
 //! [`Lb::set_draining`] (also `drain = true` in the configuration) keeps a backend's existing
@@ -48,6 +57,8 @@ mod config;
 mod maglev;
 mod translate;
 
+use translate::Step;
+
 #[cfg(test)]
 mod tests;
 
@@ -60,6 +71,7 @@ use bytemuck::{Pod, Zeroable};
 pub use config::{Backend, BackendConfig, BackendId, LbConfig, Mode, Settings, Vip, VipConfig, VipId};
 pub use maglev::{Maglev, Member};
 
+use crate::drop::DropReason;
 use crate::flow::FlowKey;
 use crate::nf::{Burst, Ctx, ImportError, InitCtx, NetworkFunction, NfError, Report, Verdict};
 use crate::packet::Meta;
@@ -122,8 +134,10 @@ pub struct Counters {
     pub fragments: u64,
     /// Later fragments from a backend (passed untranslated).
     pub untranslated_fragments: u64,
-    /// Packets for no VIP and from no backend.
+    /// Packets for no VIP and from no backend (in `encap` mode: for no VIP).
     pub passed: u64,
+    /// Packets put in an outer header toward their backend (`encap` mode).
+    pub encapsulated: u64,
 }
 
 /// Per-backend counters on this core (both directions of its flows).
@@ -173,6 +187,8 @@ struct Balancer {
     tables: Vec<Arc<Maglev>>,
     per_backend: Vec<BackendCounters>,
     c: Counters,
+    /// Identification of the last outer header (`encap` mode).
+    ip_id: u16,
 }
 
 /// Builds the Maglev table of `vip` for backend states `states`.
@@ -220,6 +236,7 @@ impl NetworkFunction for Lb {
             states,
             tables: tables.iter().cloned().collect(),
             c: Counters::default(),
+            ip_id: 0,
         };
         Ok(Lb { s, flows, bal })
     }
@@ -235,12 +252,30 @@ impl NetworkFunction for Lb {
             }
         }
         std::hint::black_box(touched);
-        burst.for_each(|frame, meta| bal.packet(s, &mut flows, ctx.now, frame, meta));
+        for &i in burst.active {
+            let i = usize::from(i);
+            if let (Some(frame), Some(meta), Some(v)) =
+                (burst.frames.get_mut(i), burst.metas.get_mut(i), burst.verdicts.get_mut(i))
+            {
+                *v = match bal.packet(s, &mut flows, ctx.now, frame.as_mut(), meta) {
+                    Step::Done(v) => v,
+                    Step::Encap(to) => match &s.encap {
+                        Some(e) => bal.encapsulate(e, frame, meta, to),
+                        None => Verdict::Drop(DropReason::LbNoRoom),
+                    },
+                };
+            }
+        }
     }
 
+    /// One packet in a plain byte slice, which cannot grow: `encap` mode's packets to a VIP
+    /// are dropped (`lb_no_room`); the dataplane always uses [`Lb::process`].
     #[inline]
     fn process_packet(&mut self, ctx: &Ctx, frame: &mut [u8], meta: &mut Meta) -> Verdict {
-        self.bal.packet(&self.s, &mut self.flows.view(), ctx.now, frame, meta)
+        match self.bal.packet(&self.s, &mut self.flows.view(), ctx.now, frame, meta) {
+            Step::Done(v) => v,
+            Step::Encap(_) => Verdict::Drop(DropReason::LbNoRoom),
+        }
     }
 
     /// The flow's backend choice and counts (keyed by the client→VIP flow), with its time
@@ -303,6 +338,7 @@ impl NetworkFunction for Lb {
             ("fragments", c.fragments),
             ("untranslated_fragments", c.untranslated_fragments),
             ("passed", c.passed),
+            ("encapsulated", c.encapsulated),
         ] {
             out.counter(name, v);
         }

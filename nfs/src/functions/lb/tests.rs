@@ -417,7 +417,14 @@ fn bad_configs_name_the_key() {
     let ok = cfg([1, 1, 1], "");
     assert!(init(&ok).is_ok());
     let cases: &[(String, &str)] = &[
-        (cfg([1, 1, 1], "mode = \"encap\""), "mode"),
+        (cfg([1, 1, 1], "mode = \"encap\""), "encap_source"),
+        (encap_cfg("encap_source = \"10.1.0.\""), "encap_source"),
+        (encap_cfg("encap_source = \"10.1.0.254\"\nencap_ttl = 0"), "encap_ttl"),
+        (encap_cfg("encap_source = \"10.1.0.254\"\nencap_mtu = 500"), "encap_mtu"),
+        (
+            encap_cfg("encap_source = \"10.1.0.254\"").replace("10.1.0.2:80", "10.1.0.2:8080"),
+            "vip[0].backend[1].addr",
+        ),
         (cfg([1, 1, 1], "table_size = 65536"), "table_size"),
         (cfg([1, 1, 1], "table_size = 251"), "table_size"),
         (cfg([1, 0, 1], ""), "vip[0].backend[1].weight"),
@@ -439,4 +446,96 @@ fn bad_configs_name_the_key() {
         }
     }
     assert!(toml::from_str::<LbConfig>(&format!("{ok}\nbogus = 1")).is_err(), "unknown keys are refused");
+}
+
+/// One TCP VIP 192.0.2.10:80 in `encap` mode, backends 10.1.0.1–3 (the second written with
+/// the VIP's port, which is allowed).
+fn encap_cfg(extra: &str) -> String {
+    let mut t = format!(
+        "mode = \"encap\"\nflows = 1000\n{extra}\n[[vip]]\naddr = \"192.0.2.10:80\"\nproto = \"tcp\"\n"
+    );
+    for b in ["10.1.0.1", "10.1.0.2:80", "10.1.0.3"] {
+        t += &format!("[[vip.backend]]\naddr = \"{b}\"\n");
+    }
+    t
+}
+
+/// Runs `frames` through `lb` as one burst on the growing path the dataplane uses.
+fn burst(lb: &mut Lb, frames: &mut [Vec<u8>]) -> (Vec<Verdict>, Vec<crate::packet::Meta>) {
+    let mut metas: Vec<_> =
+        frames.iter().map(|f| parse(f, PortId(0), &ParsePolicy::default()).unwrap()).collect();
+    let mut verdicts = vec![Verdict::Continue; frames.len()];
+    let active: Vec<u16> = (0..frames.len() as u16).collect();
+    let mut b = crate::nf::Burst { frames, metas: &mut metas, verdicts: &mut verdicts, active: &active };
+    lb.process(&Ctx { now: Nanos::from_secs(1), core: CoreId(0) }, &mut b);
+    (verdicts, metas)
+}
+
+#[test]
+fn encap_puts_the_untouched_packet_in_an_outer_header_to_its_backend() {
+    let mut lb = init(&encap_cfg("encap_source = \"10.1.0.254\"\nencap_ttl = 17")).unwrap();
+    let mut first = tcp4([10, 9, 0, 1], 40_000, VIP, 80, 0x02);
+    // DSCP 46 + ECT(0), and DF, must show on the outer header.
+    first[15] = 0xba;
+    first[20] |= 0x40;
+    first[24..26].copy_from_slice(&[0, 0]);
+    let c = crate::packet::checksum::checksum(&first[14..34]).to_be_bytes();
+    first[24..26].copy_from_slice(&c);
+    let inner = first[14..].to_vec();
+    let mut frames = vec![
+        first.clone(),
+        tcp4([10, 9, 0, 1], 40_000, VIP, 80, 0x10),
+        tcp4([10, 9, 0, 2], 1, [10, 0, 0, 9], 80, 0x10),
+    ];
+    let untouched = frames[2].clone();
+    let (verdicts, metas) = burst(&mut lb, &mut frames);
+    assert_eq!(verdicts, vec![Verdict::Continue; 3]);
+    let f = &frames[0];
+    assert_eq!(f.len(), first.len() + 20);
+    assert_eq!(f[..14], first[..14], "Ethernet header kept");
+    let outer = &f[14..34];
+    let backend = [outer[16], outer[17], outer[18], outer[19]];
+    assert!([[10, 1, 0, 1], [10, 1, 0, 2], [10, 1, 0, 3]].contains(&backend), "{backend:?}");
+    assert_eq!(outer[0], 0x45);
+    assert_eq!(outer[1], 0xba, "TOS (DSCP and ECN) copied");
+    assert_eq!(u16::from_be_bytes([outer[2], outer[3]]) as usize, inner.len() + 20);
+    assert_eq!(outer[6] & 0xe0, 0x40, "DF copied, no MF");
+    assert_eq!((outer[8], outer[9]), (17, 4), "TTL and IP-in-IP");
+    assert_eq!(outer[12..16], [10, 1, 0, 254]);
+    assert_eq!(crate::packet::checksum::checksum(outer), 0, "outer header checksum");
+    assert_eq!(f[34..], inner[..], "inner packet byte for byte");
+    // The metadata describes the outer packet for the next NF.
+    assert_eq!(metas[0], parse(f, PortId(0), &ParsePolicy::default()).unwrap());
+    assert_eq!(u8::from(metas[0].proto), 4);
+    // The connection's next packet goes to the same backend; other traffic passes untouched.
+    assert_eq!(frames[1][30..34], backend);
+    assert_ne!(frames[1][18..20], frames[0][18..20], "a new identification per outer header");
+    assert_eq!(frames[2], untouched);
+    let c = lb.counters();
+    assert_eq!((c.encapsulated, c.forwarded, c.new_flows, c.passed, c.replies), (2, 2, 1, 1, 0));
+}
+
+#[test]
+fn encap_mtu_and_room_are_counted_drops() {
+    let mut lb = init(&encap_cfg("encap_source = \"10.1.0.254\"\nencap_mtu = 1000")).unwrap();
+    // Inner IPv4 packets of 980 bytes (fits exactly) and 981 bytes (one too many).
+    let fits = tcp_to_vip(980);
+    let big = tcp_to_vip(981);
+    let mut frames = vec![fits, big];
+    let (verdicts, _) = burst(&mut lb, &mut frames);
+    assert_eq!(verdicts, vec![Verdict::Continue, Verdict::Drop(DropReason::LbEncapTooBig)]);
+    assert_eq!(frames[0].len(), 14 + 1000);
+    // A plain slice cannot grow: the per-packet entry point drops, counted by reason.
+    let (v, _) = send(&mut lb, Nanos::from_secs(1), 0, &tcp4([10, 9, 0, 1], 40_000, VIP, 80, 0x02));
+    assert_eq!(v, Verdict::Drop(DropReason::LbNoRoom));
+}
+
+/// A TCP segment to the VIP whose IPv4 packet is `ip_len` bytes long.
+fn tcp_to_vip(ip_len: usize) -> Vec<u8> {
+    let b = etherparse::PacketBuilder::ethernet2([2; 6], [4; 6])
+        .ipv4([10, 9, 0, 3], VIP, 64)
+        .tcp(4000, 80, 1, 1000);
+    let mut out = Vec::new();
+    b.write(&mut out, &vec![7u8; ip_len - 40]).unwrap();
+    out
 }
