@@ -71,6 +71,14 @@ pub struct DirectorConfig {
     /// fullest worker keeps winning the packing for a while; the reservation reacts at once but
     /// overestimates bursty flows (an estimate covers a flowlet until T after its last packet).
     pub reserve_active_demand: bool,
+    /// With `reserve_active_demand`: stop reserving a flowlet's demand once it has been idle
+    /// for T/2 (when its state is pushed), instead of until it ends T after its last packet.
+    /// A burst of a bursty flow then holds its reservation for its own length plus T/2.
+    pub release_idle_reservation: bool,
+    /// A flowlet cut by size (B) stays on its worker while that worker has room for it,
+    /// instead of being packed anew: the cut has no idle gap to replicate in, so a move
+    /// always waits for a pull. (Cuts still let a flow move when its worker fills up.)
+    pub size_cut_stays: bool,
     /// What one worker can process, in the metric per second (SNF's `BW_max`).
     pub worker_capacity: Rate,
     /// α of the assignment score `utilisation + α·β` (§5.2.2), in [0, 1]; default 0.25.
@@ -111,6 +119,8 @@ impl Default for DirectorConfig {
             load_bucket: Nanos::from_micros(500),
             load_window: Nanos::from_millis(100),
             reserve_active_demand: false,
+            release_idle_reservation: false,
+            size_cut_stays: false,
             // 10 Gbit/s.
             worker_capacity: Rate(1.25e9),
             alpha: 0.25,

@@ -49,6 +49,9 @@ struct FlowRecord {
     measured: Option<Rate>,
     /// The current flowlet is counted on its owner.
     active: bool,
+    /// Its demand estimate is still reserved on the owner (see
+    /// [`DirectorConfig::release_idle_reservation`]).
+    reserving: bool,
     clock: LogicalClock,
     replicas: Replicas,
     /// The flow's clock when the replicas were chosen; they hold current state only while the
@@ -134,8 +137,10 @@ fn end_flowlet(
     let m = measured_rate(&r.flowlet, end, cfg.metric);
     global.record(r.flowlet.amount(cfg.metric), end.saturating_sub(r.flowlet.start));
     r.measured = Some(m);
+    let reserved = if r.reserving { r.demand } else { Rate::ZERO };
+    r.reserving = false;
     if let Some(w) = pool.get_mut(r.owner) {
-        w.flowlet_ended(r.demand);
+        w.flowlet_ended(reserved);
     }
 }
 
@@ -192,7 +197,15 @@ fn start_flowlet(
         (Policy::PerFlow | Policy::PerFlowRealloc { .. }, _) => false,
     };
     let alpha = if cfg.policy == Policy::Flowlet { cfg.alpha } else { 0.0 };
-    let (worker, overflow) = if repack || p.pool.get(previous).is_none() {
+    // A size cut has no gap in which a replica could have been pushed: moving it always
+    // pulls. With `size_cut_stays` it stays where it is while its owner is not overloaded
+    // (the owner's load already counts the flow: staying adds nothing).
+    let stays = cfg.size_cut_stays
+        && reason == FlowletStart::Size
+        && p.pool.active().iter().any(|w| w.id == previous && w.load().0 <= cfg.worker_capacity.0);
+    let (worker, overflow) = if stays {
+        (previous, false)
+    } else if repack || p.pool.get(previous).is_none() {
         match pack(candidates(p.pool.active(), cfg.worker_capacity, holds), demand, alpha) {
             Some(c) => (c.worker, c.overflow),
             None => {
@@ -235,6 +248,7 @@ fn start_flowlet(
     r.demand = demand;
     r.flowlet = FlowletStats::first(now, len);
     r.active = true;
+    r.reserving = true;
     r.replicas = Replicas::EMPTY;
     r.replicas_clock = None;
     r.epoch = epoch;
@@ -332,6 +346,7 @@ impl Director {
                 timer_armed: false,
                 epoch: 0,
                 orphaned: false,
+                reserving: false,
                 flowlet_clock: LogicalClock::ZERO,
                 source: StateSource::Fresh,
             };
@@ -415,6 +430,7 @@ impl Director {
             timer_armed: false,
             epoch,
             orphaned: false,
+            reserving: false,
             flowlet_clock: LogicalClock::ZERO,
             source: StateSource::Fresh,
         };
@@ -466,8 +482,9 @@ impl Director {
             r.flowlet_clock = r.clock;
             r.source = a.state;
         }
-        // Replication at half the timeout (SNF policy only); the end of the flowlet otherwise.
-        let due = if cfg.policy == Policy::Flowlet && cfg.replicas > 0 {
+        // Replication (SNF policy only) or the reservation's release at half the timeout;
+        // the end of the flowlet otherwise.
+        let due = if (cfg.policy == Policy::Flowlet && cfg.replicas > 0) || cfg.release_idle_reservation {
             half
         } else {
             cfg.flowlet_timeout.saturating_add(Nanos(1))
@@ -551,7 +568,16 @@ impl Director {
                 end_flowlet(r, None, &mut self.pool, &mut self.global, cfg);
                 continue;
             }
-            let next = if replicate && r.fresh_replicas().is_none() && !r.orphaned {
+            if cfg.release_idle_reservation && r.reserving && idle >= half {
+                // Idle for T/2: the burst is over, whether or not the flowlet is (it ends at T).
+                r.reserving = false;
+                if let Some(w) = self.pool.get_mut(r.owner) {
+                    w.release(r.demand);
+                }
+            }
+            let next = if (replicate && r.fresh_replicas().is_none() && !r.orphaned)
+                || (cfg.release_idle_reservation && r.reserving)
+            {
                 r.flowlet.last.saturating_add(half)
             } else {
                 r.flowlet.last.saturating_add(cfg.flowlet_timeout).saturating_add(Nanos(1))

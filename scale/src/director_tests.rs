@@ -596,3 +596,45 @@ fn a_launch_can_be_served_by_a_warm_worker_with_another_id() {
     d.worker_ready(WorkerId(3)).unwrap();
     assert_eq!(d.workers().iter().map(|w| w.id.0).collect::<Vec<_>>(), vec![0, 3]);
 }
+
+#[test]
+fn an_idle_flowlet_releases_its_reservation_at_half_the_timeout() {
+    for release in [false, true] {
+        let mut d = director(DirectorConfig { release_idle_reservation: release, replicas: 0, ..cfg(1) });
+        let k = key(7000);
+        d.steer(Nanos(0), k, Bytes(100));
+        let reserved = |d: &Director| d.pool.get(WorkerId(0)).unwrap().reserved.0;
+        assert_eq!(reserved(&d), 0.1 * CAP);
+        tick(&mut d, 260 * US);
+        assert!(d.flow(&k).unwrap().flowlet_active, "the flowlet goes on until T");
+        assert_eq!(reserved(&d), if release { 0.0 } else { 0.1 * CAP }, "release {release}");
+        // A packet within T continues the flowlet; its end releases nothing twice.
+        d.steer(Nanos(300 * US), k, Bytes(100));
+        tick(&mut d, 2 * MS);
+        assert!(!d.flow(&k).unwrap().flowlet_active);
+        let w = d.pool.get(WorkerId(0)).unwrap();
+        assert_eq!((w.reserved.0, w.active_flowlets), (0.0, 0), "release {release}");
+    }
+}
+
+#[test]
+fn a_size_cut_stays_on_its_worker_unless_that_worker_is_overloaded() {
+    for (owner_util, want) in [(0.95, WorkerId(0)), (1.2, WorkerId(1))] {
+        let mut d = director(DirectorConfig { size_cut_stays: true, ..cfg(2) });
+        // Another flow keeps worker 0 busy (a worker with no flowlet has no reservation).
+        d.steer(Nanos(0), key(7002), Bytes(100));
+        let k = key(7001);
+        for i in 0..10 {
+            assert_eq!(d.steer(Nanos(i * US), k, Bytes(1500)).worker(), Some(WorkerId(0)));
+        }
+        // The flow's own flowlet is part of the owner's load; the cut ends it first.
+        set_reserved(&mut d, 0, owner_util + 0.1);
+        let s = d.steer(Nanos(10 * US), k, Bytes(1500));
+        let a = start(s).expect("the 11th packet is a size cut");
+        assert_eq!(a.reason, FlowletStart::Size);
+        assert_eq!(s.worker(), Some(want), "owner at {owner_util}");
+        let expected =
+            if want == WorkerId(0) { StateSource::Local } else { StateSource::Pull { from: WorkerId(0) } };
+        assert_eq!(a.state, expected);
+    }
+}

@@ -68,7 +68,12 @@ impl Worker {
         self.idle_since = None;
     }
 
-    /// A flowlet of `demand` on this worker ended.
+    /// A flowlet of `demand` on this worker stops being reserved before it ends.
+    pub fn release(&mut self, demand: Rate) {
+        self.reserved = Rate((self.reserved.0 - demand.0).max(0.0));
+    }
+
+    /// A flowlet on this worker ended; `demand` is what was still reserved for it.
     pub fn flowlet_ended(&mut self, demand: Rate) {
         self.active_flowlets = self.active_flowlets.saturating_sub(1);
         // Floating-point sums drift: reset exactly when nothing is active.

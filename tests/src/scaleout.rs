@@ -77,6 +77,7 @@ pub fn static_neighbours(t: &TwoHosts, public: &str) {
 /// A running `nflet director`, stopped (SIGTERM) by [`Director::stop`] or killed on drop.
 pub struct Director {
     pub child: Option<Child>,
+    path: std::path::PathBuf,
 }
 
 impl Director {
@@ -89,7 +90,7 @@ impl Director {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start the director");
-        Director { child: Some(child) }
+        Director { child: Some(child), path: path.to_path_buf() }
     }
 
     pub fn stop(mut self) -> (String, String) {
@@ -106,10 +107,13 @@ impl Director {
 }
 
 impl Drop for Director {
+    /// A director dropped running (a failed test) is killed, and so is every instance it
+    /// launched (they outlive a killed director by design: a restarted one adopts them).
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+            let _ = Command::new("pkill").arg("-KILL").arg("-f").arg(&self.path).status();
         }
     }
 }

@@ -69,6 +69,20 @@ pub struct RawScale {
     pub alpha: f64,
     #[serde(default = "d_replicas")]
     pub replicas: usize,
+    /// Where replicas go: `random` (SNF: weighted inversely to IDs) or `packing` (the workers
+    /// the packer would pick for the flow's next flowlet).
+    #[serde(default)]
+    pub replica_choice: ReplicaChoiceName,
+    /// Count a worker's load as at least the demand of its running flowlets (see
+    /// `nflet_scale::config::DirectorConfig`).
+    #[serde(default)]
+    pub reserve_active_demand: bool,
+    /// With `reserve_active_demand`: release a flowlet's reservation once it is idle for T/2.
+    #[serde(default)]
+    pub release_idle_reservation: bool,
+    /// A flowlet cut by size stays on its worker while that worker is not overloaded.
+    #[serde(default)]
+    pub size_cut_stays: bool,
     #[serde(default = "d_launch_util")]
     pub launch_utilisation: f64,
     #[serde(default = "d_retire")]
@@ -108,6 +122,15 @@ fn d_timeout() -> u64 {
 fn d_max_kb() -> u64 {
     15
 }
+/// `replica_choice` in the deployment file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplicaChoiceName {
+    #[default]
+    Random,
+    Packing,
+}
+
 fn d_alpha() -> f64 {
     0.25
 }
@@ -258,6 +281,13 @@ pub fn scale(s: RawScale) -> Result<Scale, (&'static str, String)> {
         flowlet_max_bytes: Bytes(s.flowlet_max_kb.saturating_mul(1000)),
         alpha: s.alpha,
         replicas: s.replicas,
+        replica_choice: match s.replica_choice {
+            ReplicaChoiceName::Random => nflet_scale::config::ReplicaChoice::WeightedRandom,
+            ReplicaChoiceName::Packing => nflet_scale::config::ReplicaChoice::Packing,
+        },
+        reserve_active_demand: s.reserve_active_demand,
+        release_idle_reservation: s.release_idle_reservation,
+        size_cut_stays: s.size_cut_stays,
         worker_capacity: Rate(s.capacity_mbps * 1e6 / 8.0),
         launch_utilisation: s.launch_utilisation,
         retire_after: Nanos::from_millis(s.retire_idle_ms),
@@ -348,5 +378,36 @@ impl Scale {
         } else {
             self.workers.get(usize::from(id.0)).copied()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &str) -> Result<Scale, String> {
+        let text = format!(
+            "director = \"127.0.0.1:4789\"\nworkers = [\"127.0.0.1:4801\"]\nkey = \"a key of sixteen bytes\"\n{extra}"
+        );
+        let raw: RawScale = toml::from_str(&text).map_err(|e| e.to_string())?;
+        scale(raw).map_err(|(k, m)| format!("{k}: {m}"))
+    }
+
+    #[test]
+    fn placement_knobs_reach_the_director() {
+        let d = parse("").unwrap().decisions;
+        assert_eq!(d.replica_choice, nflet_scale::config::ReplicaChoice::WeightedRandom);
+        assert!(!d.reserve_active_demand && !d.release_idle_reservation && !d.size_cut_stays);
+        let d = parse(
+            "replica_choice = \"packing\"\nreserve_active_demand = true\nrelease_idle_reservation = true\n\
+             size_cut_stays = true\nalpha = 1.0\nreplicas = 8",
+        )
+        .unwrap()
+        .decisions;
+        assert_eq!(d.replica_choice, nflet_scale::config::ReplicaChoice::Packing);
+        assert!(d.reserve_active_demand && d.release_idle_reservation && d.size_cut_stays);
+        assert_eq!((d.alpha, d.replicas), (1.0, 8));
+        let e = parse("replica_choice = \"nearest\"").unwrap_err();
+        assert!(e.contains("replica_choice") || e.contains("nearest"), "{e}");
     }
 }

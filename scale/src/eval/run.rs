@@ -128,6 +128,11 @@ pub struct RunResult {
     /// The busiest epoch's demand, Gbit/s.
     pub peak_demand_gbps: f64,
     pub provision_ratio_max: f64,
+    /// Per epoch, provisioned capacity ÷ the fewest whole workers that carry the demand
+    /// (⌈demand / capacity⌉): 1 means not one worker more than needed. Mean and max over the
+    /// epochs with demand.
+    pub provision_vs_min_mean: f64,
+    pub provision_vs_min_max: f64,
     /// Epochs in which some worker was above capacity.
     pub overloaded_epochs: usize,
     pub mean_workers: f64,
@@ -321,6 +326,13 @@ pub fn run(
         .filter(|e| e.demand_gbps > 0.0)
         .map(|e| e.provisioned_gbps / e.demand_gbps)
         .collect();
+    let capacity_gbps = capacity * 8.0 / 1e9;
+    let vs_min: Vec<f64> = epochs
+        .done
+        .iter()
+        .filter(|e| e.demand_gbps > 0.0)
+        .map(|e| e.provisioned_gbps / ((e.demand_gbps / capacity_gbps).ceil() * capacity_gbps))
+        .collect();
     let counters = director.counters();
     let opportunities = match cfg.policy {
         Policy::Flowlet => counters.flowlets,
@@ -366,6 +378,12 @@ pub fn run(
         },
         peak_demand_gbps: epochs.done.iter().map(|e| e.demand_gbps).fold(0.0, f64::max),
         provision_ratio_max: ratios.iter().copied().fold(0.0, f64::max),
+        provision_vs_min_mean: if vs_min.is_empty() {
+            0.0
+        } else {
+            vs_min.iter().sum::<f64>() / vs_min.len() as f64
+        },
+        provision_vs_min_max: vs_min.iter().copied().fold(0.0, f64::max),
         epochs: epochs.done,
         mean_workers,
         max_workers,

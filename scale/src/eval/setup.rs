@@ -121,6 +121,20 @@ impl Setup {
         }
     }
 
+    /// A run of the settings tuned for state locality and tight provisioning (README,
+    /// "Evaluation"): replicas to the 8 workers the packer would pick, holders preferred by
+    /// α = 1, a flowlet's reservation released once it is idle for T/2, size cuts kept on a
+    /// worker that is not overloaded.
+    pub fn tuned(&self, name: impl Into<String>) -> RunSpec {
+        let mut r = self.run(name);
+        r.director.replica_choice = crate::config::ReplicaChoice::Packing;
+        r.director.alpha = 1.0;
+        r.director.replicas = 8;
+        r.director.release_idle_reservation = true;
+        r.director.size_cut_stays = true;
+        r
+    }
+
     /// A run of SNF's defaults with proactive state, to be adjusted.
     pub fn run(&self, name: impl Into<String>) -> RunSpec {
         RunSpec {

@@ -27,6 +27,7 @@ pub fn state(
     let specs = [
         with(StateStrategy::Proactive),
         packing,
+        s.tuned("proactive, tuned"),
         with(StateStrategy::Reactive),
         with(StateStrategy::External),
     ];
