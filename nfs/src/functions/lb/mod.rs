@@ -42,14 +42,15 @@
 //!
 //! # Multiple cores
 //!
-//! Flows to a VIP are steered by the symmetric hash of (client, VIP), so a connection's
-//! forward packets always meet their state; every core builds the same Maglev tables, so
-//! even the first-packet choice agrees between cores. Replies are steered by the hash of
-//! (client, backend), which may name another core: that core finds no flow state and leaves
-//! the reply untranslated (`replies_unmatched`), unless `stateless_replies = true`, which
-//! translates any reply from a backend that serves exactly one VIP without state. With one
-//! core, or with `stateless_replies`, every reply is translated. Later fragments of a reply
-//! pass untranslated (`untranslated_fragments`).
+//! The balancer steers both directions of a connection to one core ([`NetworkFunction::steer`]):
+//! a packet to a VIP goes to the core of the hash of its (client, VIP) flow key, and a reply
+//! from a backend to the core of the hash of the forward key it answers — (client, the VIP
+//! the backend serves) — whatever core the port's RSS or kernel fanout picked. A connection's
+//! packets therefore always meet their flow state; every core builds the same Maglev tables,
+//! so the first-packet choice agrees between cores anyway. A backend endpoint serving several
+//! VIPs steers its replies by the first of them (replies to the others may miss their state;
+//! `stateless_replies` cannot help there either). Later fragments of a reply pass
+//! untranslated (`untranslated_fragments`). In `encap` mode replies do not come back.
 //!
 //! IPv6 and non-TCP/UDP traffic passes untouched.
 
@@ -72,9 +73,11 @@ pub use config::{Backend, BackendConfig, BackendId, LbConfig, Mode, Settings, Vi
 pub use maglev::{Maglev, Member};
 
 use crate::drop::DropReason;
-use crate::flow::FlowKey;
+use crate::flow::{FlowKey, FAMILY_V4};
+use crate::ids::CoreId;
 use crate::nf::{Burst, Ctx, ImportError, InitCtx, NetworkFunction, NfError, Report, Verdict};
 use crate::packet::Meta;
+use crate::packet::{Fragment, IpProtocol, L3Kind};
 use crate::state::migrate::{self, Place};
 use crate::state::wire::tag;
 use crate::state::{FlowTable, StateDecl, TableSpec};
@@ -174,6 +177,8 @@ pub struct Lb {
     s: Arc<Settings>,
     flows: FlowTable<FlowEntry>,
     bal: Balancer,
+    /// Cores of the dataplane (steering picks one of them).
+    cores: usize,
 }
 
 /// The per-core balancing state the packet path reads and counts into; the flow table is
@@ -238,12 +243,12 @@ impl NetworkFunction for Lb {
             c: Counters::default(),
             ip_id: 0,
         };
-        Ok(Lb { s, flows, bal })
+        Ok(Lb { s, flows, bal, cores: rt.cores })
     }
 
     #[inline]
     fn process<F: Frame>(&mut self, ctx: &Ctx, burst: &mut Burst<'_, F>) {
-        let Lb { s, flows, bal } = self;
+        let Lb { s, flows, bal, .. } = self;
         let mut flows = flows.view();
         let mut touched = 0u32;
         for &i in burst.active {
@@ -277,6 +282,33 @@ impl NetworkFunction for Lb {
             Step::Encap(_) => Verdict::Drop(DropReason::LbNoRoom),
         }
     }
+
+    /// Both directions of a connection to the core of its (client, VIP) key (module doc).
+    #[inline]
+    fn steer(&self, meta: &Meta, _frame: &[u8]) -> Option<CoreId> {
+        if self.cores <= 1 || meta.l3_kind != L3Kind::Ipv4 || meta.fragment == Fragment::Later {
+            return None;
+        }
+        let proto = u8::from(meta.proto);
+        if !matches!(meta.proto, IpProtocol::Tcp | IpProtocol::Udp) {
+            return None;
+        }
+        let s = &self.s;
+        let dst = [meta.dst[0], meta.dst[1], meta.dst[2], meta.dst[3]];
+        let hash = if s.vip_at(proto, dst, meta.dport).is_some() {
+            meta.key.hash()
+        } else if s.encap.is_some() {
+            return None;
+        } else {
+            let src = [meta.src[0], meta.src[1], meta.src[2], meta.src[3]];
+            let b = *s.backends_at(proto, src, meta.sport)?.first()?;
+            let vip = s.backend(b).and_then(|be| s.vip(be.vip))?;
+            FlowKey::new(FAMILY_V4, proto, meta.dst, meta.dport, crate::flow::v4(vip.addr), vip.port).0.hash()
+        };
+        u16::try_from(crate::flow::core_for(hash, self.cores)).ok().map(CoreId)
+    }
+
+    const STEERS: bool = true;
 
     /// The flow's backend choice and counts (keyed by the client→VIP flow), with its time
     /// left.

@@ -396,6 +396,11 @@ fn fragments_to_a_vip_are_dropped() {
 }
 
 fn init(toml_text: &str) -> Result<Lb, NfError> {
+    init_on(toml_text, 1)
+}
+
+/// One core's instance of a dataplane with `cores` cores.
+fn init_on(toml_text: &str, cores: usize) -> Result<Lb, NfError> {
     let cfg: LbConfig = toml::from_str(toml_text).unwrap();
     let mut arena = Arena::new(CoreId(0), 64 << 20, Backing::Normal);
     let mut shared = SharedRegistry::default();
@@ -404,7 +409,7 @@ fn init(toml_text: &str) -> Result<Lb, NfError> {
         instance: crate::ids::Instance::default(),
         name: "t",
         core: CoreId(0),
-        cores: 1,
+        cores,
         ports: &ports,
         arena: &mut arena,
         shared: &mut shared,
@@ -538,4 +543,33 @@ fn tcp_to_vip(ip_len: usize) -> Vec<u8> {
     let mut out = Vec::new();
     b.write(&mut out, &vec![7u8; ip_len - 40]).unwrap();
     out
+}
+
+#[test]
+fn both_directions_of_a_connection_steer_to_one_core() {
+    let mut lb = init_on(&cfg([1, 1, 1], ""), 4).unwrap();
+    let mut used = [0u32; 4];
+    for i in 0..2000u32 {
+        let (c, cport) = client(i);
+        let (_, fwd) = send(&mut lb, Nanos::from_secs(1), 0, &tcp4(c, cport, VIP, 80, 0x02));
+        let (b, bport) = dest(&fwd);
+        let to_vip = tcp4(c, cport, VIP, 80, 0x10);
+        let reply = tcp4(b, bport, c, cport, 0x12);
+        let steer = |f: &[u8]| lb.steer(&parse(f, PortId(1), &ParsePolicy::default()).unwrap(), f);
+        let core = steer(&to_vip).expect("a packet to a VIP is steered");
+        assert_eq!(steer(&reply), Some(core), "flow {i}: the reply from {b:?}:{bport} goes elsewhere");
+        used[usize::from(core.0)] += 1;
+    }
+    assert!(used.iter().all(|&n| n > 350), "flows spread over the cores: {used:?}");
+    // Neither VIP nor backend traffic, one core, or encap mode's (absent) replies: no opinion.
+    let other = tcp4([10, 9, 9, 9], 1, [10, 8, 8, 8], 2, 0x02);
+    assert_eq!(lb.steer(&parse(&other, PortId(0), &ParsePolicy::default()).unwrap(), &other), None);
+    let one = init(&cfg([1, 1, 1], "")).unwrap();
+    let syn = tcp4([10, 9, 0, 1], 1, VIP, 80, 0x02);
+    assert_eq!(one.steer(&parse(&syn, PortId(0), &ParsePolicy::default()).unwrap(), &syn), None);
+    let encap = init_on(&encap_cfg("encap_source = \"10.1.0.254\""), 4).unwrap();
+    let from_backend = tcp4([10, 1, 0, 1], 80, [10, 9, 0, 1], 1, 0x12);
+    let m = parse(&from_backend, PortId(1), &ParsePolicy::default()).unwrap();
+    assert_eq!(encap.steer(&m, &from_backend), None);
+    assert!(encap.steer(&parse(&syn, PortId(0), &ParsePolicy::default()).unwrap(), &syn).is_some());
 }
