@@ -409,6 +409,17 @@ impl Director {
         Ok(orphaned)
     }
 
+    /// Flows whose current flowlet runs on a live worker that was to pull the state from
+    /// `failed` (a moved flowlet whose pull may still be waiting), with that worker: the
+    /// state is to come from `failed`'s output logger instead.
+    pub fn pulling_from(&self, failed: WorkerId) -> Vec<(FlowKey, WorkerId)> {
+        self.flows
+            .iter()
+            .filter(|(_, r)| r.owner != failed && r.source.moves_from() == Some(failed))
+            .map(|(k, r)| (*k, r.owner))
+            .collect()
+    }
+
     /// Steers one packet of `len` bytes of flow `key` arriving at `now`.
     pub fn steer(&mut self, now: Nanos, key: FlowKey, len: Bytes) -> Steer {
         self.counters.packets += 1;

@@ -638,3 +638,18 @@ fn a_size_cut_stays_on_its_worker_unless_that_worker_is_overloaded() {
         assert_eq!(a.state, expected);
     }
 }
+
+#[test]
+fn flows_pulling_from_a_failed_worker_are_listed_with_their_puller() {
+    let mut d = director(cfg(2));
+    let k = key(7003);
+    // Another flow keeps worker 0 busy so its reservation stays.
+    d.steer(Nanos(0), key(7004), Bytes(100));
+    assert_eq!(d.steer(Nanos(0), k, Bytes(100)).worker(), Some(WorkerId(0)));
+    set_reserved(&mut d, 0, 1.5);
+    let s = d.steer(Nanos(2 * MS), k, Bytes(100));
+    assert_eq!(s.worker(), Some(WorkerId(1)));
+    assert_eq!(start(s).map(|a| a.state), Some(StateSource::Pull { from: WorkerId(0) }));
+    assert_eq!(d.pulling_from(WorkerId(0)), vec![(k, WorkerId(1))]);
+    assert!(d.pulling_from(WorkerId(1)).is_empty());
+}

@@ -18,6 +18,10 @@ use nflet_tests::{binary, read_pcap, write_pcap};
 const FLOWS: u16 = 120;
 const PER_FLOW: u16 = 12;
 const RATE_PPS: u64 = 1000;
+/// Longer than the default 100 ms: a debug build's workers starting on a busy 2-core machine
+/// can go quiet for that long, and a falsely suspected worker is not what this test is about
+/// (`scaleout_failover` measures detection).
+const FAILURE_TIMEOUT_MS: u64 = 300;
 
 /// Flow `i`'s packet `seq`: UDP from an inside host to one of three servers; every tenth
 /// flow to port 23 (the firewall drops it); every fifteenth carries the IDS signature split
@@ -139,6 +143,7 @@ warm_pool = 1
 capacity_mbps = 0.2
 launch_utilisation = 0.5
 retire_idle_ms = 300
+failure_timeout_ms = {FAILURE_TIMEOUT_MS}
 "#,
         trace = trace.display(),
         out = out.display(),
@@ -207,7 +212,7 @@ retire_idle_ms = 300
         assert_eq!(p.len(), 1, "flow {flow} left through {p:?}");
     }
     let lost = ref_ids.len() - got.len();
-    let window = 2 * 100 * RATE_PPS / 1000;
+    let window = 2 * FAILURE_TIMEOUT_MS * RATE_PPS / 1000;
     eprintln!(
         "equivalence: {} of {} frames out ({lost} lost with the killed worker; bound {window}); alerts {scaled_alerts} vs {one_alerts}; decisions {}",
         got.len(),
@@ -225,11 +230,11 @@ retire_idle_ms = 300
     assert!(count("activated") + count("launched") >= 3, "{events:?}");
     let moved = summary["decisions"]["state_pull"].as_u64().unwrap()
         + summary["decisions"]["state_replica"].as_u64().unwrap();
-    assert!(
-        moved > 0 && summary["decisions"]["state_recover"].as_u64().unwrap() > 0,
-        "{}",
-        summary["decisions"]
-    );
+    // The killed worker's flows came back from its logger: on their next flowlet
+    // (`state_recover`), or through pulls the director re-aimed at the logger.
+    let recovered = summary["decisions"]["state_recover"].as_u64().unwrap()
+        + summary["director"]["pulls_redirected"].as_u64().unwrap();
+    assert!(moved > 0 && recovered > 0, "{}\n{}", summary["decisions"], summary["director"]);
 }
 
 fn ip_checksum(h: &[u8]) -> u16 {

@@ -115,6 +115,8 @@ pub struct DirectorRoleCounters {
     pub send_errors: u64,
     /// Flows taken over from a previous director's snapshot.
     pub restored_flows: u64,
+    /// Pulls re-aimed at a failed worker's output logger (`Kind::Recover` to the puller).
+    pub pulls_redirected: u64,
     pub snapshot_errors: u64,
     /// What `[scale] impair_*` did to this instance's sends.
     pub impaired: super::fabric::ImpairCounters,
@@ -683,6 +685,9 @@ impl DirectorRole {
                     }
                 }
                 self.event(id, "failed", since);
+                if !self.scale.loggers.is_empty() {
+                    self.redirect_pulls(id);
+                }
                 self.launcher.stop(Role::Worker, id);
                 if let Some(s) = self.slots.get_mut(i) {
                     *s = Slot::Down;
@@ -790,6 +795,22 @@ impl DirectorRole {
         let decisions = &self.decisions;
         self.aliases.retain(|_, flow| decisions.flow(flow).is_some());
         self.confirmed.retain(|flow, _| decisions.flow(flow).is_some());
+    }
+
+    /// Workers whose moved flowlet pulls its state from `failed` are told to pull it from
+    /// `failed`'s output logger: no packet of the flow may come to re-aim the pull (one that
+    /// does names the logger itself), and a pull left waiting on a dead worker would give up
+    /// and run the flow on no state.
+    fn redirect_pulls(&mut self, failed: WorkerId) {
+        let logger = Scale::logger_id(failed.0);
+        let mut body = [0u8; 4];
+        body[..2].copy_from_slice(&failed.0.to_be_bytes());
+        body[2..].copy_from_slice(&logger.0.to_be_bytes());
+        for (flow, owner) in self.decisions.pulling_from(failed) {
+            let Some(to) = self.workers.get(usize::from(owner.0)).copied() else { continue };
+            self.send(Kind::Recover, &flow, &body, to);
+            self.counters.pulls_redirected += 1;
+        }
     }
 
     fn send(&mut self, kind: Kind, flow: &FlowKey, body: &[u8], to: SocketAddr) {

@@ -92,6 +92,8 @@ pub struct WorkerCounters {
     pub pulls_deferred: u64,
     /// Answers to pulls no longer pending (repeated or re-aimed requests), ignored.
     pub late_answers: u64,
+    /// Pulls re-aimed at a failed worker's output logger on the director's word.
+    pub pulls_redirected: u64,
     pub pushes_sent: u64,
     pub pushes_installed: u64,
     pub stale_refused: u64,
@@ -445,8 +447,25 @@ impl Worker {
                 self.state.clear();
                 self.pipeline.export_flow(chain, &m.flow, &ctx, &mut self.state);
             }
+            Kind::Recover if m.sender == DIRECTOR => {
+                let id = |b: &[u8]| b.first_chunk::<2>().map(|c| WorkerId(u16::from_be_bytes(*c)));
+                let (Some(failed), Some(logger)) = (id(m.body), m.body.get(2..).and_then(id)) else {
+                    self.reject(MessageError::Short);
+                    return;
+                };
+                if let Some((to, chain, clock)) = self.flows.recover(&m.flow, failed, logger, now) {
+                    self.counters.pulls_redirected += 1;
+                    self.pull(&m.flow, chain, clock, to);
+                }
+            }
             Kind::Stop if m.sender == DIRECTOR => self.stopping = true,
-            Kind::Replicate | Kind::Hello | Kind::Stop | Kind::Logged | Kind::Resync | Kind::Moved => {}
+            Kind::Replicate
+            | Kind::Hello
+            | Kind::Stop
+            | Kind::Logged
+            | Kind::Resync
+            | Kind::Moved
+            | Kind::Recover => {}
         }
     }
 

@@ -191,6 +191,26 @@ impl WorkerFlows {
         Some(Answered { install, waited: now.saturating_sub(pull.first), held: std::mem::take(&mut e.held) })
     }
 
+    /// The director says `failed` is dead and its state of `flow` is at `logger`: a pull of
+    /// `flow` waiting on `failed` is re-aimed there. Returns the request to send (to, chain,
+    /// clock), if any.
+    pub fn recover(
+        &mut self,
+        flow: &FlowKey,
+        failed: WorkerId,
+        logger: WorkerId,
+        now: Nanos,
+    ) -> Option<(WorkerId, ChainId, LogicalClock)> {
+        let p = self.map.get_mut(flow)?.pull.as_mut()?;
+        if p.from != failed {
+            return None;
+        }
+        p.from = logger;
+        p.tries = 1;
+        p.sent = now;
+        Some((logger, p.chain, p.clock))
+    }
+
     /// Defers `requester`'s pull of `flow` (for its packet with clock `clock`) while this
     /// worker is pulling the flow for an earlier flowlet; `false`: answer now. A request for
     /// an earlier flowlet than ours wants the state as it is here now, so pulls only ever
@@ -438,6 +458,24 @@ mod tests {
         assert_eq!(a.held.len(), 1);
         assert_eq!(f.take_waiting(&flow), vec![(WorkerId(2), ChainId(0), c)]);
         assert!(f.take_waiting(&flow).is_empty());
+    }
+
+    #[test]
+    fn a_pull_waiting_on_a_failed_worker_is_re_aimed_at_its_logger() {
+        let mut f = WorkerFlows::new(WorkerId(1), 8, 3);
+        let k = FlowKey::default();
+        assert_eq!(f.recover(&k, WorkerId(0), WorkerId(0x8000), Nanos(1)), None, "no pull");
+        assert_eq!(admit(&mut f, header(3, Some(0))), Admit::Pull { from: WorkerId(0) });
+        assert_eq!(f.recover(&k, WorkerId(2), WorkerId(0x8002), Nanos(1)), None, "another worker failed");
+        let again = f.recover(&k, WorkerId(0), WorkerId(0x8000), Nanos(1));
+        assert_eq!(again, Some((WorkerId(0x8000), ChainId(0), LogicalClock(3))));
+        assert!(
+            f.pull_answered(&k, WorkerId(0), LogicalClock(3), None, Nanos(2)).is_none(),
+            "the dead one's"
+        );
+        let a =
+            f.pull_answered(&k, WorkerId(0x8000), LogicalClock(3), Some(LogicalClock(2)), Nanos(2)).unwrap();
+        assert!(a.install);
     }
 
     #[test]

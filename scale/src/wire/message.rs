@@ -65,6 +65,10 @@ pub enum Kind {
     /// Director → previous owner: the flow's next flowlet went to a worker holding a current
     /// replica, so the state moved away without a pull.
     Moved,
+    /// Director → a flow's owner: the worker it pulls the flow's state from failed; pull it
+    /// from the worker's output logger instead. Body: the failed worker's id and the
+    /// logger's (u16 each).
+    Recover,
 }
 
 impl Kind {
@@ -80,6 +84,7 @@ impl Kind {
             Kind::Logged => 8,
             Kind::Resync => 9,
             Kind::Moved => 10,
+            Kind::Recover => 11,
         }
     }
 
@@ -95,6 +100,7 @@ impl Kind {
             8 => Kind::Logged,
             9 => Kind::Resync,
             10 => Kind::Moved,
+            11 => Kind::Recover,
             _ => return None,
         })
     }
