@@ -68,11 +68,14 @@ failure_timeout_ms = 100"#,
     eprintln!("{summary:#}\n{workers:#?}\n{loggers:#?}");
     assert_eq!(workers.len(), 2, "the two survivors print their counters:\n{out}");
     let logger0 = loggers.iter().find(|l| l["logger"] == 0).expect("logger 0 summary");
-    let recovered = logger0["counters"]["pulls_served"].as_u64().unwrap()
-        - logger0["counters"]["pulls_empty"].as_u64().unwrap();
+    let served = logger0["counters"]["pulls_served"].as_u64().unwrap();
+    let recovered = served - logger0["counters"]["pulls_empty"].as_u64().unwrap();
     assert!(recovered >= 1, "no flow recovered from worker 0's logger: {logger0:#}");
     assert_eq!(summary["decisions"]["failures"], 1);
-    assert_eq!(summary["decisions"]["state_recover"].as_u64().unwrap(), recovered, "{summary:#}");
+    // Every recovering flowlet, and every pull the director re-aimed, asked the logger (a
+    // flow none of whose frames left the worker comes back empty).
+    let asked = summary["decisions"]["state_recover"].as_u64().unwrap();
+    assert!(served >= asked, "{summary:#}\n{logger0:#}");
     let nat = |k: &str| workers.iter().map(|w| w["nf"]["nat"][k].as_u64().unwrap_or(0)).sum::<u64>();
     assert_eq!(nat("no_mapping"), 0, "a reply found no mapping");
     let pulls: Vec<String> = workers
@@ -285,9 +288,13 @@ retire_idle_ms = 600000"#,
     let c = &loggers[0]["counters"];
     eprintln!("replacement logger: {c:#}");
     assert!(c["resync_pushes"].as_u64().unwrap() >= 1, "the worker refilled it");
-    let recovered = c["pulls_served"].as_u64().unwrap() - c["pulls_empty"].as_u64().unwrap();
+    let served = c["pulls_served"].as_u64().unwrap();
+    let recovered = served - c["pulls_empty"].as_u64().unwrap();
     assert!(recovered >= 1, "flows recovered from the replacement");
-    assert_eq!(summary["decisions"]["state_recover"].as_u64().unwrap(), recovered);
+    // Every recovering flowlet asked the replacement. A flow none of whose frames ever left
+    // the worker has no state at its logger (nothing released depended on it): those come
+    // back empty, which is why `recovered` may be below the count.
+    assert!(served >= summary["decisions"]["state_recover"].as_u64().unwrap(), "{c:#}");
 }
 
 /// Kills the processes whose command line contains the pattern when dropped.
