@@ -14,7 +14,7 @@ use crate::assign::Candidate;
 use crate::units::{Rate, WorkerId};
 
 /// The most replication targets a flow can have.
-pub const MAX_REPLICAS: usize = 8;
+pub const MAX_REPLICAS: usize = 16;
 
 /// Up to [`MAX_REPLICAS`] workers, inline (no allocation per flow).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -247,7 +247,7 @@ pub fn run(
                     Decision::Scale(ScaleDecision::Retire { worker, .. }) => workers.stop(worker),
                     Decision::Replicate(r) => {
                         if let Some(&f) = index.get(&r.flow) {
-                            state.replicate(f, now);
+                            state.replicate(f, now, r.to.len());
                         }
                     }
                 }

@@ -122,14 +122,14 @@ impl Setup {
     }
 
     /// A run of the settings tuned for state locality and tight provisioning (README,
-    /// "Evaluation"): replicas to the 8 workers the packer would pick, holders preferred by
-    /// α = 1, a flowlet's reservation released once it is idle for T/2, size cuts kept on a
-    /// worker that is not overloaded.
+    /// "Evaluation"): replicas to every active worker (K = 16, more than this trace's pool
+    /// ever has), holders preferred by α = 1, a flowlet's reservation released once it is
+    /// idle for T/2, size cuts kept on a worker that is not overloaded.
     pub fn tuned(&self, name: impl Into<String>) -> RunSpec {
         let mut r = self.run(name);
         r.director.replica_choice = crate::config::ReplicaChoice::Packing;
         r.director.alpha = 1.0;
-        r.director.replicas = 8;
+        r.director.replicas = 16;
         r.director.release_idle_reservation = true;
         r.director.size_cut_stays = true;
         r

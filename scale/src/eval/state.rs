@@ -103,6 +103,8 @@ pub struct StateCounters {
     pub store_reads: u64,
     pub recoveries: u64,
     pub pushes: u64,
+    /// State copies sent: each push goes to every one of its targets.
+    pub copies: u64,
 }
 
 /// Per-flow state placement under one strategy.
@@ -128,8 +130,13 @@ impl StateModel {
     }
 
     /// The director pushed `flow`'s state at `now` (proactive only).
-    pub fn replicate(&mut self, flow: FlowIdx, now: Nanos) {
-        let push = Nanos(self.costs.peer_rtt.0 / 2).saturating_add(self.costs.wire(self.costs.state_bytes));
+    /// The push goes to `targets` workers one copy after the other on the owner's link, so
+    /// the last lands after all of them are serialised.
+    pub fn replicate(&mut self, flow: FlowIdx, now: Nanos, targets: usize) {
+        self.counters.copies += targets as u64;
+        let copies = u64::try_from(targets.max(1)).unwrap_or(u64::MAX);
+        let wire = self.costs.wire(self.costs.state_bytes);
+        let push = Nanos(self.costs.peer_rtt.0 / 2).saturating_add(Nanos(wire.0.saturating_mul(copies)));
         if let Some(f) = self.flows.get_mut(flow.0 as usize) {
             f.replica_lands = Some(now.max(f.last_departure).saturating_add(push));
             self.counters.pushes += 1;
@@ -236,7 +243,7 @@ mod tests {
             let mut m = StateModel::new(strategy, costs(), 1);
             m.departed(FlowIdx(0), Nanos(80 * US));
             if let Some(r) = rep {
-                m.replicate(FlowIdx(0), Nanos(r * US));
+                m.replicate(FlowIdx(0), Nanos(r * US), 1);
             }
             let ready = m.flowlet_start(FlowIdx(0), Nanos(at * US), source);
             assert_eq!(ready.0.div_ceil(US), want_us, "{strategy:?} {source:?} at {at}");
@@ -248,7 +255,7 @@ mod tests {
     fn in_place_share_counts_moved_flowlets_only() {
         let from = WorkerId(1);
         let mut m = StateModel::new(StateStrategy::Proactive, costs(), 3);
-        m.replicate(FlowIdx(0), Nanos(0));
+        m.replicate(FlowIdx(0), Nanos(0), 1);
         m.flowlet_start(FlowIdx(0), Nanos(1_000 * US), StateSource::Replica { from });
         m.flowlet_start(FlowIdx(1), Nanos(1_000 * US), StateSource::Pull { from });
         m.flowlet_start(FlowIdx(2), Nanos(1_000 * US), StateSource::Local);

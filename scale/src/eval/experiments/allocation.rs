@@ -77,8 +77,8 @@ pub fn allocation(
         "{}### Provisioning (100 ms epochs, workers of 1 Gbit/s; peak epoch demand {:.2} Gbit/s)\n\n{}\nA worker's load is its drained rate over 100 ms or, when larger, the \
          demand of its running flowlets (`reserve_active_demand`); the *drained rate only* rows use the drained rate \
          alone, SNF §8's measure. *vs fewest workers*: provisioned capacity ÷ the fewest whole workers that carry \
-         the epoch's demand (1.00: not one worker more than needed). *tuned*: replicas to the 8 workers the packer \
-         would pick, α = 1, reservations released at T/2, size cuts kept on a worker that is not overloaded. SNF §9.1: flowlets give 3.36× the assignment opportunities of the per-flow modes; \
+         the epoch's demand (1.00: not one worker more than needed). *tuned*: replicas to every active worker (K = 16), \
+         α = 1, reservations released at T/2, size cuts kept on a worker that is not overloaded. SNF §9.1: flowlets give 3.36× the assignment opportunities of the per-flow modes; \
          per-flow modes over-provision and overload more.\n\n\
          ### Packet latency\n\n{}\nSNF §9.1 (NAT): flowlet p50 5 µs, p99 2.8 ms; p75 per flow 275.4 ms, realloc 100 ms \
          64.5 ms, realloc 50 ms 41.1 ms.\n\n{}",
