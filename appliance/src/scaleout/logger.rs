@@ -54,7 +54,16 @@ pub struct Logger {
     verifier: Verifier,
     store: HashMap<FlowKey, Stored>,
     pub counters: LoggerCounters,
-    stopping: bool,
+    /// Told to stop: serve until nothing has arrived for a while (see [`Logger::run`]).
+    stopping: Option<Drain>,
+}
+
+/// A stopping logger still releases what its worker sent before stopping: it exits once the
+/// fabric has been quiet for `quiet`, or at `limit` whatever comes.
+#[derive(Debug, Clone, Copy)]
+struct Drain {
+    quiet_until: Nanos,
+    limit: Nanos,
 }
 
 impl std::fmt::Debug for Logger {
@@ -81,7 +90,7 @@ impl Logger {
             scale,
             store: HashMap::new(),
             counters: LoggerCounters::default(),
-            stopping: false,
+            stopping: None,
         })
     }
 
@@ -91,8 +100,13 @@ impl Logger {
         let mut next_sweep = Nanos::ZERO;
         let mut datagram = Vec::new();
         let mut idle = Idle::new(std::time::Duration::from_micros(20));
-        while !stop.load(Ordering::Relaxed) && !self.stopping {
+        while !stop.load(Ordering::Relaxed) {
             let now = clock.now();
+            if let Some(d) = self.stopping {
+                if now >= d.quiet_until || now >= d.limit {
+                    break;
+                }
+            }
             let mut got = 0;
             while got < 64 {
                 if !self.fabric.recv_into(&mut datagram) {
@@ -117,6 +131,12 @@ impl Logger {
                 next_sweep = now.saturating_add(Nanos::from_secs(1));
                 let idle_limit = self.scale.decisions.flow_idle_timeout;
                 self.store.retain(|_, s| now.saturating_sub(s.last) < idle_limit);
+            }
+            if got > 0 {
+                let quiet = self.drain_quiet();
+                if let Some(d) = &mut self.stopping {
+                    d.quiet_until = now.saturating_add(quiet);
+                }
             }
             idle.after_poll(got, &mut self.fabric);
         }
@@ -179,9 +199,20 @@ impl Logger {
                 };
                 self.send(kind, chain, &m.flow, clock, &body, to);
             }
-            Kind::Stop if m.sender == DIRECTOR => self.stopping = true,
+            Kind::Stop if m.sender == DIRECTOR && self.stopping.is_none() => {
+                self.stopping = Some(Drain {
+                    quiet_until: now.saturating_add(self.drain_quiet()),
+                    limit: now.saturating_add(Nanos::from_secs(2)),
+                });
+            }
             _ => {}
         }
+    }
+
+    /// How long a stopping logger waits for the fabric to go quiet: the worker's last messages
+    /// may still be on their way (three heartbeats, at least 50 ms).
+    fn drain_quiet(&self) -> Nanos {
+        Nanos(self.scale.heartbeat.0.saturating_mul(3).max(Nanos::from_millis(50).0))
     }
 
     fn send(
