@@ -296,7 +296,7 @@ impl NetworkFunction for Lb {
         let s = &self.s;
         let dst = [meta.dst[0], meta.dst[1], meta.dst[2], meta.dst[3]];
         let hash = if s.vip_at(proto, dst, meta.dport).is_some() {
-            meta.key.hash()
+            meta.hash
         } else if s.encap.is_some() {
             return None;
         } else {
