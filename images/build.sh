@@ -6,6 +6,8 @@
 #   images/out/nflet.efi       Unified Kernel Image (systemd EFI stub + cmdline + kernel + initrd)
 #   images/out/nflet.img       raw GPT disk, one EFI system partition holding the UKI (UEFI
 #                              boot) and SYSLINUX with the kernel and initramfs (BIOS boot)
+# With --specialised, the same four from the specialised kernel (images/kernel/: everything
+# built in, no modules) in images/out/specialised/.
 # No root, no loop devices. Same inputs + same SOURCE_DATE_EPOCH -> same bytes; the epoch
 # defaults to the commit time of HEAD. Run as root, it apt-get installs what it is missing.
 set -euo pipefail
@@ -22,6 +24,8 @@ usage: images/build.sh [options]
   --init PATH        use PATH as /init instead of nflet (e.g. a test program)
   --nflet PATH       the nflet binary (default: target/x86_64-unknown-linux-gnu/release/nflet)
   --kernel KVER      kernel version under /lib/modules (default: newest *-cloud-amd64)
+  --specialised      build and use the specialised kernel (images/kernel/build.sh) instead
+                     of Debian's; output in images/out/specialised unless --out says
   --no-strip         keep /init's debug info (default: strip --strip-debug, symbols kept)
   --out DIR          output directory (default: images/out)
 EOF
@@ -33,9 +37,9 @@ log() { echo "images/build.sh: $*" >&2; }
 . "$here/common.sh"
 
 default_cmdline="console=ttyS0 panic=-1 quiet"
-config="" extra_cmdline="" init="" strip=1 kver=""
+config="" extra_cmdline="" init="" strip=1 kver="" specialised=0
 nflet="$repo/target/x86_64-unknown-linux-gnu/release/nflet"
-out="$here/out"
+out=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --config) config=${2:?--config needs a file}; shift 2 ;;
@@ -43,6 +47,7 @@ while [ $# -gt 0 ]; do
         --init) init=${2:?--init needs a path}; shift 2 ;;
         --nflet) nflet=${2:?--nflet needs a path}; shift 2 ;;
         --kernel) kver=${2:?--kernel needs a version}; shift 2 ;;
+        --specialised) specialised=1; shift ;;
         --no-strip) strip=0; shift ;;
         --out) out=${2:?--out needs a directory}; shift 2 ;;
         -h|--help) usage; exit 0 ;;
@@ -66,11 +71,21 @@ gptmbr=/usr/lib/syslinux/mbr/gptmbr.bin
 [ -f "$gptmbr" ] || missing+=(syslinux-common)
 need_cmd python3 python3
 [ -f "$stub" ] || missing+=(systemd-boot-efi)
-compgen -G "/boot/vmlinuz-*-cloud-amd64" >/dev/null || [ -n "$kver" ] || missing+=(linux-image-cloud-amd64)
+[ "$specialised" = 1 ] || compgen -G "/boot/vmlinuz-*-cloud-amd64" >/dev/null || [ -n "$kver" ] ||
+    missing+=(linux-image-cloud-amd64)
 install_missing
 
 # --- Inputs -----------------------------------------------------------------------------------
-find_kernel
+if [ "$specialised" = 1 ]; then
+    [ -z "$kver" ] || die "--kernel and --specialised exclude each other"
+    tree=$("$here/kernel/build.sh" | tail -n 1)
+    vmlinuz=$tree/arch/x86/boot/bzImage
+    kver=$(cat "$tree/include/config/kernel.release")
+    out=${out:-$here/out/specialised}
+else
+    find_kernel
+    out=${out:-$here/out}
+fi
 if [ -z "$init" ]; then
     [ -f "$nflet" ] || die "$nflet not found; build it with: cargo static"
     init=$nflet
@@ -99,7 +114,17 @@ trap 'rm -rf "$work"' EXIT
 wanted=(virtio_pci virtio_net uio uio_pci_generic vfio-pci vfio_iommu_type1 qemu_fw_cfg
     vfat nls_cp437 nls_ascii virtio_blk button evdev)
 
-resolve_modules
+if [ "$specialised" = 1 ]; then
+    # Everything is built in: check that it is, and load nothing.
+    order=() builtin=()
+    for want in "${wanted[@]}"; do
+        grep -qE "/${want//[-_]/[-_]}\.ko$" "$tree/modules.builtin" ||
+            die "$want is not built into the specialised kernel: add its option to images/kernel/nflet.config"
+        builtin+=("$want")
+    done
+else
+    resolve_modules
+fi
 
 manifest=$work/manifest
 modlist=$work/modules
@@ -120,7 +145,7 @@ for mod in "${order[@]}"; do
     printf 'file\tlib/modules/%s/%s\t0644\t%s\n' "$kver" "$dst" "$src" >>"$manifest"
     echo "/lib/modules/$kver/$dst" >>"$modlist"
 done
-printf 'file\tetc/nflet/modules\t0644\t%s\n' "$modlist" >>"$manifest"
+[ ${#order[@]} -eq 0 ] || printf 'file\tetc/nflet/modules\t0644\t%s\n' "$modlist" >>"$manifest"
 [ -z "$config" ] || printf 'file\tetc/nflet/nflet.toml\t0644\t%s\n' "$config" >>"$manifest"
 
 if [ "$strip" = 1 ]; then

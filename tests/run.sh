@@ -15,10 +15,11 @@ need_pkgs=()
 # renders the management endpoint's page headless.
 # python3-scapy: the ESP interop peer (Debian's scapy 2.5 has AES-GCM ESP through
 # python3-cryptography; tests/tests/esp_scapy.rs runs it with /usr/bin/python3);
-# dnsmasq-base: the DHCP server of the management NIC's DHCP client test.
+# dnsmasq-base: the DHCP server of the management NIC's DHCP client test;
+# linux-source-6.1 make flex bison bc libelf-dev: the specialised kernel (images/kernel/).
 for p in iproute2 ethtool gcc libc6-dev pkg-config libdpdk-dev libclang-dev libnuma-dev libbsd-dev libmd-dev \
     qemu-system-x86 ovmf python3 python3-dpkt busybox-static linux-image-cloud-amd64 tcpdump chromium \
-    python3-scapy dnsmasq-base nftables; do
+    python3-scapy dnsmasq-base nftables linux-source-6.1 make flex bison bc libelf-dev; do
     dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
 done
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
@@ -57,6 +58,8 @@ echo "== cargo static (the release appliance: one statically linked executable)"
 cargo static
 echo "== images/build.sh (initramfs, UKI, GPT disk; the boot tests boot them in QEMU)"
 ./images/build.sh
+echo "== images/build.sh --specialised (the same on the specialised kernel, built from Debian's linux-source)"
+./images/build.sh --specialised
 echo "== images/peer/build.sh (the Linux IPsec peer guest the xfrm_peer tests boot)"
 ./images/peer/build.sh
 echo "== cargo build (the end-to-end tests run the nflet and peer binaries)"

@@ -51,8 +51,17 @@ pub fn default_hugepages(wanted: u64) -> u64 {
 }
 
 /// Reserves `pages` 2 MiB hugepages and logs how many the kernel actually gave.
+///
+/// Pages the kernel reserved at boot (`hugepages=N` on its command line: taken before memory
+/// fragments, and off nflet's start-up time) are kept when there are enough; a reservation
+/// is never shrunk.
 pub fn reserve_hugepages(pages: u64) {
     let knob = Path::new("/proc/sys/vm/nr_hugepages");
+    let before = std::fs::read_to_string(knob).ok().and_then(|t| t.trim().parse::<u64>().ok());
+    if let Some(have) = before.filter(|&have| have >= pages) {
+        log::info!("boot: {have} hugepages of 2 MiB already reserved by the kernel (enough for {pages})");
+        return;
+    }
     if let Err(e) = std::fs::write(knob, pages.to_string()) {
         log::warn!("boot: cannot reserve {pages} hugepages: {e}");
         return;
