@@ -39,6 +39,10 @@ pub struct RawScale {
     /// Where the director keeps its snapshot (flows' owners and clocks, reply aliases) so that
     /// a director restarted after a crash takes over the running workers' flows.
     pub state_file: Option<String>,
+    /// Milliseconds between snapshots (the workers' lists of held flows cover what a
+    /// snapshot misses, see `scaleout/inventory.rs`).
+    #[serde(default = "d_snapshot_interval")]
+    pub snapshot_interval_ms: u64,
     /// Secret of the state messages' HMAC-SHA256 (at least 16 bytes; same on every instance).
     pub key: String,
     #[serde(default = "d_initial")]
@@ -96,6 +100,10 @@ pub struct RawScale {
     pub hold_packets: usize,
     #[serde(default = "d_pull_timeout")]
     pub pull_timeout_ms: u64,
+}
+
+fn d_snapshot_interval() -> u64 {
+    100
 }
 
 fn d_heartbeat() -> u64 {
@@ -180,6 +188,7 @@ pub struct Scale {
     pub heartbeat: Nanos,
     pub failure_timeout: Nanos,
     pub state_file: Option<std::path::PathBuf>,
+    pub snapshot_interval: Nanos,
     pub impair: crate::scaleout::fabric::Impair,
     pub key: Vec<u8>,
     pub warm_pool: u16,
@@ -216,6 +225,12 @@ pub fn scale(s: RawScale) -> Result<Scale, (&'static str, String)> {
                 "expected heartbeat_ms in 1..=10000 and failure_timeout_ms at least twice it, got {} and {}",
                 s.heartbeat_ms, s.failure_timeout_ms
             ),
+        ));
+    }
+    if !(10..=3_600_000).contains(&s.snapshot_interval_ms) {
+        return Err((
+            "snapshot_interval_ms",
+            format!("expected 10..=3600000 milliseconds, got {}", s.snapshot_interval_ms),
         ));
     }
     for (key, v) in [
@@ -319,6 +334,7 @@ pub fn scale(s: RawScale) -> Result<Scale, (&'static str, String)> {
         loggers,
         heartbeat: Nanos::from_millis(s.heartbeat_ms),
         state_file: s.state_file.map(std::path::PathBuf::from),
+        snapshot_interval: Nanos::from_millis(s.snapshot_interval_ms),
         impair: crate::scaleout::fabric::Impair {
             loss: s.impair_loss,
             duplicate: s.impair_duplicate,
@@ -409,5 +425,16 @@ mod tests {
         assert_eq!((d.alpha, d.replicas), (1.0, 8));
         let e = parse("replica_choice = \"nearest\"").unwrap_err();
         assert!(e.contains("replica_choice") || e.contains("nearest"), "{e}");
+    }
+
+    #[test]
+    fn the_snapshot_interval_is_checked() {
+        assert_eq!(parse("").unwrap().snapshot_interval, Nanos::from_millis(100));
+        assert_eq!(parse("snapshot_interval_ms = 5000").unwrap().snapshot_interval, Nanos::from_secs(5));
+        for bad in ["snapshot_interval_ms = 0", "snapshot_interval_ms = 9", "snapshot_interval_ms = 3600001"]
+        {
+            let e = parse(bad).unwrap_err();
+            assert!(e.starts_with("snapshot_interval_ms: expected 10..=3600000"), "{bad}: {e}");
+        }
     }
 }

@@ -31,6 +31,7 @@ use nflet_scale::wire::{
 };
 
 use super::fabric::{Fabric, FabricError, Idle, Outgoing};
+use super::inventory::Inventories;
 use super::launcher::{Launcher, Role};
 use super::snapshot::Snapshot;
 use crate::config::scale::Scale;
@@ -115,6 +116,12 @@ pub struct DirectorRoleCounters {
     pub send_errors: u64,
     /// Flows taken over from a previous director's snapshot.
     pub restored_flows: u64,
+    /// Flows the snapshot missed that a worker reported holding (`inventory.rs`).
+    pub inventory_added: u64,
+    /// Flows whose newest state a worker reported on another worker than the snapshot's.
+    pub inventory_moved: u64,
+    /// Adopted workers whose list of held flows did not arrive whole in time.
+    pub inventories_incomplete: u64,
     /// Pulls re-aimed at a failed worker's output logger (`Kind::Recover` to the puller).
     pub pulls_redirected: u64,
     pub snapshot_errors: u64,
@@ -160,6 +167,8 @@ pub struct DirectorRole {
     sealer: Sealer,
     verifier: Verifier,
     started: Instant,
+    /// While taking over from a crashed director: the adopted workers' lists of held flows.
+    inventories: Option<Inventories>,
     pub counters: DirectorRoleCounters,
     pub events: Vec<Event>,
     out: Vec<u8>,
@@ -211,6 +220,7 @@ impl DirectorRole {
             sealer: Sealer::new(&scale.key, DIRECTOR, deployment, super::first_sequence()),
             verifier: Verifier::new(&scale.key, deployment),
             started: Instant::now(),
+            inventories: None,
             counters: DirectorRoleCounters { to_workers: vec![0; nworkers], ..Default::default() },
             events: Vec::new(),
             workers: scale.workers,
@@ -315,6 +325,7 @@ impl DirectorRole {
         let bucket = self.decisions.config().load_bucket;
         let mut next_tick = Nanos::ZERO;
         let mut next_manage = Nanos::ZERO;
+        let mut next_save = Nanos::ZERO;
         let mut next_check = Nanos::ZERO;
         let mut bufs = Vec::with_capacity(BURST);
         let mut datagram = Vec::with_capacity(super::fabric::MAX_DATAGRAM);
@@ -357,6 +368,10 @@ impl DirectorRole {
             if now >= next_manage {
                 next_manage = now.saturating_add(Nanos::from_millis(100));
                 self.manage();
+            }
+            if now >= next_save {
+                next_save = now.saturating_add(self.scale.snapshot_interval);
+                self.save();
             }
             if idle.after_poll(got, &mut self.fabric) {
                 self.flush_ports();
@@ -412,8 +427,47 @@ impl DirectorRole {
                 return;
             }
         };
+        // Each worker that says hello is adopted and asked which flows it holds.
+        self.inventories = Some(Inventories::default());
         let listen = std::time::Duration::from_nanos(self.scale.failure_timeout.0);
-        let until = Instant::now() + listen;
+        let started = Instant::now();
+        self.listen(started + listen);
+        // Ask again for lists that lost parts on the way, for at most two more timeouts.
+        let heartbeat = std::time::Duration::from_nanos(self.scale.heartbeat.0.max(1_000_000));
+        loop {
+            let missing = self.inventories.as_ref().map(Inventories::incomplete).unwrap_or_default();
+            if missing.is_empty() || started.elapsed() >= listen * 3 {
+                break;
+            }
+            for id in missing {
+                self.ask_inventory(id);
+            }
+            self.listen(Instant::now() + heartbeat);
+        }
+        let inventories = self.inventories.take().unwrap_or_default();
+        let (flows, merged) = inventories.merge(&snap.flows);
+        self.counters.inventories_incomplete = inventories.incomplete().len() as u64;
+        self.counters.inventory_added = merged.added;
+        self.counters.inventory_moved = merged.moved;
+        // A clock margin far above what the previous director can have numbered since its
+        // last snapshot (100 ms of packets).
+        let restored = self.decisions.restore(clock.now(), &flows, 1 << 32);
+        self.aliases.extend(snap.aliases);
+        let adopted = self.slots.iter().filter(|s| matches!(s, Slot::Active | Slot::Warm)).count();
+        log::info!(
+            "took over from {}: {restored} flow(s) ({} the snapshot missed, {} moved since it, as the \
+             workers reported; {} list(s) incomplete), {} alias(es), {adopted} running worker(s) adopted",
+            path.display(),
+            merged.added,
+            merged.moved,
+            self.counters.inventories_incomplete,
+            self.aliases.len()
+        );
+        self.counters.restored_flows = restored as u64;
+    }
+
+    /// Handles the fabric's messages until `until` (no frames are steered yet).
+    fn listen(&mut self, until: Instant) {
         let mut datagram = Vec::new();
         while Instant::now() < until {
             match self.fabric.recv() {
@@ -427,17 +481,15 @@ impl DirectorRole {
                 None => std::thread::sleep(std::time::Duration::from_micros(200)),
             }
         }
-        // A clock margin far above what the previous director can have numbered since its
-        // last snapshot (100 ms of packets).
-        let restored = self.decisions.restore(clock.now(), &snap.flows, 1 << 32);
-        self.aliases.extend(snap.aliases);
-        let adopted = self.slots.iter().filter(|s| matches!(s, Slot::Active | Slot::Warm)).count();
-        log::info!(
-            "took over from {}: {restored} flow(s), {} alias(es), {adopted} running worker(s) adopted",
-            path.display(),
-            self.aliases.len()
-        );
-        self.counters.restored_flows = restored as u64;
+    }
+
+    /// Asks worker `id` which flows it holds (while taking over).
+    fn ask_inventory(&mut self, id: WorkerId) {
+        let Some(addr) = self.workers.get(usize::from(id.0)).copied() else { return };
+        if let Some(inv) = self.inventories.as_mut() {
+            inv.asked(id);
+        }
+        self.send(Kind::Inventory, &FlowKey::default(), &[], addr);
     }
 
     fn save(&mut self) {
@@ -525,6 +577,11 @@ impl DirectorRole {
         if is_state_message(d) {
             match self.verifier.open(d) {
                 Ok(m) if m.kind == Kind::Hello => self.hello(m.sender),
+                Ok(m) if m.kind == Kind::Holding => {
+                    if let Some(inv) = self.inventories.as_mut() {
+                        inv.part(m.sender, m.body);
+                    }
+                }
                 Ok(_) => {}
                 Err(e) => *self.counters.rejected.entry(e.name()).or_default() += 1,
             }
@@ -614,6 +671,9 @@ impl DirectorRole {
                 *s = if active { Slot::Active } else { Slot::Warm };
             }
             self.event(id, "adopted", 0.0);
+            if self.inventories.is_some() {
+                self.ask_inventory(id);
+            }
             return;
         }
         if let Slot::Starting { since, activate } = slot {
@@ -776,7 +836,6 @@ impl DirectorRole {
     /// Retired workers whose flows all moved go back to the warm pool or stop; aliases of
     /// forgotten flows go.
     fn manage(&mut self) {
-        self.save();
         for i in 0..self.slots.len() {
             let id = WorkerId(u16::try_from(i).unwrap_or(u16::MAX));
             if self.slots.get(i) != Some(&Slot::Retired) || self.decisions.owned_by(id) > 0 {

@@ -22,6 +22,7 @@
 
 pub mod director;
 pub mod fabric;
+pub mod inventory;
 pub mod launcher;
 pub mod logger;
 pub mod snapshot;

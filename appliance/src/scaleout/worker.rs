@@ -99,6 +99,8 @@ pub struct WorkerCounters {
     pub stale_refused: u64,
     pub imports_failed: u64,
     pub replicate_orders: u64,
+    /// Lists of held flows sent to a restarted director (`Kind::Inventory`).
+    pub inventories_sent: u64,
     pub state_bytes_sent: u64,
     pub send_errors: u64,
     pub rejected: std::collections::BTreeMap<&'static str, u64>,
@@ -442,6 +444,16 @@ impl Worker {
                     self.push_to(&flow, chain, logger, now);
                 }
             }
+            Kind::Inventory if m.sender == DIRECTOR => {
+                // A director that took over asks where the state is (`inventory.rs`).
+                let held: Vec<(FlowKey, LogicalClock)> =
+                    self.flows.held_state().map(|(f, _, c)| (f, c)).collect();
+                for body in super::inventory::encode(&held) {
+                    let (flow, director) = (FlowKey::default(), self.director);
+                    self.send_message(Kind::Holding, ChainId(0), &flow, LogicalClock::ZERO, &body, director);
+                }
+                self.counters.inventories_sent += 1;
+            }
             Kind::Moved if m.sender == DIRECTOR => {
                 // The flow's state went on from a replica: this copy is no longer the live one.
                 self.state.clear();
@@ -465,7 +477,9 @@ impl Worker {
             | Kind::Logged
             | Kind::Resync
             | Kind::Moved
-            | Kind::Recover => {}
+            | Kind::Recover
+            | Kind::Inventory
+            | Kind::Holding => {}
         }
     }
 

@@ -69,6 +69,11 @@ pub enum Kind {
     /// from the worker's output logger instead. Body: the failed worker's id and the
     /// logger's (u16 each).
     Recover,
+    /// Director → worker, after the director restarted: list the flows whose state you hold.
+    Inventory,
+    /// Worker → director: one part of the answer to [`Kind::Inventory`]. Body: part and part
+    /// count (u16 each), then (flow key, clock of the state held) per flow.
+    Holding,
 }
 
 impl Kind {
@@ -85,6 +90,8 @@ impl Kind {
             Kind::Resync => 9,
             Kind::Moved => 10,
             Kind::Recover => 11,
+            Kind::Inventory => 12,
+            Kind::Holding => 13,
         }
     }
 
@@ -101,6 +108,8 @@ impl Kind {
             9 => Kind::Resync,
             10 => Kind::Moved,
             11 => Kind::Recover,
+            12 => Kind::Inventory,
+            13 => Kind::Holding,
             _ => return None,
         })
     }
