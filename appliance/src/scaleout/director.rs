@@ -120,6 +120,8 @@ pub struct DirectorRoleCounters {
     pub inventory_added: u64,
     /// Flows whose newest state a worker reported on another worker than the snapshot's.
     pub inventory_moved: u64,
+    /// Reply aliases (rewritten tuples) the workers reported.
+    pub inventory_aliases: u64,
     /// Adopted workers whose list of held flows did not arrive whole in time.
     pub inventories_incomplete: u64,
     /// Pulls re-aimed at a failed worker's output logger (`Kind::Recover` to the puller).
@@ -453,6 +455,9 @@ impl DirectorRole {
         // last snapshot (100 ms of packets).
         let restored = self.decisions.restore(clock.now(), &flows, 1 << 32);
         self.aliases.extend(snap.aliases);
+        // The workers' rewritten tuples are at least as recent as the snapshot's.
+        self.aliases.extend(inventories.aliases());
+        self.counters.inventory_aliases = merged.aliases;
         let adopted = self.slots.iter().filter(|s| matches!(s, Slot::Active | Slot::Warm)).count();
         log::info!(
             "took over from {}: {restored} flow(s) ({} the snapshot missed, {} moved since it, as the \

@@ -7,7 +7,9 @@
 //! workers answer in parts ([`Kind::Holding`]), and each flow goes to where its newest state
 //! is: the snapshot's owner, unless a worker holds state with a later clock. A flow the
 //! snapshot never saw then keeps its worker — and its NAT mapping — instead of starting afresh
-//! on whichever worker its next flowlet would get.
+//! on whichever worker its next flowlet would get. Each flow also comes with the tuple an NF
+//! rewrote it to (the NAT's public side), so replies to it are steered as the flow's own
+//! even when the snapshot predates the alias.
 //!
 //! [`Kind::Inventory`]: nflet_scale::wire::Kind::Inventory
 //! [`Kind::Holding`]: nflet_scale::wire::Kind::Holding
@@ -19,13 +21,24 @@ use nflet_scale::director::SavedFlow;
 use nflet_scale::units::{LogicalClock, WorkerId};
 
 const KEY: usize = std::mem::size_of::<FlowKey>();
-const ENTRY: usize = KEY + 8;
+/// Flow key, clock, rewritten tuple (all zero: none).
+const ENTRY: usize = KEY + 8 + KEY;
 /// Flows per part: a part stays within one 1500-byte frame with the message's own header.
-pub const PER_PART: usize = 24;
+pub const PER_PART: usize = 13;
 
-/// Encodes `held` (flow, clock of the state held) as the bodies of the parts of an answer.
-pub fn encode(held: &[(FlowKey, LogicalClock)]) -> Vec<Vec<u8>> {
-    let chunks: Vec<&[(FlowKey, LogicalClock)]> =
+/// A flow whose state a worker holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Holding {
+    pub flow: FlowKey,
+    /// Clock of the last packet applied to the state.
+    pub clock: LogicalClock,
+    /// The tuple its frames leave with, when an NF rewrites them.
+    pub rewritten: Option<FlowKey>,
+}
+
+/// Encodes `held` as the bodies of the parts of an answer.
+pub fn encode(held: &[Holding]) -> Vec<Vec<u8>> {
+    let chunks: Vec<&[Holding]> =
         if held.is_empty() { vec![&[][..]] } else { held.chunks(PER_PART).collect() };
     let parts = u16::try_from(chunks.len()).unwrap_or(u16::MAX);
     chunks
@@ -36,9 +49,10 @@ pub fn encode(held: &[(FlowKey, LogicalClock)]) -> Vec<Vec<u8>> {
             let mut body = Vec::with_capacity(4 + chunk.len() * ENTRY);
             body.extend_from_slice(&u16::try_from(i).unwrap_or(u16::MAX).to_be_bytes());
             body.extend_from_slice(&parts.to_be_bytes());
-            for (flow, clock) in chunk.iter() {
-                body.extend_from_slice(bytemuck::bytes_of(flow));
-                body.extend_from_slice(&clock.0.to_be_bytes());
+            for h in chunk.iter() {
+                body.extend_from_slice(bytemuck::bytes_of(&h.flow));
+                body.extend_from_slice(&h.clock.0.to_be_bytes());
+                body.extend_from_slice(bytemuck::bytes_of(&h.rewritten.unwrap_or_default()));
             }
             body
         })
@@ -50,7 +64,7 @@ pub fn encode(held: &[(FlowKey, LogicalClock)]) -> Vec<Vec<u8>> {
 pub struct Part {
     pub index: u16,
     pub parts: u16,
-    pub held: Vec<(FlowKey, LogicalClock)>,
+    pub held: Vec<Holding>,
 }
 
 /// Decodes a part's body; `None` when it is malformed.
@@ -64,9 +78,15 @@ pub fn decode(body: &[u8]) -> Option<Part> {
     let held = entries
         .chunks_exact(ENTRY)
         .map(|e| {
-            let (key, clock) = e.split_at(KEY);
+            let (key, rest) = e.split_at(KEY);
+            let (clock, rewritten) = rest.split_at(8);
             let clock = u64::from_be_bytes(clock.try_into().unwrap_or_default());
-            (bytemuck::pod_read_unaligned::<FlowKey>(key), LogicalClock(clock))
+            let rewritten = bytemuck::pod_read_unaligned::<FlowKey>(rewritten);
+            Holding {
+                flow: bytemuck::pod_read_unaligned::<FlowKey>(key),
+                clock: LogicalClock(clock),
+                rewritten: (rewritten != FlowKey::default()).then_some(rewritten),
+            }
         })
         .collect();
     Some(Part { index, parts, held })
@@ -77,8 +97,9 @@ pub fn decode(body: &[u8]) -> Option<Part> {
 pub struct Inventories {
     /// Per asked worker: the part count of its answer and the parts received.
     asked: HashMap<WorkerId, (u16, BTreeSet<u16>)>,
-    /// Per flow: the worker holding the newest state reported, and its clock.
-    newest: HashMap<FlowKey, (WorkerId, LogicalClock)>,
+    /// Per flow: the worker holding the newest state reported, its clock, and the tuple the
+    /// flow is rewritten to there.
+    newest: HashMap<FlowKey, (WorkerId, LogicalClock, Option<FlowKey>)>,
     /// Parts that did not decode.
     pub malformed: u64,
 }
@@ -98,12 +119,12 @@ impl Inventories {
         let (parts, seen) = self.asked.entry(worker).or_default();
         *parts = p.parts;
         seen.insert(p.index);
-        for (flow, clock) in p.held {
-            match self.newest.get_mut(&flow) {
-                Some(n) if n.1 >= clock => {}
-                Some(n) => *n = (worker, clock),
+        for h in p.held {
+            match self.newest.get_mut(&h.flow) {
+                Some(n) if n.1 >= h.clock => {}
+                Some(n) => *n = (worker, h.clock, h.rewritten.or(n.2)),
                 None => {
-                    self.newest.insert(flow, (worker, clock));
+                    self.newest.insert(h.flow, (worker, h.clock, h.rewritten));
                 }
             }
         }
@@ -124,14 +145,14 @@ impl Inventories {
     /// The flows to restore: the snapshot's, each moved to the worker that reported a later
     /// clock than the snapshot's, plus the flows only the workers know.
     pub fn merge(&self, snapshot: &[SavedFlow]) -> (Vec<SavedFlow>, Merged) {
-        let mut counts = Merged::default();
+        let mut counts = Merged { aliases: self.aliases().len() as u64, ..Merged::default() };
         let mut known: HashMap<FlowKey, usize> = HashMap::with_capacity(snapshot.len());
         let mut flows: Vec<SavedFlow> = Vec::with_capacity(snapshot.len() + self.newest.len());
         for s in snapshot {
             known.insert(s.flow, flows.len());
             flows.push(*s);
         }
-        for (flow, &(worker, clock)) in &self.newest {
+        for (flow, &(worker, clock, _)) in &self.newest {
             match known.get(flow).and_then(|&i| flows.get_mut(i)) {
                 Some(s) if clock > s.clock && s.owner != worker => {
                     *s = SavedFlow { flow: *flow, owner: worker, clock };
@@ -146,6 +167,11 @@ impl Inventories {
         }
         (flows, counts)
     }
+
+    /// Reply aliases: each rewritten tuple a worker reported, to its flow.
+    pub fn aliases(&self) -> Vec<(FlowKey, FlowKey)> {
+        self.newest.iter().filter_map(|(flow, n)| n.2.map(|alias| (alias, *flow))).collect()
+    }
 }
 
 /// What the workers' answers changed in the snapshot.
@@ -155,6 +181,8 @@ pub struct Merged {
     pub added: u64,
     /// Flows whose newest state was on another worker than the snapshot said.
     pub moved: u64,
+    /// Rewritten tuples reported (reply aliases).
+    pub aliases: u64,
 }
 
 #[cfg(test)]
@@ -165,17 +193,24 @@ mod tests {
         FlowKey { lo_port: n, hi_port: 80, family: 4, proto: 6, ..FlowKey::default() }
     }
 
+    fn held(k: u16, clock: u64) -> Holding {
+        Holding { flow: key(k), clock: LogicalClock(clock), rewritten: None }
+    }
+
     #[test]
     fn answers_round_trip_in_parts() {
-        let held: Vec<(FlowKey, LogicalClock)> =
-            (0..50).map(|i| (key(i), LogicalClock(u64::from(i) * 7))).collect();
-        let bodies = encode(&held);
+        let mut all: Vec<Holding> = (0..30).map(|i| held(i, u64::from(i) * 7)).collect();
+        if let Some(h) = all.get_mut(4) {
+            h.rewritten = Some(key(4000));
+        }
+        let bodies = encode(&all);
         assert_eq!(bodies.len(), 3);
+        assert!(bodies.iter().all(|b| b.len() <= 4 + PER_PART * ENTRY && b.len() < 1200));
         let parts: Vec<Part> = bodies.iter().map(|b| decode(b).expect("decodes")).collect();
         assert!(parts.iter().all(|p| p.parts == 3));
         assert_eq!(parts.iter().map(|p| p.index).collect::<Vec<_>>(), [0, 1, 2]);
-        let back: Vec<_> = parts.into_iter().flat_map(|p| p.held).collect();
-        assert_eq!(back, held);
+        let back: Vec<Holding> = parts.into_iter().flat_map(|p| p.held).collect();
+        assert_eq!(back, all);
         // An empty list is one empty part, so the director still learns the answer is whole.
         let empty = encode(&[]);
         assert_eq!(empty.len(), 1);
@@ -184,7 +219,7 @@ mod tests {
 
     #[test]
     fn malformed_parts_are_refused() {
-        let body = encode(&[(key(1), LogicalClock(3))]).remove(0);
+        let body = encode(&[held(1, 3)]).remove(0);
         assert!(decode(&body[..3]).is_none(), "short head");
         assert!(decode(&body[..body.len() - 1]).is_none(), "truncated entry");
         let mut bad = body.clone();
@@ -199,8 +234,9 @@ mod tests {
 
     #[test]
     fn an_answer_is_complete_once_every_part_arrived_from_any_repeat() {
-        let held: Vec<(FlowKey, LogicalClock)> = (0..30).map(|i| (key(i), LogicalClock(1))).collect();
-        let bodies = encode(&held);
+        let all: Vec<Holding> = (0..20).map(|i| held(i, 1)).collect();
+        let bodies = encode(&all);
+        assert_eq!(bodies.len(), 2);
         let mut inv = Inventories::default();
         inv.asked(WorkerId(1));
         inv.asked(WorkerId(2));
@@ -220,12 +256,13 @@ mod tests {
             SavedFlow { flow: key(2), owner: w(0), clock: LogicalClock(10) },
             SavedFlow { flow: key(3), owner: w(1), clock: LogicalClock(10) },
         ];
+        let nat = |k: u16, clock: u64| Holding { rewritten: Some(key(k + 1000)), ..held(k, clock) };
         let mut inv = Inventories::default();
         // Flow 1 moved to worker 1 after the snapshot; worker 0 still has the older copy.
-        inv.part(w(0), &encode(&[(key(1), LogicalClock(9)), (key(2), LogicalClock(12))])[0]);
-        inv.part(w(1), &encode(&[(key(1), LogicalClock(14)), (key(4), LogicalClock(3))])[0]);
+        inv.part(w(0), &encode(&[held(1, 9), held(2, 12)])[0]);
+        inv.part(w(1), &encode(&[nat(1, 14), nat(4, 3)])[0]);
         // Worker 2 holds a copy of flow 3 no newer than the snapshot's: the owner stays.
-        inv.part(w(2), &encode(&[(key(3), LogicalClock(10))])[0]);
+        inv.part(w(2), &encode(&[held(3, 10)])[0]);
         let (flows, merged) = inv.merge(&snapshot);
         let owner = |k: u16| flows.iter().find(|f| f.flow == key(k)).map(|f| (f.owner, f.clock));
         assert_eq!(owner(1), Some((w(1), LogicalClock(14))));
@@ -233,6 +270,9 @@ mod tests {
         assert_eq!(owner(3), Some((w(1), LogicalClock(10))));
         assert_eq!(owner(4), Some((w(1), LogicalClock(3))), "only a worker knew it");
         assert_eq!(flows.len(), 4);
-        assert_eq!(merged, Merged { added: 1, moved: 1 });
+        assert_eq!(merged, Merged { added: 1, moved: 1, aliases: 2 });
+        let mut aliases = inv.aliases();
+        aliases.sort_by_key(|(a, _)| a.lo_port);
+        assert_eq!(aliases, [(key(1001), key(1)), (key(1004), key(4))]);
     }
 }

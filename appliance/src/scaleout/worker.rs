@@ -311,7 +311,12 @@ impl Worker {
         let mut verdicts = [Verdict::Continue];
         self.pipeline.run(usize::from(h.chain.0), &ctx, &mut frames, &mut metas, &mut verdicts, &[0]);
         if !h.untracked {
-            self.flows.applied(&h.flow, h.clock);
+            // The tuple the frame leaves with, if an NF rewrote it: the director learns it as
+            // an alias from the frame, and a restarted one from the inventory.
+            let [meta] = &metas;
+            let out = matches!(verdicts, [Verdict::Out(_)]);
+            let rewritten = (out && meta.key != h.flow).then_some(meta.key);
+            self.flows.applied(&h.flow, h.clock, rewritten);
         }
         let [frame] = frames;
         match verdicts {
@@ -375,6 +380,9 @@ impl Worker {
         let records = self.pipeline.export_flow(usize::from(chain.0), flow, &ctx, &mut self.state);
         let clock = self.flows.clock(flow).unwrap_or(LogicalClock::ZERO);
         let kind = if records == 0 { Kind::NoState } else { Kind::State };
+        if records > 0 {
+            self.flows.gave_away(flow);
+        }
         let body = std::mem::take(&mut self.state);
         self.send_message(kind, chain, flow, clock, &body, to);
         self.state = body;
@@ -446,9 +454,7 @@ impl Worker {
             }
             Kind::Inventory if m.sender == DIRECTOR => {
                 // A director that took over asks where the state is (`inventory.rs`).
-                let held: Vec<(FlowKey, LogicalClock)> =
-                    self.flows.held_state().map(|(f, _, c)| (f, c)).collect();
-                for body in super::inventory::encode(&held) {
+                for body in super::inventory::encode(&self.flows.inventory()) {
                     let (flow, director) = (FlowKey::default(), self.director);
                     self.send_message(Kind::Holding, ChainId(0), &flow, LogicalClock::ZERO, &body, director);
                 }
@@ -458,6 +464,7 @@ impl Worker {
                 // The flow's state went on from a replica: this copy is no longer the live one.
                 self.state.clear();
                 self.pipeline.export_flow(chain, &m.flow, &ctx, &mut self.state);
+                self.flows.gave_away(&m.flow);
             }
             Kind::Recover if m.sender == DIRECTOR => {
                 let id = |b: &[u8]| b.first_chunk::<2>().map(|c| WorkerId(u16::from_be_bytes(*c)));

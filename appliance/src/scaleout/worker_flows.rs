@@ -45,6 +45,11 @@ struct Entry {
     /// Peers whose pull of this flow arrived while this worker was itself pulling it: they
     /// are answered once the held packets ran, so they get the state those packets made.
     waiting: Vec<(WorkerId, ChainId, LogicalClock)>,
+    /// The tuple an NF rewrote the flow's last frame to (a NAT's public side), if it did.
+    rewritten: Option<FlowKey>,
+    /// The state went to another worker (a pull answered, or the director said it moved on
+    /// from a replica) and has not come back: the copy here is not the live one.
+    given_away: bool,
     last: Nanos,
 }
 
@@ -159,11 +164,35 @@ impl WorkerFlows {
         admit
     }
 
-    /// The packet with clock `clock` of `flow` ran here.
-    pub fn applied(&mut self, flow: &FlowKey, clock: LogicalClock) {
+    /// The packet with clock `clock` of `flow` ran here; `rewritten`: the tuple its frame left
+    /// with, when an NF changed it.
+    pub fn applied(&mut self, flow: &FlowKey, clock: LogicalClock, rewritten: Option<FlowKey>) {
         if let Some(e) = self.map.get_mut(flow) {
             e.clock = Some(e.clock.map_or(clock, |c| c.max(clock)));
+            e.given_away = false;
+            if rewritten.is_some() {
+                e.rewritten = rewritten;
+            }
         }
+    }
+
+    /// `flow`'s state went to another worker (see `Entry::given_away`).
+    pub fn gave_away(&mut self, flow: &FlowKey) {
+        if let Some(e) = self.map.get_mut(flow) {
+            e.given_away = true;
+        }
+    }
+
+    /// The flows whose live state is here, for a restarted director (`inventory.rs`). A copy
+    /// given away is left out: its clock can equal the receiver's, which must win.
+    pub fn inventory(&self) -> Vec<super::inventory::Holding> {
+        self.map
+            .iter()
+            .filter(|(_, e)| !e.given_away)
+            .filter_map(|(k, e)| {
+                e.clock.map(|clock| super::inventory::Holding { flow: *k, clock, rewritten: e.rewritten })
+            })
+            .collect()
     }
 
     /// `from`'s answer to our request with clock `request` arrived at `now`: a pulled copy
@@ -187,6 +216,7 @@ impl WorkerFlows {
         let install = copy.is_some_and(|c| check_state(e.clock, c) == StateUpdate::Install);
         if install {
             e.clock = copy;
+            e.given_away = false;
         }
         Some(Answered { install, waited: now.saturating_sub(pull.first), held: std::mem::take(&mut e.held) })
     }
@@ -253,6 +283,7 @@ impl WorkerFlows {
             return false;
         }
         e.clock = Some(copy);
+        e.given_away = false;
         e.last = now;
         true
     }
@@ -312,10 +343,33 @@ mod tests {
     }
 
     #[test]
+    fn the_inventory_lists_held_flows_with_their_clock_and_rewritten_tuple() {
+        let mut f = WorkerFlows::new(WorkerId(1), 2, 3);
+        assert!(f.inventory().is_empty());
+        assert_eq!(admit(&mut f, header(1, None)), Admit::Run);
+        let public = FlowKey { lo_port: 61000, ..FlowKey::default() };
+        f.applied(&FlowKey::default(), LogicalClock(1), Some(public));
+        // A later frame that left unchanged (or was dropped) keeps the tuple learned.
+        f.applied(&FlowKey::default(), LogicalClock(2), None);
+        let held = super::super::inventory::Holding {
+            flow: FlowKey::default(),
+            clock: LogicalClock(2),
+            rewritten: Some(public),
+        };
+        assert_eq!(f.inventory(), [held]);
+        // Given away (pulled, or moved on from a replica): no longer listed, until the state
+        // comes back and runs here again.
+        f.gave_away(&FlowKey::default());
+        assert!(f.inventory().is_empty());
+        f.applied(&FlowKey::default(), LogicalClock(9), None);
+        assert_eq!(f.inventory().len(), 1);
+    }
+
+    #[test]
     fn local_flowlets_run_and_moved_ones_pull_then_release_in_order() {
         let mut f = WorkerFlows::new(WorkerId(1), 2, 3);
         assert_eq!(admit(&mut f, header(1, None)), Admit::Run);
-        f.applied(&FlowKey::default(), LogicalClock(1));
+        f.applied(&FlowKey::default(), LogicalClock(1), None);
         assert_eq!(admit(&mut f, header(5, Some(0))), Admit::Pull { from: WorkerId(0) });
         assert_eq!(admit(&mut f, header(6, None)), Admit::Held);
         assert_eq!(admit(&mut f, header(7, None)), Admit::Overflow, "hold limit 2");
@@ -346,7 +400,7 @@ mod tests {
             "older copy refused"
         );
         assert_eq!(admit(&mut f, header(11, Some(0))), Admit::Run);
-        f.applied(&FlowKey::default(), LogicalClock(11));
+        f.applied(&FlowKey::default(), LogicalClock(11), None);
         // Lingering packets reached the old owner after the push: the copy is behind.
         assert_eq!(admit(&mut f, header(20, Some(2))), Admit::Pull { from: WorkerId(2) });
         let a = f.pull_answered(
@@ -438,7 +492,7 @@ mod tests {
         let mut held = a.held.into_iter();
         let mut first = held.next().map(|h| h.frame);
         assert_eq!(f.admit(&header(3, Some(0)), &mut first, Nanos(2)), Admit::Run);
-        f.applied(&FlowKey::default(), LogicalClock(3));
+        f.applied(&FlowKey::default(), LogicalClock(3), None);
         let mut second = held.next().map(|h| h.frame);
         assert_eq!(f.admit(&header(9, Some(2)), &mut second, Nanos(2)), Admit::Pull { from: WorkerId(2) });
     }

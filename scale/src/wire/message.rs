@@ -72,7 +72,8 @@ pub enum Kind {
     /// Director → worker, after the director restarted: list the flows whose state you hold.
     Inventory,
     /// Worker → director: one part of the answer to [`Kind::Inventory`]. Body: part and part
-    /// count (u16 each), then (flow key, clock of the state held) per flow.
+    /// count (u16 each), then per flow: its key, the clock of the state held, and the tuple an
+    /// NF rewrote it to (all zero: none).
     Holding,
 }
 
