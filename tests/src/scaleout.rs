@@ -85,7 +85,9 @@ impl Director {
         let child = Command::new(binary("nflet"))
             .args(["director", "-c"])
             .arg(path)
-            .env("RUST_LOG", "info")
+            // `NFLET_TEST_LOG` sets the director's (and its workers') log filter, e.g. to debug
+            // one NF: `info,nflet_nfs::functions::nat=debug`.
+            .env("RUST_LOG", std::env::var("NFLET_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -47,7 +47,7 @@ pub use tx::{AfPacketTx, TxStats};
 
 use super::buf::DEFAULT_FRAME_CAPACITY;
 use super::{OpenedPort, PortError, RxQueue, TxQueue};
-use setup::{tx_geometry, Ctx, ETH_P_ALL};
+use setup::{tx_geometry, Ctx};
 use sys::PacketSocket;
 
 /// Sizes and switches of an AF_PACKET port. `Default` suits a 1500-byte MTU.
@@ -115,7 +115,10 @@ pub fn open_queues(
     let mut txs = Vec::with_capacity(queues);
     let mut fanout_id = None;
     for q in 0..queues {
-        let sock = PacketSocket::open(ETH_P_ALL).map_err(|e| ctx.os("opening a packet socket", e))?;
+        // Protocol 0: no frame at all until `open_rx` binds it to the interface for every
+        // protocol. Opened for every protocol, it would queue the frames of all interfaces
+        // (loopback included) from socket(2) to bind(2).
+        let sock = PacketSocket::open(0).map_err(|e| ctx.os("opening a packet socket", e))?;
         if q == 0 {
             ctx.check_link(&sock, opts)?;
         }

@@ -193,6 +193,14 @@ impl Nat {
         match self.maps.insert(k, m, now) {
             Ok(idx) => {
                 self.c.new_mappings += 1;
+                log::debug!(
+                    "nat: new mapping {:?}:{} proto {} -> {:?}:{}",
+                    k.addr,
+                    k.port,
+                    k.proto,
+                    public_addr,
+                    slot.port()
+                );
                 Ok(idx)
             }
             Err(_) => {

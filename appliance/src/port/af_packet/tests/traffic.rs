@@ -119,3 +119,49 @@ fn frames_longer_than_the_buffers_are_counted_as_lost() {
         assert_eq!((b_rx[0].stats().oversize, b_rx[0].lost()), (1, 1));
     });
 }
+
+/// A port sees only its own interface's frames, from the first one: a packet socket opened
+/// for every protocol would queue frames of all interfaces until it is bound to its own.
+/// Loopback traffic flows while the port on `vb` opens again and again; none of it may come
+/// out of the port. (A restarted scale-out director took a worker's fabric datagram on
+/// 127.0.0.1 for a frame of its inside port, and the NAT made a mapping for it.)
+#[test]
+fn a_port_never_receives_other_interfaces_frames_while_it_opens() {
+    let ns = Netns::new("leak");
+    ns.ip(&["link", "set", "lo", "up"]);
+    ns.run(|| {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        // Threads spawned here stay in the namespace of the thread that spawns them.
+        let sender = std::thread::spawn(move || {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let mut sent = 0u64;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                if s.send_to(b"loopback, not vb", "127.0.0.1:9").is_ok() {
+                    sent += 1;
+                }
+            }
+            sent
+        });
+        let mut pool = BufPool::new(256, 2048);
+        let mut foreign = 0usize;
+        for _ in 0..30 {
+            let (mut rx, _tx) = open_queues("p", "vb", 1, &AfPacketOptions::default()).unwrap();
+            std::thread::sleep(Duration::from_millis(2));
+            let mut out = Vec::new();
+            while let crate::port::RxStatus::Received(1..) = rx[0].rx_burst(&mut pool, &mut out, 64) {
+                for b in out.drain(..) {
+                    // IPv4 source 127.0.0.1 at offset 26 of an untagged Ethernet frame.
+                    if b.data().get(26..30) == Some(&[127, 0, 0, 1][..]) {
+                        foreign += 1;
+                    }
+                    pool.put(b);
+                }
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let sent = sender.join().unwrap();
+        assert!(sent > 1000, "the loopback sender ran ({sent} datagrams)");
+        assert_eq!(foreign, 0, "loopback frames came out of the port on vb");
+    });
+}
