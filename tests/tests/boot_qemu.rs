@@ -26,21 +26,24 @@ const INSIDE_HOST: [u8; 4] = [10, 0, 0, 5];
 const SERVER: [u8; 4] = [198, 51, 100, 1];
 
 fn images() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../images/out");
-    assert!(
-        dir.join("initramfs.cpio").exists() && dir.join("nflet.img").exists(),
-        "{} has no images: run `cargo static && ./images/build.sh`",
-        dir.display()
-    );
-    dir
+    image_dir("out", &["initramfs.cpio", "nflet.img"], "./images/build.sh")
 }
 
 /// The images built on the specialised kernel (`images/kernel/`).
 fn specialised_images() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../images/out/specialised");
+    image_dir(
+        "out/specialised",
+        &["initramfs.cpio", "vmlinuz", "nflet.img"],
+        "./images/build.sh --specialised",
+    )
+}
+
+/// `images/<sub>`, which must hold `files` (else: how to build them).
+fn image_dir(sub: &str, files: &[&str], build: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../images").join(sub);
     assert!(
-        dir.join("initramfs.cpio").exists() && dir.join("vmlinuz").exists(),
-        "{} has no images: run `cargo static && ./images/build.sh --specialised`",
+        files.iter().all(|f| dir.join(f).exists()),
+        "{} has no images: run `cargo static && {build}`",
         dir.display()
     );
     dir

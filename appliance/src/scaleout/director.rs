@@ -456,8 +456,9 @@ impl DirectorRole {
         let restored = self.decisions.restore(clock.now(), &flows, 1 << 32);
         self.aliases.extend(snap.aliases);
         // The workers' rewritten tuples are at least as recent as the snapshot's.
-        self.aliases.extend(inventories.aliases());
-        self.counters.inventory_aliases = merged.aliases;
+        let reported = inventories.aliases();
+        self.counters.inventory_aliases = reported.len() as u64;
+        self.aliases.extend(reported);
         let adopted = self.slots.iter().filter(|s| matches!(s, Slot::Active | Slot::Warm)).count();
         log::info!(
             "took over from {}: {restored} flow(s) ({} the snapshot missed, {} moved since it, as the \
