@@ -495,10 +495,7 @@ fn a_broken_configuration_is_printed_and_the_vm_powers_off() {
 #[test]
 fn the_disk_image_boots_under_uefi() {
     let dir = images();
-    let nics = vec![
-        Wire::Udp { local: free_port(), remote: free_port() },
-        Wire::Udp { local: free_port(), remote: free_port() },
-    ];
+    let nics = unconnected_nics();
     // The management NIC leases its address from QEMU's user-network DHCP server.
     let http = free_tcp_port();
     let config = format!("{}\n[management]\naddress = \"dhcp\"\nlisten = 8080\n", nat_config());
@@ -526,15 +523,8 @@ fn the_specialised_disk_image_boots_under_uefi() {
     let dir = specialised_images();
     let uki = std::fs::metadata(dir.join("nflet.efi")).expect("nflet.efi").len();
     println!("specialised UKI: {uki} bytes");
-    let nics = vec![
-        Wire::Udp { local: free_port(), remote: free_port() },
-        Wire::Udp { local: free_port(), remote: free_port() },
-    ];
-    let mut guest = Guest::boot("specialised-disk", Image::Disk(dir.join("nflet.img")), &nat_config(), nics);
-    let log = guest.wait_for("ports up: inside, outside", Duration::from_secs(180));
-    assert!(log.contains("boot: configuration from fw_cfg:opt/nflet/config"), "{log}");
+    let log = boot_to_ports_up("specialised-disk", Image::Disk(dir.join("nflet.img")));
     assert!(log.contains("boot: no /etc/nflet/modules (no modules to load)"), "{log}");
-    drop(guest);
 }
 
 /// The same disk image on a legacy-BIOS machine: SeaBIOS runs the GPT MBR code, which starts
@@ -542,14 +532,23 @@ fn the_specialised_disk_image_boots_under_uefi() {
 /// the UKI.
 #[test]
 fn the_disk_image_boots_under_bios() {
-    let dir = images();
-    let nics = vec![
+    let log = boot_to_ports_up("bios", Image::BiosDisk(images().join("nflet.img")));
+    assert!(log.contains("0000:00:04.0 bound to uio_pci_generic"), "{log}");
+}
+
+/// Two data NICs on host UDP ports nobody sends to (boots that only check start-up).
+fn unconnected_nics() -> Vec<Wire> {
+    vec![
         Wire::Udp { local: free_port(), remote: free_port() },
         Wire::Udp { local: free_port(), remote: free_port() },
-    ];
-    let mut guest = Guest::boot("bios", Image::BiosDisk(dir.join("nflet.img")), &nat_config(), nics);
+    ]
+}
+
+/// Boots `image` with the NAT configuration on fw_cfg until its ports are up, checks that the
+/// configuration came from fw_cfg, stops QEMU, and returns the console log.
+fn boot_to_ports_up(tag: &str, image: Image) -> String {
+    let mut guest = Guest::boot(tag, image, &nat_config(), unconnected_nics());
     let log = guest.wait_for("ports up: inside, outside", Duration::from_secs(180));
     assert!(log.contains("boot: configuration from fw_cfg:opt/nflet/config"), "{log}");
-    assert!(log.contains("0000:00:04.0 bound to uio_pci_generic"), "{log}");
-    drop(guest);
+    log
 }
