@@ -135,6 +135,8 @@ pub struct Counters {
     pub forwarded: u64,
     pub new_mappings: u64,
     pub preserved_ports: u64,
+    /// New mappings whose random public port was picked ahead of their burst.
+    pub picked_ahead: u64,
     pub expired_mappings: u64,
     pub exhausted: u64,
     pub no_mapping: u64,
@@ -166,13 +168,23 @@ pub struct Nat {
     /// Public ports held by restored mappings on every core, until [`Nat::after_init`] has
     /// taken them out of this core's pools.
     restored: Option<Arc<Restored>>,
-    /// Per-burst (outbound?, endpoint hash) of the packets to prefetch; reused, not reallocated.
-    scratch: Vec<(bool, u32)>,
+    /// Per-burst (outbound?, endpoint, its hash) of the packets to prefetch; reused, not
+    /// reallocated.
+    scratch: Vec<(bool, Endpoint, u32)>,
+    /// Public ports picked ahead for this burst's new inside endpoints ([`Nat::process`]),
+    /// taken from the pool; any left at the end of the burst go back.
+    picked: Vec<(Endpoint, Slot)>,
+    /// Mappings the previous burst created: whether to pick ahead in this one.
+    new_last_burst: u64,
     /// Public endpoints of expired moved mappings, reserved until the time given (module
     /// doc, "Scale-out").
     held: std::collections::VecDeque<(Endpoint, Nanos)>,
     c: Counters,
 }
+
+/// New mappings in a burst from which the next burst picks public ports ahead
+/// ([`Nat::process`]).
+const PICK_AHEAD_FROM: u64 = 2;
 
 /// (pool index, public slot, core holding the mapping) of every restored mapping.
 type Restored = spin::Mutex<Vec<(usize, Slot, CoreId)>>;
@@ -254,6 +266,8 @@ impl NetworkFunction for Nat {
             freed: Vec::with_capacity(SWEEP_PER_BURST),
             restored: Some(restored),
             scratch: Vec::with_capacity(256),
+            picked: Vec::with_capacity(64),
+            new_last_burst: 0,
             held: std::collections::VecDeque::new(),
             c: Counters::default(),
         })
@@ -271,20 +285,51 @@ impl NetworkFunction for Nat {
                 continue;
             }
             let proto = u8::from(m.proto);
-            self.scratch.push(if self.s.is_inside(m.ingress) {
-                let src = [m.src[0], m.src[1], m.src[2], m.src[3]];
-                (true, Endpoint::new(src, m.sport, proto).hash())
+            let (out, k) = if self.s.is_inside(m.ingress) {
+                (true, Endpoint::new(translate::a4(&m.src), m.sport, proto))
             } else {
-                let dst = [m.dst[0], m.dst[1], m.dst[2], m.dst[3]];
-                (false, Endpoint::new(dst, m.dport, proto).hash())
-            });
+                (false, Endpoint::new(translate::a4(&m.dst), m.dport, proto))
+            };
+            self.scratch.push((out, k, k.hash()));
         }
         let mut touched = 0u32;
-        for &(out, h) in &self.scratch {
+        for &(out, _, h) in &self.scratch {
             touched ^= if out { self.maps.out.prefetch(h) } else { self.maps.back.prefetch(h) };
         }
+        // A new mapping also inserts into `back` at its public endpoint, a second miss. For
+        // the inside endpoints without a mapping, choose that endpoint now (the preserved
+        // port if free, else a random one, taken from the pool until the burst ends) and
+        // touch its slot too, so a burst of new flows overlaps those misses as well.
+        // Finding out which endpoints are new costs every packet one more probe (of a slot
+        // the loop above brought in, ~3 ns), which pays from about two new flows per burst:
+        // do it while the previous burst had that many. Choices first, then a tight loop of
+        // loads, as above.
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let mut new = 0;
+        let ahead = if self.new_last_burst >= PICK_AHEAD_FROM { scratch.len() } else { 0 };
+        for n in 0..ahead {
+            let Some(&(out, k, h)) = scratch.get(n) else { break };
+            if out && self.maps.out.find(h, &k, ctx.now).is_none() {
+                if let (Some(p), Some(slot)) = (self.pick_ahead(k), scratch.get_mut(new)) {
+                    // Entries before `n` are done with: reuse them for the public hashes.
+                    slot.2 = p.hash();
+                    new += 1;
+                }
+            }
+        }
+        for &(_, _, h) in scratch.iter().take(new) {
+            touched ^= self.maps.back.prefetch(h);
+        }
+        self.scratch = scratch;
         std::hint::black_box(touched);
+        let mappings_before = self.c.new_mappings;
         burst.for_each(|frame, meta| self.process_packet(ctx, frame, meta));
+        self.new_last_burst = self.c.new_mappings.saturating_sub(mappings_before);
+        // Ports picked for packets that did not need them (a second packet of the same new
+        // flow, a packet dropped first) go back.
+        while let Some((k, slot)) = self.picked.pop() {
+            self.give_back(k.proto, slot);
+        }
     }
 
     fn process_packet(&mut self, ctx: &Ctx, frame: &mut [u8], meta: &mut Meta) -> Verdict {
@@ -365,6 +410,7 @@ impl NetworkFunction for Nat {
             ("forwarded", c.forwarded),
             ("new_mappings", c.new_mappings),
             ("preserved_ports", c.preserved_ports),
+            ("ports_picked_ahead", c.picked_ahead),
             ("expired_mappings", c.expired_mappings),
             ("pool_exhausted", c.exhausted),
             ("no_mapping", c.no_mapping),

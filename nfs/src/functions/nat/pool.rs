@@ -5,7 +5,8 @@
 //! a core allocates from its own share without synchronisation, takes a batch from the common
 //! reserve when its share runs dry, and gives half of its share back when another core asks
 //! (`balance`, at burst boundaries). A port is in exactly one share, the reserve, or a live
-//! mapping, so no port is ever handed out twice while a mapping holds it.
+//! mapping (within a burst also: picked ahead for one of its new flows, `Nat::process`), so
+//! no port is ever handed out twice while a mapping holds it.
 //!
 //! Shares are cut evenly across addresses ([`Splittable::split_off`]) so that every core can
 //! honour paired address pooling (RFC 4787 REQ-2: the same inside address always gets the same

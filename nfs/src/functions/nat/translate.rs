@@ -211,7 +211,7 @@ impl Nat {
         }
     }
 
-    fn give_back(&mut self, proto: u8, slot: Slot) {
+    pub(super) fn give_back(&mut self, proto: u8, slot: Slot) {
         if let Some(p) = pool_index(proto).and_then(|i| self.pools.get_mut(i)) {
             p.local().put(slot);
         }
@@ -225,7 +225,12 @@ impl Nat {
     fn allocate(&mut self, k: Endpoint) -> Result<Slot, DropReason> {
         let pi = pool_index(k.proto).ok_or(DropReason::NatUnsupported)?;
         let naddr = self.s.public.len().max(1);
-        let paired = (Endpoint::new(k.addr, 0, 0).hash() as usize) % naddr;
+        let paired = self.paired(k);
+        // Picked ahead by the burst (its preserved port was not free then).
+        if let Some(i) = self.picked.iter().position(|(e, _)| *e == k) {
+            self.c.picked_ahead += 1;
+            return Ok(self.picked.swap_remove(i).1);
+        }
         for attempt in 0..2 {
             let pool = self.pools.get_mut(pi).ok_or(DropReason::NatPoolExhausted)?;
             let local = pool.local();
@@ -246,6 +251,30 @@ impl Nat {
         }
         self.c.exhausted += 1;
         Err(DropReason::NatPoolExhausted)
+    }
+
+    /// The index of inside endpoint `k`'s paired public address (RFC 4787 REQ-2: every
+    /// mapping of one inside address gets the same public address, while the pool allows).
+    fn paired(&self, k: Endpoint) -> usize {
+        (Endpoint::new(k.addr, 0, 0).hash() as usize) % self.s.public.len().max(1)
+    }
+
+    /// The public endpoint [`Nat::allocate`] will most likely give inside endpoint `k`, chosen
+    /// ahead of the packet (see [`Nat::process`]): its preserved port if free now, else a
+    /// random free port of its paired address, taken from the pool into `picked` for
+    /// `allocate` to use. `None` when the paired address's share has no free port (the
+    /// packet then takes the ordinary path, refilling from the reserve).
+    pub(super) fn pick_ahead(&mut self, k: Endpoint) -> Option<Endpoint> {
+        let paired = self.paired(k);
+        let addr = *self.s.public.get(paired)?;
+        let in_range = self.s.ports.contains(k.port);
+        let local = self.pools.get_mut(pool_index(k.proto)?)?.local();
+        if in_range && local.contains(Slot::new(paired, k.port)) {
+            return Some(Endpoint::new(addr, k.port, k.proto));
+        }
+        let slot = local.pick(paired, &mut self.rng, 1, |_| true)?;
+        self.picked.push((k, slot));
+        Some(Endpoint::new(addr, slot.port(), k.proto))
     }
 
     /// Inbound TCP/UDP/echo (and the second half of a hairpin): destination from the public

@@ -229,3 +229,87 @@ fn a_full_mapping_table_refuses_and_keeps_the_port() {
     assert_eq!(nat.free_ports(17), free, "the port went back to the pool");
     assert_eq!((nat.counters().table_full, nat.counters().new_mappings), (1, 3));
 }
+
+/// Runs `frames` (all from the inside) through `nat` as one burst; returns the verdicts and the
+/// frames as they leave.
+fn run_burst(nat: &mut Nat, now: Nanos, frames: &[Vec<u8>]) -> Vec<(Verdict, Vec<u8>)> {
+    let mut fs: Vec<Vec<u8>> = frames.to_vec();
+    let mut metas: Vec<_> =
+        fs.iter().map(|f| parse(f, PortId(IN), &ParsePolicy::default()).unwrap()).collect();
+    let mut verdicts = vec![Verdict::Continue; fs.len()];
+    let active: Vec<u16> = (0..fs.len() as u16).collect();
+    let mut burst = Burst { frames: &mut fs, metas: &mut metas, verdicts: &mut verdicts, active: &active };
+    nat.process(&Ctx { now, core: CoreId(0) }, &mut burst);
+    verdicts.into_iter().zip(fs).collect()
+}
+
+#[test]
+fn a_burst_of_new_flows_maps_like_its_packets_one_at_a_time() {
+    // Once a burst has made two or more mappings, the next one chooses its new flows' public
+    // ports ahead (preserved if free then, else picked at random and held until the burst
+    // ends): the outcome must be that of the packets one by one, with no port lost. Ten
+    // public ports, two taken by the warm-up burst; (inside host, port) of each packet, and
+    // how many of the burst's mappings got a port picked ahead.
+    const HOST_C: [u8; 4] = [192, 168, 1, 12];
+    type Case<'a> = (&'a str, &'a [([u8; 4], u16)], u64);
+    let cases: &[Case] = &[
+        // Preserved ports; a second flow wanting a port the first took (it was free when
+        // the burst began, so nothing was picked ahead for it); repeats of a new flow in the
+        // same burst.
+        ("preserve", &[(HOST_A, 2000), (HOST_B, 2000), (HOST_A, 2001), (HOST_A, 2001), (HOST_B, 2000)], 0),
+        // Ports outside the range: every one picked ahead; the repeat's extra pick goes back.
+        ("random", &[(HOST_A, 100), (HOST_A, 101), (HOST_A, 100), (HOST_B, 100)], 3),
+        // More new flows than ports: the last ones are exhausted, as one at a time. (Port
+        // 2002 went to an earlier flow's random pick, so its flow gets a random one too.)
+        (
+            "exhaust",
+            &[
+                (HOST_A, 1),
+                (HOST_A, 2),
+                (HOST_A, 3),
+                (HOST_A, 2002),
+                (HOST_A, 4),
+                (HOST_A, 5),
+                (HOST_A, 6),
+                (HOST_A, 7),
+                (HOST_A, 8),
+                (HOST_A, 9),
+            ],
+            8,
+        ),
+    ];
+    // Preserved ports, so the random picks of the cases start from the same pool.
+    let warm_up = [udp4(HOST_C, 2008, R1, 53, b""), udp4(HOST_C, 2009, R1, 53, b"")];
+    for (name, flows, ahead) in cases {
+        let frames: Vec<Vec<u8>> = flows.iter().map(|&(h, p)| udp4(h, p, R1, 53, b"")).collect();
+        let config = format!("ports = \"2000-2009\"\n{BASE}");
+        let (mut one, mut burst): (Nat, Nat) = (build(&config), build(&config));
+        for f in &warm_up {
+            run(&mut one, s(0), IN, f);
+        }
+        run_burst(&mut burst, s(0), &warm_up);
+        let singles: Vec<(Verdict, Vec<u8>)> = frames.iter().map(|f| run(&mut one, s(0), IN, f)).collect();
+        let together = run_burst(&mut burst, s(0), &frames);
+        let verdicts = |r: &[(Verdict, Vec<u8>)]| r.iter().map(|(v, _)| *v).collect::<Vec<_>>();
+        assert_eq!(verdicts(&together), verdicts(&singles), "{name}: verdicts");
+        assert_eq!(burst.counters().picked_ahead, *ahead, "{name}: picked ahead");
+        let mut others = counters(&burst);
+        others.retain(|(c, _)| *c != "ports_picked_ahead");
+        assert_eq!(others, counters(&one), "{name}: the other counters");
+        assert_eq!(burst.free_ports(17), one.free_ports(17), "{name}: free ports");
+        // Each inside endpoint kept one public port, and no two share one.
+        let mut public = std::collections::HashMap::new();
+        for (&(h, p), (v, f)) in flows.iter().zip(&together) {
+            if *v == Verdict::Continue {
+                let t = verified(f);
+                assert_eq!(t.0, PUB, "{name}");
+                assert_eq!(*public.entry((h, p)).or_insert(t.1), t.1, "{name}: {h:?}:{p} one port");
+            }
+        }
+        let mut ports: Vec<u16> = public.values().copied().collect();
+        ports.sort_unstable();
+        ports.dedup();
+        assert_eq!(ports.len(), public.len(), "{name}: distinct public ports");
+        assert_eq!(burst.mappings(s(0)) + burst.free_ports(17), 10, "{name}: every port accounted for");
+    }
+}
