@@ -85,6 +85,14 @@ pub struct DirectorConfig {
     pub alpha: f64,
     /// Launch a worker when every active worker is above this utilisation (SNF: 90 %).
     pub launch_utilisation: f64,
+    /// Consolidation: when the active workers' summed load would fit on all but the
+    /// highest-ID one at no more than this utilisation each, that one *drains* — no new
+    /// flowlet is packed onto it — and retires as soon as its running flowlets have ended,
+    /// without waiting out `retire_after`. A flowlet that finds no room elsewhere takes the
+    /// draining worker back. Flowlets are short, so a drain takes milliseconds; SNF retires
+    /// only workers that received nothing for a fixed time, which leaves the pool sized for
+    /// the sub-millisecond peaks of the demand. 0 disables it (the default).
+    pub drain_utilisation: f64,
     /// Retire a worker after it has been idle (no active flowlet, load below
     /// `idle_utilisation`) for this long.
     pub retire_after: Nanos,
@@ -125,6 +133,7 @@ impl Default for DirectorConfig {
             worker_capacity: Rate(1.25e9),
             alpha: 0.25,
             launch_utilisation: 0.9,
+            drain_utilisation: 0.0,
             retire_after: Nanos::from_secs(1),
             idle_utilisation: 0.01,
             initial_workers: 1,
@@ -214,6 +223,7 @@ impl DirectorConfig {
         in_range("ewma_weight", self.ewma_weight, 0.0, 1.0, "[0, 1]")?;
         in_range("alpha", self.alpha, 0.0, 1.0, "[0, 1]")?;
         in_range("launch_utilisation", self.launch_utilisation, 0.0, 1.0, "[0, 1]")?;
+        in_range("drain_utilisation", self.drain_utilisation, 0.0, 1.0, "[0, 1]")?;
         in_range("idle_utilisation", self.idle_utilisation, 0.0, 1.0, "[0, 1]")?;
         in_range("worker_capacity", self.worker_capacity.0, f64::MIN_POSITIVE, f64::MAX, "(0, inf)")?;
         in_range("initial_demand", self.initial_demand.0, 0.0, f64::MAX, "[0, inf)")?;

@@ -149,7 +149,7 @@ fn candidates<'a>(
     cap: Rate,
     holds: impl Fn(WorkerId) -> bool + 'a,
 ) -> impl Iterator<Item = Candidate> + 'a {
-    pool.iter().map(move |w| Candidate {
+    pool.iter().filter(|w| !w.draining).map(move |w| Candidate {
         worker: w.id,
         load: w.load(),
         capacity: cap,
@@ -202,11 +202,20 @@ fn start_flowlet(
     // (the owner's load already counts the flow: staying adds nothing).
     let stays = cfg.size_cut_stays
         && reason == FlowletStart::Size
-        && p.pool.active().iter().any(|w| w.id == previous && w.load().0 <= cfg.worker_capacity.0);
+        && p.pool
+            .active()
+            .iter()
+            .any(|w| w.id == previous && !w.draining && w.load().0 <= cfg.worker_capacity.0);
     let (worker, overflow) = if stays {
         (previous, false)
     } else if repack || p.pool.get(previous).is_none() {
-        match pack(candidates(p.pool.active(), cfg.worker_capacity, holds), demand, alpha) {
+        let mut choice = pack(candidates(p.pool.active(), cfg.worker_capacity, &holds), demand, alpha);
+        // No room on the serving workers: a draining one serves again (module doc of
+        // `scaling`, "Drain").
+        if choice.is_none_or(|c| c.overflow) && p.pool.undrain() {
+            choice = pack(candidates(p.pool.active(), cfg.worker_capacity, &holds), demand, alpha);
+        }
+        match choice {
             Some(c) => (c.worker, c.overflow),
             None => {
                 p.counters.no_worker += 1;

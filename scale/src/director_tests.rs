@@ -653,3 +653,77 @@ fn flows_pulling_from_a_failed_worker_are_listed_with_their_puller() {
     assert_eq!(d.pulling_from(WorkerId(0)), vec![(k, WorkerId(1))]);
     assert!(d.pulling_from(WorkerId(1)).is_empty());
 }
+
+#[test]
+fn a_draining_worker_takes_no_new_flowlet_and_retires_when_its_last_one_ends() {
+    let c =
+        DirectorConfig { drain_utilisation: 0.8, retire_after: Nanos::from_secs(1), replicas: 0, ..cfg(3) };
+    let mut d = director(c);
+    // Workers 0 and 1 full: flow 1's flowlet goes to worker 2.
+    set_reserved(&mut d, 0, 0.95);
+    set_reserved(&mut d, 1, 0.95);
+    assert_eq!(d.steer(Nanos(0), key(1), Bytes(64)).worker(), Some(WorkerId(2)));
+    // The load falls: 0.5 + 0.5 + flow 1's 0.1 fits on two workers at 80 %. Worker 2 drains
+    // (no decision to carry out yet: its flowlet runs).
+    set_reserved(&mut d, 0, 0.5);
+    set_reserved(&mut d, 1, 0.5);
+    assert_eq!(tick(&mut d, 100 * US), vec![]);
+    assert!(d.workers().iter().any(|w| w.id == WorkerId(2) && w.draining));
+    // New flowlets go elsewhere, although worker 2 is the one with room to spare.
+    for port in 2..6 {
+        let s = d.steer(Nanos(200 * US), key(port), Bytes(64));
+        assert_ne!(s.worker(), Some(WorkerId(2)), "flow {port}");
+    }
+    // Flow 1 keeps sending every 400 µs: its flowlet runs on, worker 2 stays.
+    let mut t = 0;
+    while t < 5 * MS {
+        t += 400 * US;
+        assert_eq!(start(d.steer(Nanos(t), key(1), Bytes(64))), None);
+        assert_eq!(tick(&mut d, t), vec![], "at {t}");
+    }
+    // It stops: T (500 µs) later its flowlet ends and worker 2 retires at once, long before
+    // retire_after (1 s).
+    let (mut now, mut retired) = (t, None);
+    while retired.is_none() && now < t + 5 * MS {
+        now += 500 * US;
+        for dec in tick(&mut d, now) {
+            if let Decision::Scale(ScaleDecision::Retire { worker, .. }) = dec {
+                retired = Some((now, worker));
+            }
+        }
+    }
+    let (at, worker) = retired.unwrap();
+    assert_eq!(worker, WorkerId(2));
+    assert!(at <= t + 1500 * US, "retired {} µs after the last packet", (at - t) / US);
+    assert_eq!((d.workers().len(), d.counters().retirements, d.counters().launches), (2, 1, 0));
+}
+
+#[test]
+fn a_draining_worker_serves_again_before_anything_overflows_or_launches() {
+    let c = DirectorConfig { drain_utilisation: 0.8, max_workers: 3, replicas: 0, ..cfg(2) };
+    // A flowlet that finds no room on the serving workers takes the draining one back.
+    // (Worker 1 first gets a flowlet of flow 9, so that draining does not retire it at once.)
+    let draining = |c: &DirectorConfig| {
+        let mut d = director(c.clone());
+        set_reserved(&mut d, 0, 0.95);
+        assert_eq!(d.steer(Nanos(0), key(9), Bytes(64)).worker(), Some(WorkerId(1)));
+        set_reserved(&mut d, 0, 0.0);
+        assert_eq!(tick(&mut d, 100 * US), vec![]);
+        assert!(d.workers().iter().any(|w| w.id == WorkerId(1) && w.draining));
+        d
+    };
+    let mut d = draining(&c);
+    set_reserved(&mut d, 0, 0.95);
+    let a = start(d.steer(Nanos(200 * US), key(1), Bytes(64))).unwrap();
+    assert_eq!((d.flow(&key(1)).unwrap().owner, a.overflow), (WorkerId(1), false));
+    assert!(d.workers().iter().all(|w| !w.draining));
+    // Serving workers all saturated while one drains: it serves again instead of a launch.
+    let mut d = draining(&c);
+    set_reserved(&mut d, 0, 0.95);
+    assert_eq!(tick(&mut d, 200 * US), vec![], "no launch");
+    assert!(d.workers().iter().all(|w| !w.draining));
+    assert_eq!(d.counters().launches, 0);
+    // With both saturated (flow 9's reservation counts on worker 1), a launch.
+    set_reserved(&mut d, 1, 0.95);
+    assert_eq!(tick(&mut d, 300 * US), vec![Decision::Scale(ScaleDecision::Launch(WorkerId(2)))]);
+}

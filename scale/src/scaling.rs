@@ -13,6 +13,12 @@
 //!   highest ID first, one at a time. A worker with an active flowlet is never retired: it
 //!   drains first, and its idle time only starts counting once its last flowlet has ended.
 //!
+//! * **Drain** (with `drain_utilisation` > 0): when the summed load would fit on all
+//!   but the highest-ID active worker at no more than the drain utilisation each, that worker
+//!   stops receiving new flowlets; it retires the moment its last flowlet ends. When the
+//!   others fill up (all above the launch utilisation, or a flowlet finds no room on them)
+//!   it is taken back before any launch.
+//!
 //! A worker's load for packing and for these rules is its drained rate over the load window, as
 //! in the paper, or, with `reserve_active_demand`, the larger of that and the summed demand
 //! estimates of its active flowlets (see [`DirectorConfig::reserve_active_demand`]). Idleness
@@ -35,6 +41,8 @@ pub struct Worker {
     pub reserved: Rate,
     /// Since when the worker has been idle, if it is.
     pub idle_since: Option<Nanos>,
+    /// Not packed onto; retires once its flowlets have ended (module doc, "Drain").
+    pub draining: bool,
     reserve: bool,
 }
 
@@ -46,6 +54,7 @@ impl Worker {
             active_flowlets: 0,
             reserved: Rate::ZERO,
             idle_since: None,
+            draining: false,
             reserve: cfg.reserve_active_demand,
         }
     }
@@ -175,7 +184,12 @@ impl Pool {
             return None;
         }
         let saturated = |w: &Worker| w.load().fraction_of(cfg.worker_capacity) > cfg.launch_utilisation;
-        if self.active.is_empty() || !self.active.iter().all(saturated) {
+        let mut serving = self.active.iter().filter(|w| !w.draining).peekable();
+        if serving.peek().is_none() || !serving.all(saturated) {
+            return None;
+        }
+        // A draining worker is taken back before anything is launched.
+        if self.undrain() {
             return None;
         }
         let id = self.lowest_free_id()?;
@@ -226,8 +240,42 @@ impl Pool {
         }
     }
 
-    /// The retire rule at `now` (windows already advanced); removes the worker it retires.
+    /// Takes a draining worker back into the packing; false if none was draining.
+    pub fn undrain(&mut self) -> bool {
+        match self.active.iter_mut().find(|w| w.draining) {
+            Some(w) => {
+                w.draining = false;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The drain rule (module doc): starts draining the highest-ID worker when the others can
+    /// carry the pool's drained load at no more than `drain_utilisation`.
+    fn drain_decision(&mut self) {
+        let cfg = &self.template;
+        let others = self.active.len().saturating_sub(1);
+        if cfg.drain_utilisation <= 0.0
+            || self.pending.is_some()
+            || others < usize::from(cfg.min_workers)
+            || self.active.iter().any(|w| w.draining)
+        {
+            return;
+        }
+        // The load the launch rule sees, so the two rules do not undo each other.
+        let load: f64 = self.active.iter().map(|w| w.load().0).sum();
+        if load <= cfg.drain_utilisation * others as f64 * cfg.worker_capacity.0 {
+            if let Some(w) = self.active.last_mut() {
+                w.draining = true;
+            }
+        }
+    }
+
+    /// The drain and retire rules at `now` (windows already advanced); removes the worker it
+    /// retires.
     pub fn retire_decision(&mut self, now: Nanos) -> Option<ScaleDecision> {
+        self.drain_decision();
         let cfg = &self.template;
         for w in &mut self.active {
             let idle = w.active_flowlets == 0
@@ -237,7 +285,10 @@ impl Pool {
         if self.active.len() <= usize::from(cfg.min_workers) {
             return None;
         }
-        let due = |w: &Worker| w.idle_since.is_some_and(|t| now.saturating_sub(t) >= cfg.retire_after);
+        let due = |w: &Worker| {
+            (w.draining && w.active_flowlets == 0)
+                || w.idle_since.is_some_and(|t| now.saturating_sub(t) >= cfg.retire_after)
+        };
         let i = self.active.iter().rposition(due)?;
         let gone = self.active.remove(i);
         let successor = self.active.first()?.id;

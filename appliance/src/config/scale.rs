@@ -89,6 +89,10 @@ pub struct RawScale {
     pub size_cut_stays: bool,
     #[serde(default = "d_launch_util")]
     pub launch_utilisation: f64,
+    /// Drain the highest worker when the others could carry the load at this utilisation
+    /// (0: never; see `nflet_scale::config::DirectorConfig::drain_utilisation`).
+    #[serde(default)]
+    pub drain_utilisation: f64,
     #[serde(default = "d_retire")]
     pub retire_idle_ms: u64,
     /// A flow idle this long is forgotten by the director (keep it at least as long as the
@@ -305,6 +309,7 @@ pub fn scale(s: RawScale) -> Result<Scale, (&'static str, String)> {
         size_cut_stays: s.size_cut_stays,
         worker_capacity: Rate(s.capacity_mbps * 1e6 / 8.0),
         launch_utilisation: s.launch_utilisation,
+        drain_utilisation: s.drain_utilisation,
         retire_after: Nanos::from_millis(s.retire_idle_ms),
         initial_workers: s.initial_workers,
         min_workers: 1,
@@ -320,6 +325,7 @@ pub fn scale(s: RawScale) -> Result<Scale, (&'static str, String)> {
             "alpha",
             "replicas",
             "launch_utilisation",
+            "drain_utilisation",
             "capacity",
             "flow_idle",
         ]
@@ -423,6 +429,10 @@ mod tests {
         assert_eq!(d.replica_choice, nflet_scale::config::ReplicaChoice::Packing);
         assert!(d.reserve_active_demand && d.release_idle_reservation && d.size_cut_stays);
         assert_eq!((d.alpha, d.replicas), (1.0, 8));
+        assert_eq!(d.drain_utilisation, 0.0);
+        assert_eq!(parse("drain_utilisation = 0.8").unwrap().decisions.drain_utilisation, 0.8);
+        let e = parse("drain_utilisation = 1.5").unwrap_err();
+        assert!(e.starts_with("drain_utilisation:") && e.contains("[0, 1]"), "{e}");
         let e = parse("replica_choice = \"nearest\"").unwrap_err();
         assert!(e.contains("replica_choice") || e.contains("nearest"), "{e}");
     }

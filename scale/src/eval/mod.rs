@@ -12,6 +12,7 @@
 
 pub mod experiments;
 pub mod failure;
+pub mod oracle;
 pub mod plot;
 pub mod report;
 pub mod run;

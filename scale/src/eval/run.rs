@@ -133,6 +133,11 @@ pub struct RunResult {
     /// epochs with demand.
     pub provision_vs_min_mean: f64,
     pub provision_vs_min_max: f64,
+    /// Provisioned ÷ demand over the *busy* epochs, those with at least half the peak
+    /// epoch's demand (where whole workers round the capacity up by little): capacity summed
+    /// ÷ demand summed, and the worst epoch.
+    pub provision_ratio_busy: f64,
+    pub provision_ratio_busy_max: f64,
     /// Epochs in which some worker was above capacity.
     pub overloaded_epochs: usize,
     pub mean_workers: f64,
@@ -333,6 +338,17 @@ pub fn run(
         .filter(|e| e.demand_gbps > 0.0)
         .map(|e| e.provisioned_gbps / ((e.demand_gbps / capacity_gbps).ceil() * capacity_gbps))
         .collect();
+    let peak = epochs.done.iter().map(|e| e.demand_gbps).fold(0.0, f64::max);
+    let busy: Vec<&Epoch> =
+        epochs.done.iter().filter(|e| e.demand_gbps > 0.0 && e.demand_gbps >= peak / 2.0).collect();
+    let busy_demand: f64 = busy.iter().map(|e| e.demand_gbps).sum();
+    let provision_ratio_busy = if busy_demand > 0.0 {
+        busy.iter().map(|e| e.provisioned_gbps).sum::<f64>() / busy_demand
+    } else {
+        0.0
+    };
+    let provision_ratio_busy_max =
+        busy.iter().map(|e| e.provisioned_gbps / e.demand_gbps).fold(0.0, f64::max);
     let counters = director.counters();
     let opportunities = match cfg.policy {
         Policy::Flowlet => counters.flowlets,
@@ -376,7 +392,9 @@ pub fn run(
                 0.0
             }
         },
-        peak_demand_gbps: epochs.done.iter().map(|e| e.demand_gbps).fold(0.0, f64::max),
+        peak_demand_gbps: peak,
+        provision_ratio_busy,
+        provision_ratio_busy_max,
         provision_ratio_max: ratios.iter().copied().fold(0.0, f64::max),
         provision_vs_min_mean: if vs_min.is_empty() {
             0.0

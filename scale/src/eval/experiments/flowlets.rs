@@ -64,6 +64,7 @@ pub fn flowlets(
         title: "flowlets",
         traces,
         runs: all,
+        bounds: Vec::new(),
         text,
     })
 }

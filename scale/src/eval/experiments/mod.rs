@@ -52,6 +52,9 @@ pub struct ExperimentResult {
     pub title: &'static str,
     pub traces: Vec<TraceSummary>,
     pub runs: Vec<RunResult>,
+    /// Clairvoyant provisioning bounds on the trace ([`crate::eval::oracle`]), by window.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub bounds: Vec<crate::eval::oracle::OracleBound>,
     /// The rendered tables and notes.
     pub text: String,
 }

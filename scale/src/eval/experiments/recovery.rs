@@ -70,6 +70,7 @@ pub fn recovery(
         title: "recovery",
         traces: vec![summary],
         runs: results,
+        bounds: Vec::new(),
         text,
     })
 }

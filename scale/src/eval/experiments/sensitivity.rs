@@ -41,6 +41,12 @@ pub fn sensitivity(
             r.director.replica_choice = ReplicaChoice::Packing;
         });
     }
+    for u in [0.8, 0.9, 1.0] {
+        add("launch at", format!("{:.0} %", u * 100.0), &|r| r.director.launch_utilisation = u);
+    }
+    for u in [0.7, 0.8, 0.9] {
+        add("drain at", format!("{:.0} %", u * 100.0), &|r| r.director.drain_utilisation = u);
+    }
     let only: Vec<RunSpec> = specs.iter().map(|(_, _, r)| r.clone()).collect();
     let results = runs(w, &only, progress)?;
     let flows = w.trace.keys.len().max(1) as f64;
@@ -49,6 +55,10 @@ pub fn sensitivity(
         "value",
         "assignments × per flow",
         "mean workers",
+        "provisioned/demand",
+        "busy epochs",
+        "worst busy epoch",
+        "overloaded epochs",
         "state in place",
         "p50",
         "p99",
@@ -59,6 +69,10 @@ pub fn sensitivity(
             value.clone(),
             format!("{:.2}", r.assignment_opportunities as f64 / flows),
             format!("{:.2}", r.mean_workers),
+            format!("{:.2}", r.provision_ratio_total),
+            format!("{:.2}", r.provision_ratio_busy),
+            format!("{:.2}", r.provision_ratio_busy_max),
+            r.overloaded_epochs.to_string(),
             r.in_place_share.map_or("-".into(), pct),
             time_us(r.latency_us.p50),
             time_us(r.latency_us.p99),
@@ -80,6 +94,7 @@ pub fn sensitivity(
         title: "sensitivity",
         traces: vec![summary],
         runs: results,
+        bounds: Vec::new(),
         text,
     })
 }

@@ -89,6 +89,7 @@ pub fn state(
         title: "state",
         traces: vec![summary],
         runs: results,
+        bounds: Vec::new(),
         text,
     })
 }
