@@ -91,7 +91,8 @@ pub struct DirectorConfig {
     /// without waiting out `retire_after`. A flowlet that finds no room elsewhere takes the
     /// draining worker back. Flowlets are short, so a drain takes milliseconds; SNF retires
     /// only workers that received nothing for a fixed time, which leaves the pool sized for
-    /// the sub-millisecond peaks of the demand. 0 disables it (the default).
+    /// the sub-millisecond peaks of the demand. 0 disables it (the default); otherwise it
+    /// must be below `launch_utilisation`, or draining would trigger a launch at once.
     pub drain_utilisation: f64,
     /// Retire a worker after it has been idle (no active flowlet, load below
     /// `idle_utilisation`) for this long.
@@ -151,11 +152,32 @@ impl Default for DirectorConfig {
 /// A configuration value that cannot work, with the key and what to change.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ConfigError {
-    Zero { key: &'static str },
-    OutOfRange { key: &'static str, value: f64, range: &'static str },
-    WindowNotMultiple { window: Nanos, bucket: Nanos },
-    Workers { initial: u16, min: u16, max: u16 },
-    TooManyReplicas { value: usize, max: usize },
+    Zero {
+        key: &'static str,
+    },
+    OutOfRange {
+        key: &'static str,
+        value: f64,
+        range: &'static str,
+    },
+    WindowNotMultiple {
+        window: Nanos,
+        bucket: Nanos,
+    },
+    Workers {
+        initial: u16,
+        min: u16,
+        max: u16,
+    },
+    TooManyReplicas {
+        value: usize,
+        max: usize,
+    },
+    /// Draining at or above the launch utilisation would drain a worker only to launch one.
+    DrainNotBelowLaunch {
+        drain: f64,
+        launch: f64,
+    },
 }
 
 impl std::fmt::Display for ConfigError {
@@ -178,6 +200,11 @@ impl std::fmt::Display for ConfigError {
             ConfigError::TooManyReplicas { value, max } => {
                 write!(f, "scale: `replicas` = {value}; at most {max} are supported")
             }
+            ConfigError::DrainNotBelowLaunch { drain, launch } => write!(
+                f,
+                "scale: `drain_utilisation` = {drain} must be below `launch_utilisation` = {launch} \
+                 (or 0 for no draining): the drained workers' load would launch one at once"
+            ),
         }
     }
 }
@@ -224,6 +251,12 @@ impl DirectorConfig {
         in_range("alpha", self.alpha, 0.0, 1.0, "[0, 1]")?;
         in_range("launch_utilisation", self.launch_utilisation, 0.0, 1.0, "[0, 1]")?;
         in_range("drain_utilisation", self.drain_utilisation, 0.0, 1.0, "[0, 1]")?;
+        if self.drain_utilisation > 0.0 && self.drain_utilisation >= self.launch_utilisation {
+            return Err(ConfigError::DrainNotBelowLaunch {
+                drain: self.drain_utilisation,
+                launch: self.launch_utilisation,
+            });
+        }
         in_range("idle_utilisation", self.idle_utilisation, 0.0, 1.0, "[0, 1]")?;
         in_range("worker_capacity", self.worker_capacity.0, f64::MIN_POSITIVE, f64::MAX, "(0, inf)")?;
         in_range("initial_demand", self.initial_demand.0, 0.0, f64::MAX, "[0, inf)")?;
@@ -259,6 +292,8 @@ mod tests {
             (|c| c.replicas = 99, "replicas"),
             (|c| c.policy = Policy::PerFlowRealloc { period: Nanos::ZERO }, "policy.period"),
             (|c| c.worker_capacity = Rate(0.0), "worker_capacity"),
+            (|c| c.drain_utilisation = 1.2, "drain_utilisation"),
+            (|c| c.drain_utilisation = 0.9, "below `launch_utilisation`"),
         ];
         for (edit, key) in cases {
             let mut c = DirectorConfig::default();

@@ -116,6 +116,8 @@ pub struct DirectorCounters {
     pub replications: u64,
     pub launches: u64,
     pub retirements: u64,
+    /// Workers that started draining (`drain_utilisation`); each ends retired or taken back.
+    pub drains: u64,
     pub failures: u64,
 }
 

@@ -289,7 +289,7 @@ impl Director {
     }
 
     pub fn counters(&self) -> DirectorCounters {
-        self.counters
+        DirectorCounters { drains: self.pool.drains(), ..self.counters }
     }
 
     pub fn table_counters(&self) -> TableCounters {

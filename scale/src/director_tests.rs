@@ -695,7 +695,8 @@ fn a_draining_worker_takes_no_new_flowlet_and_retires_when_its_last_one_ends() {
     let (at, worker) = retired.unwrap();
     assert_eq!(worker, WorkerId(2));
     assert!(at <= t + 1500 * US, "retired {} µs after the last packet", (at - t) / US);
-    assert_eq!((d.workers().len(), d.counters().retirements, d.counters().launches), (2, 1, 0));
+    let c = d.counters();
+    assert_eq!((d.workers().len(), c.drains, c.retirements, c.launches), (2, 1, 1, 0));
 }
 
 #[test]

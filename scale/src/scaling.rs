@@ -131,13 +131,15 @@ pub struct Pool {
     active: Vec<Worker>,
     pending: Option<WorkerId>,
     template: DirectorConfig,
+    /// Workers that started draining.
+    drains: u64,
 }
 
 impl Pool {
     /// `cfg.initial_workers` active workers, IDs 0…
     pub fn new(cfg: &DirectorConfig) -> Pool {
         let active = (0..cfg.initial_workers).map(|i| Worker::new(WorkerId(i), cfg)).collect();
-        Pool { active, pending: None, template: cfg.clone() }
+        Pool { active, pending: None, template: cfg.clone(), drains: 0 }
     }
 
     /// Active workers in ascending ID order.
@@ -240,6 +242,11 @@ impl Pool {
         }
     }
 
+    /// Workers that started draining so far.
+    pub fn drains(&self) -> u64 {
+        self.drains
+    }
+
     /// Takes a draining worker back into the packing; false if none was draining.
     pub fn undrain(&mut self) -> bool {
         match self.active.iter_mut().find(|w| w.draining) {
@@ -268,6 +275,7 @@ impl Pool {
         if load <= cfg.drain_utilisation * others as f64 * cfg.worker_capacity.0 {
             if let Some(w) = self.active.last_mut() {
                 w.draining = true;
+                self.drains += 1;
             }
         }
     }

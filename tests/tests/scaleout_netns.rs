@@ -62,6 +62,14 @@ fn the_same_over_a_lossy_duplicating_reordering_fabric() {
     scale_out("si", 44_000, "impair_loss = 0.01\nimpair_duplicate = 0.01\nimpair_reorder = 0.05");
 }
 
+/// The same with draining (`drain_utilisation`): as the load falls, the highest worker stops
+/// taking flowlets and retires as soon as its running ones end, instead of after
+/// `retire_idle_ms` of silence; every check above still holds, and a worker did drain.
+#[test]
+fn the_same_with_workers_drained_while_their_flows_run() {
+    scale_out("sd", 52_000, "drain_utilisation = 0.4");
+}
+
 fn scale_out(tag: &str, base: u16, extra: &str) {
     let t = TwoHosts::new(tag);
     static_neighbours(&t, PUBLIC);
@@ -213,7 +221,10 @@ fn scale_out(tag: &str, base: u16, extra: &str) {
     // The forged, replayed and malformed datagrams of `attack` were refused and counted.
     let w0 = workers.iter().find(|w| w["worker"] == 0).expect("worker 0 summary");
     assert_eq!(w0["counters"]["rejected"]["msg_forged"], 1, "{w0:#}");
-    let impaired = !extra.is_empty();
+    if extra.contains("drain_utilisation") {
+        assert!(d["drains"].as_u64().unwrap() >= 1, "no worker drained: {d}");
+    }
+    let impaired = extra.contains("impair");
     if impaired {
         // Duplicated messages are refused as replays too.
         assert!(w0["counters"]["rejected"]["msg_replayed"].as_u64().unwrap() >= 1, "{w0:#}");

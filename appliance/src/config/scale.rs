@@ -324,8 +324,9 @@ pub fn scale(s: RawScale) -> Result<Scale, (&'static str, String)> {
             "flowlet_max",
             "alpha",
             "replicas",
-            "launch_utilisation",
+            // Before `launch_utilisation`, which its message also names.
             "drain_utilisation",
+            "launch_utilisation",
             "capacity",
             "flow_idle",
         ]
@@ -433,6 +434,8 @@ mod tests {
         assert_eq!(parse("drain_utilisation = 0.8").unwrap().decisions.drain_utilisation, 0.8);
         let e = parse("drain_utilisation = 1.5").unwrap_err();
         assert!(e.starts_with("drain_utilisation:") && e.contains("[0, 1]"), "{e}");
+        let e = parse("drain_utilisation = 0.9").unwrap_err();
+        assert!(e.starts_with("drain_utilisation:") && e.contains("below `launch_utilisation` = 0.9"), "{e}");
         let e = parse("replica_choice = \"nearest\"").unwrap_err();
         assert!(e.contains("replica_choice") || e.contains("nearest"), "{e}");
     }

@@ -900,6 +900,7 @@ impl DirectorRole {
                 "state_recover": c.state_recover, "failover_starts": c.failover_starts, "failures": c.failures,
                 "overflows": c.overflows, "untracked": c.untracked, "no_worker": c.no_worker,
                 "replications": c.replications, "launches": c.launches, "retirements": c.retirements,
+                "drains": c.drains,
             },
             "flows": self.decisions.flows(),
             "aliases": self.aliases.len(),

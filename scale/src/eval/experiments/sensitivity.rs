@@ -44,7 +44,7 @@ pub fn sensitivity(
     for u in [0.8, 0.9, 1.0] {
         add("launch at", format!("{:.0} %", u * 100.0), &|r| r.director.launch_utilisation = u);
     }
-    for u in [0.7, 0.8, 0.9] {
+    for u in [0.6, 0.7, 0.8] {
         add("drain at", format!("{:.0} %", u * 100.0), &|r| r.director.drain_utilisation = u);
     }
     let only: Vec<RunSpec> = specs.iter().map(|(_, _, r)| r.clone()).collect();
