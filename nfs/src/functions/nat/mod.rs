@@ -275,52 +275,10 @@ impl NetworkFunction for Nat {
 
     #[inline]
     fn process<F: Frame>(&mut self, ctx: &Ctx, burst: &mut Burst<'_, F>) {
-        // Touch every packet's mapping slot first so the cache misses overlap (outbound:
-        // by inside endpoint; inbound: by public endpoint). Hashes first, then a tight loop
-        // of loads: a long loop body would let only a few misses be in flight at once.
-        self.scratch.clear();
-        for &i in burst.active {
-            let Some(m) = burst.metas.get(usize::from(i)) else { continue };
-            if m.l3_kind != L3Kind::Ipv4 {
-                continue;
-            }
-            let proto = u8::from(m.proto);
-            let (out, k) = if self.s.is_inside(m.ingress) {
-                (true, Endpoint::new(translate::a4(&m.src), m.sport, proto))
-            } else {
-                (false, Endpoint::new(translate::a4(&m.dst), m.dport, proto))
-            };
-            self.scratch.push((out, k, k.hash()));
+        let mut touched = self.touch_mappings(burst.active, burst.metas);
+        if self.new_last_burst >= PICK_AHEAD_FROM {
+            touched ^= self.pick_ahead_and_touch(ctx.now);
         }
-        let mut touched = 0u32;
-        for &(out, _, h) in &self.scratch {
-            touched ^= if out { self.maps.out.prefetch(h) } else { self.maps.back.prefetch(h) };
-        }
-        // A new mapping also inserts into `back` at its public endpoint, a second miss. For
-        // the inside endpoints without a mapping, choose that endpoint now (the preserved
-        // port if free, else a random one, taken from the pool until the burst ends) and
-        // touch its slot too, so a burst of new flows overlaps those misses as well.
-        // Finding out which endpoints are new costs every packet one more probe (of a slot
-        // the loop above brought in, ~3 ns), which pays from about two new flows per burst:
-        // do it while the previous burst had that many. Choices first, then a tight loop of
-        // loads, as above.
-        let mut scratch = std::mem::take(&mut self.scratch);
-        let mut new = 0;
-        let ahead = if self.new_last_burst >= PICK_AHEAD_FROM { scratch.len() } else { 0 };
-        for n in 0..ahead {
-            let Some(&(out, k, h)) = scratch.get(n) else { break };
-            if out && self.maps.out.find(h, &k, ctx.now).is_none() {
-                if let (Some(p), Some(slot)) = (self.pick_ahead(k), scratch.get_mut(new)) {
-                    // Entries before `n` are done with: reuse them for the public hashes.
-                    slot.2 = p.hash();
-                    new += 1;
-                }
-            }
-        }
-        for &(_, _, h) in scratch.iter().take(new) {
-            touched ^= self.maps.back.prefetch(h);
-        }
-        self.scratch = scratch;
         std::hint::black_box(touched);
         let mappings_before = self.c.new_mappings;
         burst.for_each(|frame, meta| self.process_packet(ctx, frame, meta));
@@ -445,6 +403,62 @@ impl NetworkFunction for Nat {
 }
 
 impl Nat {
+    /// Touches the mapping slot of every active packet (outbound: by inside endpoint;
+    /// inbound: by public endpoint) before any is looked up, so the cache misses overlap.
+    /// Hashes first, then a tight loop of loads: a long loop body would let only a few misses
+    /// be in flight at once. Leaves (outbound?, endpoint, hash) of each packet in `scratch`.
+    #[inline]
+    fn touch_mappings(&mut self, active: &[u16], metas: &[Meta]) -> u32 {
+        self.scratch.clear();
+        for &i in active {
+            let Some(m) = metas.get(usize::from(i)) else { continue };
+            if m.l3_kind != L3Kind::Ipv4 {
+                continue;
+            }
+            let proto = u8::from(m.proto);
+            let (out, k) = if self.s.is_inside(m.ingress) {
+                (true, Endpoint::new(translate::a4(&m.src), m.sport, proto))
+            } else {
+                (false, Endpoint::new(translate::a4(&m.dst), m.dport, proto))
+            };
+            self.scratch.push((out, k, k.hash()));
+        }
+        let mut touched = 0u32;
+        for &(out, _, h) in &self.scratch {
+            touched ^= if out { self.maps.out.prefetch(h) } else { self.maps.back.prefetch(h) };
+        }
+        touched
+    }
+
+    /// A new mapping also inserts into `back` at its public endpoint, a second miss. For the
+    /// inside endpoints in `scratch` without a mapping, chooses that endpoint now (the
+    /// preserved port if free, else a random one, taken from the pool into `picked` until
+    /// the burst ends) and touches its slot, so a burst of new flows overlaps those misses
+    /// too. Finding the new endpoints costs every packet one more probe (of a slot
+    /// [`Nat::touch_mappings`] brought in, ~3 ns), which pays from about two new flows per
+    /// burst: [`Nat::process`] calls this while the previous burst made that many.
+    fn pick_ahead_and_touch(&mut self, now: Nanos) -> u32 {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let mut new = 0;
+        // Choices first, then a tight loop of loads.
+        for n in 0..scratch.len() {
+            let Some(&(out, k, h)) = scratch.get(n) else { break };
+            if out && self.maps.out.find(h, &k, now).is_none() {
+                if let (Some(p), Some(slot)) = (self.pick_ahead(k), scratch.get_mut(new)) {
+                    // Entries before `n` are done with: reuse them for the public hashes.
+                    slot.2 = p.hash();
+                    new += 1;
+                }
+            }
+        }
+        let mut touched = 0u32;
+        for &(_, _, h) in scratch.iter().take(new) {
+            touched ^= self.maps.back.prefetch(h);
+        }
+        self.scratch = scratch;
+        touched
+    }
+
     /// Counters of this core.
     pub fn counters(&self) -> Counters {
         self.c
