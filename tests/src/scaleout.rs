@@ -92,7 +92,29 @@ impl Director {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start the director");
-        Director { child: Some(child), path: path.to_path_buf() }
+        let mut d = Director { child: Some(child), path: path.to_path_buf() };
+        // A director that refuses its configuration exits within milliseconds: fail now, with
+        // its error, rather than after the test's traffic has timed out.
+        for _ in 0..10 {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            d.assert_running();
+        }
+        d
+    }
+
+    /// Panics with the director's output if it has exited.
+    pub fn assert_running(&mut self) {
+        let Some(child) = self.child.as_mut() else { return };
+        if let Ok(Some(status)) = child.try_wait() {
+            let out = self.child.take().expect("running").wait_with_output().expect("director output");
+            // Any instance it launched goes too (as on drop).
+            let _ = Command::new("pkill").arg("-KILL").arg("-f").arg(&self.path).status();
+            panic!(
+                "the director exited early ({status}):\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     }
 
     pub fn stop(mut self) -> (String, String) {
