@@ -259,7 +259,7 @@ impl Pool {
     }
 
     /// The drain rule (module doc): starts draining the highest-ID worker when the others can
-    /// carry the pool's drained load at no more than `drain_utilisation`.
+    /// carry the pool's summed load at no more than `drain_utilisation`.
     fn drain_decision(&mut self) {
         let cfg = &self.template;
         let others = self.active.len().saturating_sub(1);
