@@ -43,6 +43,10 @@ use crate::units::{LogicalClock, Rate, WorkerId};
 struct FlowRecord {
     flowlet: FlowletStats,
     owner: WorkerId,
+    /// The worker that ran the flow's first flowlet: the NFs there allocated its resources
+    /// from their instance's share (a NAT mapping's public port), which other workers then
+    /// carry along when the flow moves. Restored flows count their owner at the restore.
+    origin: WorkerId,
     /// Demand estimate of the current (or last) flowlet.
     demand: Rate,
     /// Measured rate of the last ended flowlet, for the next estimate.
@@ -254,6 +258,9 @@ fn start_flowlet(
         StateSource::Recover { .. } => c.state_recover += 1,
     }
     r.owner = worker;
+    if new {
+        r.origin = worker;
+    }
     r.demand = demand;
     r.flowlet = FlowletStats::first(now, len);
     r.active = true;
@@ -346,6 +353,7 @@ impl Director {
             let record = || FlowRecord {
                 flowlet: FlowletStats::first(ended, Bytes(0)),
                 owner: s.owner,
+                origin: s.owner,
                 demand: self.global.get(),
                 measured: None,
                 active: false,
@@ -369,6 +377,20 @@ impl Director {
     /// Tracked flows whose state is on worker `id` (still answering pulls after it retired).
     pub fn owned_by(&self, id: WorkerId) -> usize {
         self.flows.values().filter(|r| r.owner == id).count()
+    }
+
+    /// Tracked flows that started on worker `id` (see `FlowRecord::origin`), wherever they
+    /// run now. While any is tracked, a *new* process must not take `id`: it would hand out
+    /// the NAT ports of `id`'s share that those flows still use elsewhere. (The running
+    /// process under `id`, warm or retired, knows its ports and may serve again.)
+    pub fn started_on(&self, id: WorkerId) -> usize {
+        self.flows.values().filter(|r| r.origin == id).count()
+    }
+
+    /// Ids a launch must not take, as the caller knows them (see [`Director::started_on`]);
+    /// replaces the previous list.
+    pub fn set_unavailable(&mut self, ids: Vec<WorkerId>) {
+        self.pool.set_unavailable(ids);
     }
 
     /// The pending launch `id` is up: it joins the packing.
@@ -441,6 +463,7 @@ impl Director {
         let placeholder = || FlowRecord {
             flowlet: FlowletStats::first(now, len),
             owner: WorkerId(0),
+            origin: WorkerId(0),
             demand: Rate::ZERO,
             measured: None,
             active: false,

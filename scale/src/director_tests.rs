@@ -728,3 +728,28 @@ fn a_draining_worker_serves_again_before_anything_overflows_or_launches() {
     set_reserved(&mut d, 1, 0.95);
     assert_eq!(tick(&mut d, 300 * US), vec![Decision::Scale(ScaleDecision::Launch(WorkerId(2)))]);
 }
+
+#[test]
+fn flows_remember_the_worker_they_started_on_wherever_they_move() {
+    let mut d = director(DirectorConfig { replicas: 0, ..cfg(2) });
+    // Flow 1 starts on worker 0, flow 2 on worker 1 (worker 0 full).
+    assert_eq!(d.steer(Nanos(0), key(1), Bytes(64)).worker(), Some(WorkerId(0)));
+    set_reserved(&mut d, 0, 0.95);
+    assert_eq!(d.steer(Nanos(0), key(2), Bytes(64)).worker(), Some(WorkerId(1)));
+    assert_eq!((d.started_on(WorkerId(0)), d.started_on(WorkerId(1))), (1, 1));
+    // Worker 0 fails: flow 1 recovers on worker 1 but still started on worker 0, whose NAT
+    // share its mapping came from — a new process under id 0 must wait for it to go.
+    set_reserved(&mut d, 0, 0.0);
+    d.worker_failed(WorkerId(0)).unwrap();
+    let a = start(d.steer(Nanos(MS), key(1), Bytes(64))).unwrap();
+    assert_eq!(
+        (a.state, d.flow(&key(1)).unwrap().owner),
+        (StateSource::Recover { failed: WorkerId(0) }, WorkerId(1))
+    );
+    assert_eq!((d.started_on(WorkerId(0)), d.started_on(WorkerId(1)), d.owned_by(WorkerId(0))), (1, 1, 0));
+    // Once the director forgets the flow, the id is free again.
+    let idle = d.config().flow_idle_timeout.0;
+    tick(&mut d, MS + idle + MS);
+    tick(&mut d, MS + 2 * idle + 2 * MS);
+    assert_eq!((d.started_on(WorkerId(0)), d.started_on(WorkerId(1))), (0, 0));
+}

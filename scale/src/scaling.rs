@@ -133,13 +133,15 @@ pub struct Pool {
     template: DirectorConfig,
     /// Workers that started draining.
     drains: u64,
+    /// Ids a launch must not take ([`Pool::set_unavailable`]).
+    unavailable: Vec<WorkerId>,
 }
 
 impl Pool {
     /// `cfg.initial_workers` active workers, IDs 0…
     pub fn new(cfg: &DirectorConfig) -> Pool {
         let active = (0..cfg.initial_workers).map(|i| Worker::new(WorkerId(i), cfg)).collect();
-        Pool { active, pending: None, template: cfg.clone(), drains: 0 }
+        Pool { active, pending: None, template: cfg.clone(), drains: 0, unavailable: Vec::new() }
     }
 
     /// Active workers in ascending ID order.
@@ -168,15 +170,16 @@ impl Pool {
         }
     }
 
+    /// Ids the launch rule must not choose (the caller's: a new process under them would
+    /// reuse resources still in use), until the next call.
+    pub fn set_unavailable(&mut self, ids: Vec<WorkerId>) {
+        self.unavailable = ids;
+    }
+
+    /// The lowest id below `max_workers` neither active nor unavailable.
     fn lowest_free_id(&self) -> Option<WorkerId> {
-        let mut next = 0u16;
-        for w in &self.active {
-            if w.id.0 != next {
-                break;
-            }
-            next = next.checked_add(1)?;
-        }
-        Some(WorkerId(next))
+        let taken = |id: WorkerId| self.get(id).is_some() || self.unavailable.contains(&id);
+        (0..self.template.max_workers).map(WorkerId).find(|&id| !taken(id))
     }
 
     /// The launch rule; records the launch as pending when it fires.
@@ -353,6 +356,20 @@ mod tests {
         assert_eq!(p.ready(WorkerId(3)), Ok(()));
         load(&mut p, &[0.95, 0.95, 0.95, 0.95]);
         assert_eq!(p.launch_decision(), None, "max_workers reached");
+    }
+
+    #[test]
+    fn a_launch_skips_unavailable_ids_and_waits_when_none_is_left() {
+        let mut p = Pool::new(&cfg(2));
+        load(&mut p, &[0.95, 0.95]);
+        p.set_unavailable(vec![WorkerId(2)]);
+        assert_eq!(p.launch_decision(), Some(ScaleDecision::Launch(WorkerId(3))));
+        assert_eq!(p.launch_failed(WorkerId(3)), Ok(()));
+        // Every id below max_workers (4) active or unavailable: no launch at all.
+        p.set_unavailable(vec![WorkerId(2), WorkerId(3)]);
+        assert_eq!(p.launch_decision(), None);
+        p.set_unavailable(Vec::new());
+        assert_eq!(p.launch_decision(), Some(ScaleDecision::Launch(WorkerId(2))));
     }
 
     #[test]

@@ -292,7 +292,17 @@ impl DirectorRole {
         }
     }
 
-    /// Tops the warm pool up with the lowest ids that are down.
+    /// The lowest id that is down and that a new process may take: no tracked flow started
+    /// on a process of that id (`Director::started_on`), whose NAT ports it would hand out
+    /// again while the flow uses them on another worker.
+    fn fresh_id(&self, from: usize) -> Option<WorkerId> {
+        (from..self.slots.len()).find_map(|i| {
+            let id = WorkerId(u16::try_from(i).ok()?);
+            (self.slots.get(i) == Some(&Slot::Down) && self.decisions.started_on(id) == 0).then_some(id)
+        })
+    }
+
+    /// Tops the warm pool up with the lowest ids that are down and free to take.
     fn refill_warm(&mut self) {
         let warm = self
             .slots
@@ -300,15 +310,12 @@ impl DirectorRole {
             .filter(|s| matches!(s, Slot::Warm | Slot::Starting { activate: false, .. }))
             .count();
         let mut missing = self.warm_target.saturating_sub(warm);
-        for i in 0..self.slots.len() {
-            if missing == 0 {
-                break;
-            }
-            if self.slots.get(i) == Some(&Slot::Down) {
-                let id = WorkerId(u16::try_from(i).unwrap_or(u16::MAX));
-                if self.start_worker(id, false) {
-                    missing -= 1;
-                }
+        let mut from = 0;
+        while missing > 0 {
+            let Some(id) = self.fresh_id(from) else { break };
+            from = usize::from(id.0) + 1;
+            if self.start_worker(id, false) {
+                missing -= 1;
             }
         }
     }
@@ -803,14 +810,27 @@ impl DirectorRole {
                         // A warm spare under another id serves the launch at once.
                         let spare = self.slots.iter().position(|s| *s == Slot::Warm);
                         let spare = spare.and_then(|i| u16::try_from(i).ok()).map(WorkerId);
-                        match spare {
-                            Some(w) if self.decisions.redirect_launch(id, w).is_ok() => {
+                        // A new process takes the lowest id free to take (`fresh_id`).
+                        let fresh =
+                            if self.decisions.started_on(id) == 0 { Some(id) } else { self.fresh_id(0) };
+                        match (spare, fresh) {
+                            (Some(w), _) if self.decisions.redirect_launch(id, w).is_ok() => {
                                 self.carry_out(launch_of(w))
                             }
-                            _ => {
+                            (_, Some(w)) if w == id => {
                                 if !self.start_worker(id, true) {
                                     let _ = self.decisions.launch_failed(id);
                                 }
+                            }
+                            (_, Some(w)) if self.decisions.redirect_launch(id, w).is_ok() => {
+                                self.event(id, "launch moved to a free id: flows started here live on", 0.0);
+                                self.carry_out(launch_of(w))
+                            }
+                            _ => {
+                                log::warn!(
+                                    "scale: no worker id free to launch under (every one has live flows)"
+                                );
+                                let _ = self.decisions.launch_failed(id);
                             }
                         }
                     }
@@ -857,6 +877,14 @@ impl DirectorRole {
                 self.stop_worker(id);
             }
         }
+        // No launch under an id whose process is gone while flows that started on it live.
+        let unavailable: Vec<WorkerId> = (0..self.slots.len())
+            .filter_map(|i| u16::try_from(i).ok().map(WorkerId))
+            .filter(|&id| {
+                self.slots.get(usize::from(id.0)) == Some(&Slot::Down) && self.decisions.started_on(id) > 0
+            })
+            .collect();
+        self.decisions.set_unavailable(unavailable);
         let decisions = &self.decisions;
         self.aliases.retain(|_, flow| decisions.flow(flow).is_some());
         self.confirmed.retain(|flow, _| decisions.flow(flow).is_some());
