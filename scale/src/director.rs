@@ -384,7 +384,23 @@ impl Director {
     /// the NAT ports of `id`'s share that those flows still use elsewhere. (The running
     /// process under `id`, warm or retired, knows its ports and may serve again.)
     pub fn started_on(&self, id: WorkerId) -> usize {
-        self.flows.values().filter(|r| r.origin == id).count()
+        self.started_counts().get(usize::from(id.0)).copied().unwrap_or(0)
+    }
+
+    /// [`Director::started_on`] of every worker id at once (index = id), in one pass over the
+    /// flows.
+    pub fn started_counts(&self) -> Vec<usize> {
+        let mut counts = vec![0usize; usize::from(self.cfg.max_workers)];
+        for r in self.flows.values() {
+            let i = usize::from(r.origin.0);
+            if counts.len() <= i {
+                counts.resize(i + 1, 0);
+            }
+            if let Some(c) = counts.get_mut(i) {
+                *c += 1;
+            }
+        }
+        counts
     }
 
     /// Ids a launch must not take, as the caller knows them (see [`Director::started_on`]);

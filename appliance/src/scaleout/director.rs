@@ -292,13 +292,24 @@ impl DirectorRole {
         }
     }
 
-    /// The lowest id that is down and that a new process may take: no tracked flow started
-    /// on a process of that id (`Director::started_on`), whose NAT ports it would hand out
-    /// again while the flow uses them on another worker.
-    fn fresh_id(&self, from: usize) -> Option<WorkerId> {
+    /// Ids whose process is down while tracked flows that started on it live (on other
+    /// workers, with its NAT ports: `Director::started_on`): no new process may take them.
+    fn unavailable_ids(&self) -> Vec<WorkerId> {
+        if !self.slots.contains(&Slot::Down) {
+            return Vec::new();
+        }
+        let started = self.decisions.started_counts();
+        (0..self.slots.len())
+            .filter(|&i| self.slots.get(i) == Some(&Slot::Down) && started.get(i).is_some_and(|&n| n > 0))
+            .filter_map(|i| u16::try_from(i).ok().map(WorkerId))
+            .collect()
+    }
+
+    /// The lowest id from `from` on that is down and not in `unavailable`.
+    fn fresh_id(&self, from: usize, unavailable: &[WorkerId]) -> Option<WorkerId> {
         (from..self.slots.len()).find_map(|i| {
             let id = WorkerId(u16::try_from(i).ok()?);
-            (self.slots.get(i) == Some(&Slot::Down) && self.decisions.started_on(id) == 0).then_some(id)
+            (self.slots.get(i) == Some(&Slot::Down) && !unavailable.contains(&id)).then_some(id)
         })
     }
 
@@ -310,9 +321,13 @@ impl DirectorRole {
             .filter(|s| matches!(s, Slot::Warm | Slot::Starting { activate: false, .. }))
             .count();
         let mut missing = self.warm_target.saturating_sub(warm);
+        if missing == 0 {
+            return;
+        }
+        let unavailable = self.unavailable_ids();
         let mut from = 0;
         while missing > 0 {
-            let Some(id) = self.fresh_id(from) else { break };
+            let Some(id) = self.fresh_id(from, &unavailable) else { break };
             from = usize::from(id.0) + 1;
             if self.start_worker(id, false) {
                 missing -= 1;
@@ -811,8 +826,9 @@ impl DirectorRole {
                         let spare = self.slots.iter().position(|s| *s == Slot::Warm);
                         let spare = spare.and_then(|i| u16::try_from(i).ok()).map(WorkerId);
                         // A new process takes the lowest id free to take (`fresh_id`).
+                        let unavailable = self.unavailable_ids();
                         let fresh =
-                            if self.decisions.started_on(id) == 0 { Some(id) } else { self.fresh_id(0) };
+                            if unavailable.contains(&id) { self.fresh_id(0, &unavailable) } else { Some(id) };
                         match (spare, fresh) {
                             (Some(w), _) if self.decisions.redirect_launch(id, w).is_ok() => {
                                 self.carry_out(launch_of(w))
@@ -878,12 +894,7 @@ impl DirectorRole {
             }
         }
         // No launch under an id whose process is gone while flows that started on it live.
-        let unavailable: Vec<WorkerId> = (0..self.slots.len())
-            .filter_map(|i| u16::try_from(i).ok().map(WorkerId))
-            .filter(|&id| {
-                self.slots.get(usize::from(id.0)) == Some(&Slot::Down) && self.decisions.started_on(id) > 0
-            })
-            .collect();
+        let unavailable = self.unavailable_ids();
         self.decisions.set_unavailable(unavailable);
         let decisions = &self.decisions;
         self.aliases.retain(|_, flow| decisions.flow(flow).is_some());
