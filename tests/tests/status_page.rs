@@ -95,8 +95,18 @@ fn status_page_draws_live_throughput_in_a_real_browser() {
     );
     let nflet = Nflet::start(&config, "page");
     let start = Instant::now();
-    while get(port, "/status").is_none() {
-        assert!(start.elapsed() < Duration::from_secs(20), "the endpoint never answered");
+    // Wait for traffic, not just for the endpoint: the browser's virtual time runs the page's
+    // polls within about a second of real time, and a page opened before the generator sends
+    // sees no throughput.
+    let flowing = |status: &str| {
+        let body = status.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        serde_json::from_str::<serde_json::Value>(body)
+            .ok()
+            .and_then(|doc| doc["chains"][0]["packets"].as_u64())
+            .is_some_and(|n| n > 0)
+    };
+    while !get(port, "/status").is_some_and(|s| flowing(&s)) {
+        assert!(start.elapsed() < Duration::from_secs(20), "no traffic in /status after 20 s");
         sleep(Duration::from_millis(100));
     }
     let page = get(port, "/").expect("GET /");
