@@ -101,11 +101,14 @@ impl Ord for Timer {
     }
 }
 
-/// What of a flow survives a director restart: where its state is and how far its clock got.
+/// What of a flow survives a director restart: where its state is, the worker it started on
+/// (whose NAT port share its mapping came from: see [`Director::started_on`]) and how far its
+/// clock got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SavedFlow {
     pub flow: FlowKey,
     pub owner: WorkerId,
+    pub origin: WorkerId,
     pub clock: LogicalClock,
 }
 
@@ -335,7 +338,10 @@ impl Director {
     /// Every tracked flow's owner and clock, for a snapshot that a restarted director
     /// [restores](Director::restore).
     pub fn saved_flows(&self) -> Vec<SavedFlow> {
-        self.flows.iter().map(|(k, r)| SavedFlow { flow: *k, owner: r.owner, clock: r.clock }).collect()
+        self.flows
+            .iter()
+            .map(|(k, r)| SavedFlow { flow: *k, owner: r.owner, origin: r.origin, clock: r.clock })
+            .collect()
     }
 
     /// Takes over flows a previous director saved, at `now`. Each becomes a tracked flow whose
@@ -353,7 +359,7 @@ impl Director {
             let record = || FlowRecord {
                 flowlet: FlowletStats::first(ended, Bytes(0)),
                 owner: s.owner,
-                origin: s.owner,
+                origin: s.origin,
                 demand: self.global.get(),
                 measured: None,
                 active: false,

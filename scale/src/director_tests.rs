@@ -581,6 +581,13 @@ fn a_restarted_director_takes_over_saved_flows() {
     assert_eq!(s.worker(), Some(WorkerId(0)));
     assert_eq!(start(s).unwrap().state, StateSource::Pull { from: WorkerId(1) });
     assert_eq!(new.counters().new_flows, 0, "no flow started afresh");
+
+    // Flow 2 now lives on worker 0 but started on worker 1 (its NAT mapping is from worker
+    // 1's port share): a third director restored from the second's flows knows that too.
+    let mut third = director(cfg(1));
+    assert_eq!(third.restore(Nanos(6 * MS), &new.saved_flows(), 1000), 2);
+    assert_eq!(third.flow(&key(2)).map(|r| r.owner), Some(WorkerId(0)));
+    assert_eq!((third.started_on(WorkerId(0)), third.started_on(WorkerId(1))), (1, 1));
 }
 
 #[test]

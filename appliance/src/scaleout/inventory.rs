@@ -155,12 +155,13 @@ impl Inventories {
         for (flow, &(worker, clock, _)) in &self.newest {
             match known.get(flow).and_then(|&i| flows.get_mut(i)) {
                 Some(s) if clock > s.clock && s.owner != worker => {
-                    *s = SavedFlow { flow: *flow, owner: worker, clock };
+                    *s = SavedFlow { owner: worker, clock, ..*s };
                     counts.moved += 1;
                 }
                 Some(s) => s.clock = s.clock.max(clock),
                 None => {
-                    flows.push(SavedFlow { flow: *flow, owner: worker, clock });
+                    // Started after the snapshot: most likely where it is now.
+                    flows.push(SavedFlow { flow: *flow, owner: worker, origin: worker, clock });
                     counts.added += 1;
                 }
             }
@@ -250,9 +251,9 @@ mod tests {
     fn each_flow_goes_where_its_newest_state_is() {
         let w = WorkerId;
         let snapshot = vec![
-            SavedFlow { flow: key(1), owner: w(0), clock: LogicalClock(10) },
-            SavedFlow { flow: key(2), owner: w(0), clock: LogicalClock(10) },
-            SavedFlow { flow: key(3), owner: w(1), clock: LogicalClock(10) },
+            SavedFlow { flow: key(1), owner: w(0), origin: w(2), clock: LogicalClock(10) },
+            SavedFlow { flow: key(2), owner: w(0), origin: w(0), clock: LogicalClock(10) },
+            SavedFlow { flow: key(3), owner: w(1), origin: w(1), clock: LogicalClock(10) },
         ];
         let nat = |k: u16, clock: u64| Holding { rewritten: Some(key(k + 1000)), ..held(k, clock) };
         let mut inv = Inventories::default();
@@ -269,6 +270,9 @@ mod tests {
         assert_eq!(owner(4), Some((w(1), LogicalClock(3))), "only a worker knew it");
         assert_eq!(flows.len(), 4);
         assert_eq!(merged, Merged { added: 1, moved: 1 });
+        let origin = |k: u16| flows.iter().find(|f| f.flow == key(k)).map(|f| f.origin);
+        assert_eq!(origin(1), Some(w(2)), "a moved flow keeps the worker it started on");
+        assert_eq!(origin(4), Some(w(1)), "a flow only a worker knew started there");
         let mut aliases = inv.aliases();
         aliases.sort_by_key(|(a, _)| a.lo_port);
         assert_eq!(aliases, [(key(1001), key(1)), (key(1004), key(4))]);

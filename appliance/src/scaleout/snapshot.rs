@@ -5,9 +5,10 @@
 //! across the restart and hold the flows' state; the new director adopts them when they say
 //! hello and takes over the flows ([`nflet_scale::director::Director::restore`]).
 //!
-//! Format: `NFDS`, version 1, flow count (u32), flows (flow key, owner u16, clock u64), alias
-//! count (u32), aliases (rewritten key, flow key); big-endian. A file that does not parse is
-//! reported and ignored (the director starts with no flows).
+//! Format: `NFDS`, version 2, flow count (u32), flows (flow key, owner u16, origin u16, clock
+//! u64), alias count (u32), aliases (rewritten key, flow key); big-endian. Version 1 (no
+//! origin: each flow counts as started on its owner) is still read. A file that does not parse
+//! is reported and ignored (the director starts with no flows).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -17,7 +18,7 @@ use nflet_scale::director::SavedFlow;
 use nflet_scale::units::{LogicalClock, WorkerId};
 
 const MAGIC: &[u8; 4] = b"NFDS";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 const KEY: usize = std::mem::size_of::<FlowKey>();
 
 /// What a snapshot holds.
@@ -29,13 +30,14 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub fn encode(flows: &[SavedFlow], aliases: &HashMap<FlowKey, FlowKey>) -> Vec<u8> {
-        let mut out = Vec::with_capacity(16 + flows.len() * (KEY + 10) + aliases.len() * 2 * KEY);
+        let mut out = Vec::with_capacity(16 + flows.len() * (KEY + 12) + aliases.len() * 2 * KEY);
         out.extend_from_slice(MAGIC);
         out.push(VERSION);
         out.extend_from_slice(&u32::try_from(flows.len()).unwrap_or(u32::MAX).to_be_bytes());
         for f in flows {
             out.extend_from_slice(bytemuck::bytes_of(&f.flow));
             out.extend_from_slice(&f.owner.0.to_be_bytes());
+            out.extend_from_slice(&f.origin.0.to_be_bytes());
             out.extend_from_slice(&f.clock.0.to_be_bytes());
         }
         out.extend_from_slice(&u32::try_from(aliases.len()).unwrap_or(u32::MAX).to_be_bytes());
@@ -51,16 +53,18 @@ impl Snapshot {
         if r.take(4)? != MAGIC.as_slice() {
             return Err("not a director snapshot");
         }
-        if r.take(1)? != [VERSION] {
+        let version = r.take(1)?.first().copied();
+        if !matches!(version, Some(1 | VERSION)) {
             return Err("unknown snapshot version");
         }
         let n = r.u32()?;
         let mut flows = Vec::new();
         for _ in 0..n {
             let flow = bytemuck::pod_read_unaligned(r.take(KEY)?);
-            let owner = WorkerId(u16::from_be_bytes(r.take(2)?.try_into().map_err(|_| "owner")?));
+            let owner = WorkerId(r.u16()?);
+            let origin = if version == Some(1) { owner } else { WorkerId(r.u16()?) };
             let clock = LogicalClock(u64::from_be_bytes(r.take(8)?.try_into().map_err(|_| "clock")?));
-            flows.push(SavedFlow { flow, owner, clock });
+            flows.push(SavedFlow { flow, owner, origin, clock });
         }
         let n = r.u32()?;
         let mut aliases = Vec::new();
@@ -96,6 +100,10 @@ impl<'a> Cursor<'a> {
         Ok(s)
     }
 
+    fn u16(&mut self) -> Result<u16, &'static str> {
+        Ok(u16::from_be_bytes(self.take(2)?.try_into().map_err(|_| "worker id")?))
+    }
+
     fn u32(&mut self) -> Result<u32, &'static str> {
         Ok(u32::from_be_bytes(self.take(4)?.try_into().map_err(|_| "count")?))
     }
@@ -113,8 +121,8 @@ mod tests {
     #[test]
     fn round_trip_and_every_truncation_refused() {
         let flows = vec![
-            SavedFlow { flow: key(1), owner: WorkerId(2), clock: LogicalClock(77) },
-            SavedFlow { flow: key(2), owner: WorkerId(0), clock: LogicalClock(1) },
+            SavedFlow { flow: key(1), owner: WorkerId(2), origin: WorkerId(5), clock: LogicalClock(77) },
+            SavedFlow { flow: key(2), owner: WorkerId(0), origin: WorkerId(0), clock: LogicalClock(1) },
         ];
         let aliases: HashMap<FlowKey, FlowKey> = [(key(9), key(1))].into_iter().collect();
         let bytes = Snapshot::encode(&flows, &aliases);
@@ -130,5 +138,23 @@ mod tests {
         let mut other = bytes;
         other[0] = b'X';
         assert_eq!(Snapshot::decode(&other), Err("not a director snapshot"));
+    }
+
+    #[test]
+    fn a_version_1_snapshot_counts_each_flow_as_started_on_its_owner() {
+        let mut v1 = MAGIC.to_vec();
+        v1.push(1);
+        v1.extend_from_slice(&1u32.to_be_bytes());
+        v1.extend_from_slice(bytemuck::bytes_of(&key(1)));
+        v1.extend_from_slice(&3u16.to_be_bytes());
+        v1.extend_from_slice(&42u64.to_be_bytes());
+        v1.extend_from_slice(&0u32.to_be_bytes());
+        let snap = Snapshot::decode(&v1).unwrap();
+        let want =
+            SavedFlow { flow: key(1), owner: WorkerId(3), origin: WorkerId(3), clock: LogicalClock(42) };
+        assert_eq!(snap.flows, [want]);
+        let mut v3 = v1;
+        v3[4] = 3;
+        assert_eq!(Snapshot::decode(&v3), Err("unknown snapshot version"));
     }
 }
