@@ -35,10 +35,11 @@ failure_timeout_ms = 100"#,
             loggers = addresses(base + 4, 3),
         )
     });
-    const CONNS: usize = 4;
-    const BYTES: u64 = 5_000_000;
+    // Sixteen connections: sixteen flows to recover, so the recovery latency has a spread.
+    const CONNS: usize = 16;
+    const BYTES: u64 = 2_500_000;
     let mut killed_at = Instant::now();
-    let results = transfers(&t, 9400, CONNS, BYTES, || {
+    let results = transfers(&t, 9400, CONNS, BYTES, 1_000_000, || {
         let pattern = format!("worker --config {} --id 0", path.display());
         let killed = Command::new("pkill").args(["-KILL", "-f", &pattern]).status().unwrap();
         assert!(killed.success(), "no worker 0 process to kill");
@@ -78,12 +79,16 @@ failure_timeout_ms = 100"#,
     assert!(served >= asked, "{summary:#}\n{logger0:#}");
     let nat = |k: &str| workers.iter().map(|w| w["nf"]["nat"][k].as_u64().unwrap_or(0)).sum::<u64>();
     assert_eq!(nat("no_mapping"), 0, "a reply found no mapping");
+    // The survivors timed each answer worker 0's logger gave them (the state transfer).
+    let answered: u64 = workers.iter().map(|w| w["latency"]["recover"]["count"].as_u64().unwrap()).sum();
+    assert!((1..=served).contains(&answered), "{answered} recovery answers timed, logger served {served}");
     let pulls: Vec<String> = workers
         .iter()
         .map(|w| {
+            let r = &w["latency"]["recover"];
             format!(
-                "w{} pull p50 {} p99 {} us",
-                w["worker"], w["latency"]["pull"]["p50_us"], w["latency"]["pull"]["p99_us"]
+                "w{} {} recovery pull(s) p50 {} p99 {} max {} us",
+                w["worker"], r["count"], r["p50_us"], r["p99_us"], r["max_us"]
             )
         })
         .collect();
@@ -115,7 +120,7 @@ fn site(tag: &str, scale: impl FnOnce(u16) -> String) -> (TwoHosts, PathBuf, Dir
     (t, path, director)
 }
 
-/// Runs `CONNS` TCP transfers A → B at 2 MB/s; `during` runs 1 s after they start. Returns
+/// Runs `conns` TCP transfers A → B at `rate` bytes/s each; `during` runs 1 s after they start. Returns
 /// (sender output, server output) per connection; a connection still open after a minute is
 /// cut (and fails the byte count).
 fn transfers(
@@ -123,6 +128,7 @@ fn transfers(
     first_port: usize,
     conns: usize,
     bytes: u64,
+    rate: u64,
     during: impl FnOnce(),
 ) -> Vec<(String, String)> {
     let servers: Vec<Child> = (0..conns)
@@ -133,7 +139,7 @@ fn transfers(
         .map(|i| {
             spawn_peer_in(
                 &t.ns_a,
-                &["tcp-send", t.addr_b, &(first_port + i).to_string(), &bytes.to_string(), "2000000"],
+                &["tcp-send", t.addr_b, &(first_port + i).to_string(), &bytes.to_string(), &rate.to_string()],
             )
         })
         .collect();
@@ -203,7 +209,7 @@ launch_command = "{exe} {{role}} --config {{config}} --id {{id}} >{outputs}/{{ro
     // Workers a failed run leaves behind are killed with the test.
     let _reaper = KillOnDrop(path.display().to_string());
     let mut second = None;
-    let results = transfers(&t, 9500, CONNS, BYTES, || {
+    let results = transfers(&t, 9500, CONNS, BYTES, 2_000_000, || {
         // Crash the director (its workers keep running) and start another on the same file.
         let pid = first.child.as_ref().unwrap().id().to_string();
         assert!(Command::new("kill").args(["-KILL", &pid]).status().unwrap().success());
@@ -277,7 +283,7 @@ retire_idle_ms = 600000"#,
     });
     const CONNS: usize = 3;
     const BYTES: u64 = 6_000_000;
-    let results = transfers(&t, 9600, CONNS, BYTES, || {
+    let results = transfers(&t, 9600, CONNS, BYTES, 2_000_000, || {
         // Worker 0's logger dies; later worker 0 itself: its flows must come back from the
         // replacement logger, which only its worker's resync can have filled.
         let kill = |what: &str| {

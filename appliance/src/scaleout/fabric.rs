@@ -3,6 +3,7 @@
 
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
 
 use nflet_nfs::flow::FlowKey;
 use nflet_nfs::ids::ChainId;
@@ -201,34 +202,87 @@ impl Fabric {
 /// empty polls waits up to `nap` between them (pushing out a datagram held for reordering
 /// first) — in ppoll(2) on the fabric socket, so a datagram that arrives ends the wait at once
 /// (a plain sleep left a pull request or answer lying for the rest of the nap and the timer
-/// slack, ~0.1 ms per hop).
+/// slack, ~0.1 ms per hop). An instance whose only input is the fabric socket may back off:
+/// each nap of an idle spell twice the last, up to `longest` — an arrival still ends it, so
+/// only the instance's own timers (hellos, retries) can run that much late, and an idle
+/// instance stops costing a share of a core (one nap of 20–50 µs after another did).
 #[derive(Debug)]
 pub struct Idle {
     empty: u32,
-    nap: std::time::Duration,
+    nap: Duration,
+    longest: Duration,
+    next: Duration,
 }
 
 /// Empty polls in a row before an instance starts sleeping between polls.
 const EMPTY_POLLS_BEFORE_NAP: u32 = 64;
 
 impl Idle {
-    pub fn new(nap: std::time::Duration) -> Idle {
-        Idle { empty: 0, nap }
+    /// Naps of `nap`, for an instance that must also poll what the fabric's socket does not
+    /// wake it for (the director's ports).
+    pub fn new(nap: Duration) -> Idle {
+        Idle::backing_off(nap, nap)
+    }
+
+    /// Naps from `first`, doubling up to `longest` while nothing arrives.
+    pub fn backing_off(first: Duration, longest: Duration) -> Idle {
+        Idle { empty: 0, nap: first, longest: longest.max(first), next: first }
     }
 
     /// Called after each poll with what it got; true on the first empty poll after work (the
     /// moment to flush what is buffered).
     pub fn after_poll(&mut self, got: usize, fabric: &mut Fabric) -> bool {
+        let first = got == 0 && self.empty == 0;
         if got > 0 {
-            self.empty = 0;
+            self.polled(got);
             return false;
         }
         fabric.flush();
-        let first = self.empty == 0;
-        self.empty = self.empty.saturating_add(1);
-        if self.empty > EMPTY_POLLS_BEFORE_NAP {
-            fabric.wait(self.nap);
+        if let Some(nap) = self.polled(got) {
+            fabric.wait(nap);
         }
         first
+    }
+
+    /// Counts a poll; the nap to take after it, if any.
+    fn polled(&mut self, got: usize) -> Option<Duration> {
+        if got > 0 {
+            self.empty = 0;
+            self.next = self.nap;
+            return None;
+        }
+        self.empty = self.empty.saturating_add(1);
+        if self.empty <= EMPTY_POLLS_BEFORE_NAP {
+            return None;
+        }
+        let nap = self.next;
+        self.next = self.next.saturating_mul(2).min(self.longest);
+        Some(nap)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_spell_busy_polls_then_naps_longer_each_time_until_work_comes() {
+        let us = Duration::from_micros;
+        let mut idle = Idle::backing_off(us(50), us(1000));
+        let naps = |idle: &mut Idle, polls: usize| -> Vec<Option<Duration>> {
+            (0..polls).map(|_| idle.polled(0)).collect()
+        };
+        let spell = naps(&mut idle, EMPTY_POLLS_BEFORE_NAP as usize + 7);
+        assert!(spell[..EMPTY_POLLS_BEFORE_NAP as usize].iter().all(Option::is_none), "busy polls first");
+        let taken: Vec<_> = spell[EMPTY_POLLS_BEFORE_NAP as usize..].iter().flatten().copied().collect();
+        assert_eq!(taken, [us(50), us(100), us(200), us(400), us(800), us(1000), us(1000)]);
+        // Work ends the spell: the next one starts over.
+        assert_eq!(idle.polled(3), None);
+        let spell = naps(&mut idle, EMPTY_POLLS_BEFORE_NAP as usize + 2);
+        assert_eq!(spell[EMPTY_POLLS_BEFORE_NAP as usize..], [Some(us(50)), Some(us(100))]);
+        // Without back-off every nap is the first.
+        let mut fixed = Idle::new(us(20));
+        let spell = naps(&mut fixed, EMPTY_POLLS_BEFORE_NAP as usize + 3);
+        assert_eq!(spell[EMPTY_POLLS_BEFORE_NAP as usize..], [Some(us(20)); 3]);
     }
 }

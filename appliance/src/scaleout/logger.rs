@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use nflet_nfs::flow::FlowKey;
 use nflet_nfs::ids::ChainId;
@@ -99,7 +100,7 @@ impl Logger {
         let mut next_hello = Nanos::ZERO;
         let mut next_sweep = Nanos::ZERO;
         let mut datagram = Vec::new();
-        let mut idle = Idle::new(std::time::Duration::from_micros(20));
+        let mut idle = Idle::backing_off(Duration::from_micros(20), Duration::from_millis(1));
         while !stop.load(Ordering::Relaxed) {
             let now = clock.now();
             if let Some(d) = self.stopping {

@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use nflet_nfs::chain::Pipeline;
 use nflet_nfs::drop::{DropCounters, DropReason};
@@ -23,7 +24,7 @@ use nflet_scale::wire::{
 
 use super::fabric::{Fabric, FabricError, Idle, Outgoing};
 use super::worker_flows::{Admit, Expired, Held, WorkerFlows};
-use crate::config::scale::Scale;
+use crate::config::scale::{Scale, LOGGER};
 use crate::config::Config;
 use crate::dataplane::StartError;
 use crate::traffic::histogram::Histogram;
@@ -133,6 +134,9 @@ pub struct Worker {
     stopping: bool,
     /// Pull request to answer, per pull (ns).
     pub pull_latency: Histogram,
+    /// Request to answer of the pulls an output logger answered: a failed worker's flows
+    /// recovering (SNF §6; the state transfer §9.4 times).
+    pub recover_latency: Histogram,
     /// Export, seal and send of the pushes one replication order asks for (ns).
     pub push_cost: Histogram,
 }
@@ -201,6 +205,7 @@ impl Worker {
             stopping: false,
             scale,
             pull_latency: Histogram::default(),
+            recover_latency: Histogram::default(),
             push_cost: Histogram::default(),
         })
     }
@@ -212,7 +217,7 @@ impl Worker {
         let mut next_chores = Nanos::ZERO;
         let mut next_sweep = Nanos::ZERO;
         let mut datagram = Vec::with_capacity(super::fabric::MAX_DATAGRAM);
-        let mut idle = Idle::new(std::time::Duration::from_micros(50));
+        let mut idle = Idle::backing_off(Duration::from_micros(50), Duration::from_millis(1));
         while !stop.load(Ordering::Relaxed) && !self.stopping {
             let now = clock.now();
             let mut got = 0;
@@ -221,7 +226,9 @@ impl Worker {
                     break;
                 }
                 got += 1;
-                self.on_datagram(&datagram, now);
+                // Each datagram is stamped as it is read, so a pull's latency is not rounded to
+                // poll rounds (one clock read: ~20 ns against the µs of the socket read).
+                self.on_datagram(&datagram, clock.now());
             }
             if now >= next_hello {
                 next_hello = now.saturating_add(self.heartbeat);
@@ -411,6 +418,9 @@ impl Worker {
                     return;
                 };
                 self.pull_latency.record(answered.waited.0);
+                if m.sender.0 & LOGGER != 0 && m.sender != DIRECTOR {
+                    self.recover_latency.record(answered.round_trip.0);
+                }
                 if m.kind == Kind::NoState {
                     self.counters.pulls_empty += 1;
                 } else if answered.install {
@@ -555,7 +565,11 @@ impl Worker {
             let us = |q: f64| h.quantile(q).map_or(0.0, |ns| ns as f64 / 1e3);
             serde_json::json!({ "count": h.count(), "p50_us": us(0.5), "p99_us": us(0.99), "max_us": h.max().map_or(0.0, |ns| ns as f64 / 1e3) })
         };
-        serde_json::json!({ "pull": pct(&self.pull_latency), "push": pct(&self.push_cost) })
+        serde_json::json!({
+            "pull": pct(&self.pull_latency),
+            "recover": pct(&self.recover_latency),
+            "push": pct(&self.push_cost),
+        })
     }
 
     /// Every NF's counters, by NF name.

@@ -75,6 +75,9 @@ pub struct Answered {
     pub install: bool,
     /// From the first request to the answer.
     pub waited: Nanos,
+    /// From the request answered (the last one sent: a retry, or re-aimed at an output
+    /// logger) to the answer.
+    pub round_trip: Nanos,
     pub held: VecDeque<Held>,
 }
 
@@ -218,7 +221,12 @@ impl WorkerFlows {
             e.clock = copy;
             e.given_away = false;
         }
-        Some(Answered { install, waited: now.saturating_sub(pull.first), held: std::mem::take(&mut e.held) })
+        Some(Answered {
+            install,
+            waited: now.saturating_sub(pull.first),
+            round_trip: now.saturating_sub(pull.sent),
+            held: std::mem::take(&mut e.held),
+        })
     }
 
     /// The director says `failed` is dead and its state of `flow` is at `logger`: a pull of
