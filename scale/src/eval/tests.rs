@@ -72,6 +72,9 @@ fn sensitivity_moves_the_way_the_knobs_say() {
     // α = 1 prefers the replicas at least as often as α = 0; more replicas, more hits.
     assert!(get("α = 1").state_in_place >= get("α = 0").state_in_place);
     assert!(get("K = 8").state_in_place > get("K = 1").state_in_place);
+    // Higher launch and drain thresholds keep fewer workers for the same trace.
+    let (low, high) = (get("tuned, launch/drain at 90/80 %"), get("tuned, launch/drain at 97/90 %"));
+    assert!(high.mean_workers < low.mean_workers, "{} vs {}", high.mean_workers, low.mean_workers);
 }
 
 #[test]
