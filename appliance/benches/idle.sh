@@ -11,28 +11,9 @@ secs=${2:-5}
 dir=$(mktemp -d /tmp/nflet-idle-bench.XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$dir"' EXIT
 base=$((47000 + RANDOM % 1000 * 4))
-cat > "$dir/idle.toml" <<CFG
-[[port]]
-name = "inside"
-kind = "sink"
-[[port]]
-name = "outside"
-kind = "sink"
-[[nf]]
-name = "nat"
-kind = "nat"
-inside = "inside"
-public = ["203.0.113.1"]
-[[chain]]
-name = "out"
-ingress = ["inside"]
-steps = ["nat"]
-output = "outside"
-[[chain]]
-name = "in"
-ingress = ["outside"]
-steps = ["nat"]
-output = "inside"
+# The NAT example with a `[scale]` table: two workers, each with an output logger.
+{ cat examples/offline-nat.toml; cat <<CFG; } > "$dir/idle.toml"
+
 [scale]
 director = "127.0.0.1:$base"
 workers = ["127.0.0.1:$((base + 1))", "127.0.0.1:$((base + 2))"]
