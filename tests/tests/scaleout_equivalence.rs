@@ -12,7 +12,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
-use nflet_tests::scaleout::{addresses, director_summary, Director};
+use nflet_tests::scaleout::{addresses, director_summary, worker_summaries, Director};
 use nflet_tests::{binary, read_pcap, write_pcap};
 
 const FLOWS: u16 = 120;
@@ -209,7 +209,14 @@ failure_timeout_ms = {FAILURE_TIMEOUT_MS}
         publics.entry(id.0).or_default().insert(public);
     }
     for (flow, p) in &publics {
-        assert_eq!(p.len(), 1, "flow {flow} left through {p:?}");
+        assert_eq!(
+            p.len(),
+            1,
+            "flow {flow} left through {p:?}\ndirector: {}\n{}\nworkers: {:#?}",
+            summary["decisions"],
+            summary["director"],
+            worker_summaries(&stdout).iter().map(|w| (&w["worker"], &w["counters"])).collect::<Vec<_>>()
+        );
     }
     let lost = ref_ids.len() - got.len();
     let window = 2 * FAILURE_TIMEOUT_MS * RATE_PPS / 1000;

@@ -97,6 +97,22 @@ fn launch_of(w: WorkerId) -> Decision {
     Decision::Scale(ScaleDecision::Launch(w))
 }
 
+/// Where the state of a flow whose holder `failed` is to be pulled from, given `confirmed`:
+/// the worker whose processed frames of the flow last came back. Normally the failed worker's
+/// output logger, which stored the state of every frame the worker released. But a worker
+/// that never released a frame of the flow (it died while its own pull of the flow's state
+/// was waiting) left nothing at its logger: the worker that last released one still holds
+/// the state (a pull answered keeps a copy), and asking the logger would come back empty
+/// and run the flow on no state — a NAT connection would get a second public port.
+/// Without loggers, the failed worker itself (in case it was only suspected).
+fn state_after_failure(confirmed: Option<WorkerId>, failed: WorkerId, loggers: bool) -> WorkerId {
+    match confirmed {
+        Some(w) if w != failed => w,
+        _ if loggers => Scale::logger_id(failed.0),
+        _ => failed,
+    }
+}
+
 /// The director's own counters (the library's are reported beside them).
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct DirectorRoleCounters {
@@ -567,14 +583,11 @@ impl DirectorRole {
         }
         // Every packet of a moved flowlet names where its state is (module doc of the header).
         let from = match source {
-            // The failed worker's flows come back from its output logger — unless the worker
-            // never released a frame of the flow (it died while pulling the flow's state):
-            // then the worker that last did still holds it.
-            StateSource::Recover { failed } => match self.confirmed.get(&flow).copied() {
-                Some(w) if w != failed => Some(w),
-                _ if !self.scale.loggers.is_empty() => Some(Scale::logger_id(failed.0)),
-                _ => Some(failed),
-            },
+            StateSource::Recover { failed } => Some(state_after_failure(
+                self.confirmed.get(&flow).copied(),
+                failed,
+                !self.scale.loggers.is_empty(),
+            )),
             other => other.moves_from(),
         };
         let h = SteerHeader {
@@ -901,17 +914,18 @@ impl DirectorRole {
         self.confirmed.retain(|flow, _| decisions.flow(flow).is_some());
     }
 
-    /// Workers whose moved flowlet pulls its state from `failed` are told to pull it from
-    /// `failed`'s output logger: no packet of the flow may come to re-aim the pull (one that
-    /// does names the logger itself), and a pull left waiting on a dead worker would give up
-    /// and run the flow on no state.
+    /// Workers whose moved flowlet pulls its state from `failed` are told where to pull it
+    /// from instead ([`state_after_failure`]): no packet of the flow may come to re-aim the
+    /// pull, and a pull left waiting on a dead worker would give up and run the flow on no
+    /// state.
     fn redirect_pulls(&mut self, failed: WorkerId) {
-        let logger = Scale::logger_id(failed.0);
+        let loggers = !self.scale.loggers.is_empty();
         let mut body = [0u8; 4];
         body[..2].copy_from_slice(&failed.0.to_be_bytes());
-        body[2..].copy_from_slice(&logger.0.to_be_bytes());
         for (flow, owner) in self.decisions.pulling_from(failed) {
             let Some(to) = self.workers.get(usize::from(owner.0)).copied() else { continue };
+            let source = state_after_failure(self.confirmed.get(&flow).copied(), failed, loggers);
+            body[2..].copy_from_slice(&source.0.to_be_bytes());
             self.send(Kind::Recover, &flow, &body, to);
             self.counters.pulls_redirected += 1;
         }
@@ -944,5 +958,27 @@ impl DirectorRole {
             "flows": self.decisions.flows(),
             "aliases": self.aliases.len(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_workers_flow_state_comes_from_its_logger_or_the_last_worker_that_released_it() {
+        let (w0, w1) = (WorkerId(0), WorkerId(1));
+        let logger1 = Scale::logger_id(1);
+        // Worker 1 released frames of the flow: its logger holds their state.
+        assert_eq!(state_after_failure(Some(w1), w1, true), logger1);
+        // No frame of the flow came back yet: nothing released depends on any state; the
+        // logger is as good a place to ask as any.
+        assert_eq!(state_after_failure(None, w1, true), logger1);
+        // Worker 1 died while pulling the flow from worker 0 (its own pull, or a pull
+        // another worker made of it, was waiting): worker 0 still holds the state; logger 1
+        // has none.
+        assert_eq!(state_after_failure(Some(w0), w1, true), w0);
+        assert_eq!(state_after_failure(Some(w0), w1, false), w0);
+        assert_eq!(state_after_failure(Some(w1), w1, false), w1);
     }
 }

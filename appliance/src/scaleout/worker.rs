@@ -478,11 +478,18 @@ impl Worker {
             }
             Kind::Recover if m.sender == DIRECTOR => {
                 let id = |b: &[u8]| b.first_chunk::<2>().map(|c| WorkerId(u16::from_be_bytes(*c)));
-                let (Some(failed), Some(logger)) = (id(m.body), m.body.get(2..).and_then(id)) else {
+                let (Some(failed), Some(source)) = (id(m.body), m.body.get(2..).and_then(id)) else {
                     self.reject(MessageError::Short);
                     return;
                 };
-                if let Some((to, chain, clock)) = self.flows.recover(&m.flow, failed, logger, now) {
+                if source == self.id {
+                    // This worker released the flow's last frames before it moved to the
+                    // failed one, whose pull never finished: the copy here is the newest.
+                    if let Some(held) = self.flows.settle_here(&m.flow, failed) {
+                        self.counters.pulls_redirected += 1;
+                        self.run_held(&m.flow, held, now);
+                    }
+                } else if let Some((to, chain, clock)) = self.flows.recover(&m.flow, failed, source, now) {
                     self.counters.pulls_redirected += 1;
                     self.pull(&m.flow, chain, clock, to);
                 }

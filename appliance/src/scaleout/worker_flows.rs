@@ -229,24 +229,37 @@ impl WorkerFlows {
         })
     }
 
-    /// The director says `failed` is dead and its state of `flow` is at `logger`: a pull of
-    /// `flow` waiting on `failed` is re-aimed there. Returns the request to send (to, chain,
-    /// clock), if any.
+    /// The director says `failed` is dead and the state of `flow` is at `source` (its output
+    /// logger, or the worker that last released a frame of the flow): a pull of `flow`
+    /// waiting on `failed` is re-aimed there. Returns the request to send (to, chain, clock),
+    /// if any.
     pub fn recover(
         &mut self,
         flow: &FlowKey,
         failed: WorkerId,
-        logger: WorkerId,
+        source: WorkerId,
         now: Nanos,
     ) -> Option<(WorkerId, ChainId, LogicalClock)> {
         let p = self.map.get_mut(flow)?.pull.as_mut()?;
         if p.from != failed {
             return None;
         }
-        p.from = logger;
+        p.from = source;
         p.tries = 1;
         p.sent = now;
-        Some((logger, p.chain, p.clock))
+        Some((source, p.chain, p.clock))
+    }
+
+    /// The director says `failed` is dead and the newest state of `flow` is the copy here: a
+    /// pull of `flow` waiting on `failed` ends, and its held packets are returned to run on
+    /// that copy.
+    pub fn settle_here(&mut self, flow: &FlowKey, failed: WorkerId) -> Option<VecDeque<Held>> {
+        let e = self.map.get_mut(flow)?;
+        let p = e.pull.as_ref().filter(|p| p.from == failed)?;
+        e.synced = Some(p.flowlet);
+        e.pull = None;
+        e.given_away = false;
+        Some(std::mem::take(&mut e.held))
     }
 
     /// Defers `requester`'s pull of `flow` (for its packet with clock `clock`) while this
@@ -437,6 +450,20 @@ mod tests {
         f.expired(Nanos(30), Nanos(10), &mut out);
         assert!(matches!(out.as_slice(), [(Expired::GiveUp { .. }, held)] if held.len() == 1));
         assert_eq!(admit(&mut f, header(4, None)), Admit::Run, "no pull pending any more");
+    }
+
+    #[test]
+    fn a_pull_from_a_failed_worker_settles_on_the_copy_here_when_the_director_says_so() {
+        let mut f = WorkerFlows::new(WorkerId(1), 8, 3);
+        let k = FlowKey::default();
+        assert_eq!(admit(&mut f, header(3, Some(2))), Admit::Pull { from: WorkerId(2) });
+        assert_eq!(admit(&mut f, header(4, None)), Admit::Held);
+        // A word about another worker's failure leaves the pull alone.
+        assert!(f.settle_here(&k, WorkerId(0)).is_none());
+        let held = f.settle_here(&k, WorkerId(2)).expect("the pull waited on worker 2");
+        assert_eq!(held.len(), 2, "both held packets run");
+        assert!(f.settle_here(&k, WorkerId(2)).is_none(), "settled once");
+        assert_eq!(admit(&mut f, header(5, None)), Admit::Run, "no pull pending any more");
     }
 
     #[test]

@@ -66,8 +66,9 @@ pub enum Kind {
     /// replica, so the state moved away without a pull.
     Moved,
     /// Director → a flow's owner: the worker it pulls the flow's state from failed; pull it
-    /// from the worker's output logger instead. Body: the failed worker's id and the
-    /// logger's (u16 each).
+    /// from the worker's output logger instead (or from the worker that last released a
+    /// frame of the flow, if the failed one never did). Body: the failed worker's id and the
+    /// id to pull from (u16 each).
     Recover,
     /// Director → worker, after the director restarted: list the flows whose state you hold.
     Inventory,
