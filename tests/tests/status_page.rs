@@ -124,10 +124,13 @@ fn status_page_draws_live_throughput_in_a_real_browser() {
     assert!(dom.contains("<span id=\"error\"></span>"), "the page reported an error:\n{dom}");
 
     // The picture: the throughput chart (left) holds a line in the first chain's colour,
-    // and the drops chart (right) does not use it.
+    // and the drops chart (right) does not use it. The line advances about 3.5 px a sample;
+    // 30 s of virtual time draws ~30 samples, so even a flat line (a steady rate) is ~100 px
+    // long and 2-3 px thick. (With 6 s a flat line was only ~26 px: a rate that happened to
+    // be steady failed the check.)
     let shot = target_dir().join("status-page.png");
     let _ = std::fs::remove_file(&shot);
-    browse(&url, &format!("--screenshot={}", shot.display()), 6000);
+    browse(&url, &format!("--screenshot={}", shot.display()), 30_000);
     let (left, w, h) = count_colour(&shot, FIRST_CHAIN_RGB, (0, 500, 0, 400));
     assert_eq!((w, h), (1000, 760), "screenshot size");
     assert!(left >= 100, "only {left} pixels of the throughput line in {}", shot.display());
