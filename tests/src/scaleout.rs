@@ -1,9 +1,13 @@
-//! Helpers of the scale-out tests: the director process, the two hosts' static neighbours,
-//! and the JSON summaries the director and its workers print.
+//! Helpers of the scale-out tests and of the recovery bench: the director process, a NAT
+//! deployment between two hosts with TCP transfers across it, the two hosts' static
+//! neighbours, and the JSON summaries the director and its workers print.
 
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
 
-use crate::{binary, sh, TwoHosts};
+use crate::{binary, sh, spawn_peer_in, TwoHosts};
 
 /// The public address the deployments' NAT translates host A to.
 pub const PUBLIC: &str = "10.77.0.100";
@@ -166,4 +170,58 @@ pub fn worker_summaries(out: &str) -> Vec<serde_json::Value> {
         .filter_map(|l| l.find('{').and_then(|i| serde_json::from_str::<serde_json::Value>(&l[i..]).ok()))
         .filter(|v| v["worker"].is_u64() && v.get("director").is_none())
         .collect()
+}
+
+/// Two hosts and a NAT deployment between them whose `[scale]` is `scale(base)`, written to a
+/// file; its director is started and given 1.5 s to bring its workers up. `base` is the first
+/// of the deployment's UDP ports: `first_port` plus a slot of 8 taken from the process id, so
+/// callers keep their `first_port`s 4000 apart and runs side by side do not collide.
+pub fn site(tag: &str, first_port: u16, scale: impl FnOnce(u16) -> String) -> (TwoHosts, PathBuf, Director) {
+    let t = TwoHosts::new(tag);
+    static_neighbours(&t, PUBLIC);
+    let slot = u16::try_from(std::process::id() % 500).unwrap_or(0) * 8;
+    let config = deployment(&t, "", &["nat"], &scale(first_port + slot));
+    let path = std::env::temp_dir().join(format!("nflet-{tag}-{}.toml", std::process::id()));
+    std::fs::write(&path, &config).unwrap();
+    let director = Director::start(&path);
+    sleep(Duration::from_millis(1500));
+    (t, path, director)
+}
+
+/// Runs `conns` TCP transfers A → B at `rate` bytes/s each; `during` runs 1 s after they
+/// start. Returns (sender output, server output) per connection; a connection still open after
+/// a minute is cut (and fails the byte count).
+pub fn transfers(
+    t: &TwoHosts,
+    first_port: usize,
+    conns: usize,
+    bytes: u64,
+    rate: u64,
+    during: impl FnOnce(),
+) -> Vec<(String, String)> {
+    let servers: Vec<Child> = (0..conns)
+        .map(|i| spawn_peer_in(&t.ns_b, &["tcp-serve", &(first_port + i).to_string(), "show-peer"]))
+        .collect();
+    sleep(Duration::from_millis(300));
+    let senders: Vec<Child> = (0..conns)
+        .map(|i| {
+            spawn_peer_in(
+                &t.ns_a,
+                &["tcp-send", t.addr_b, &(first_port + i).to_string(), &bytes.to_string(), &rate.to_string()],
+            )
+        })
+        .collect();
+    sleep(Duration::from_millis(1000));
+    during();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let finish = |mut c: Child| {
+        while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        c.wait_with_output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default()
+    };
+    let sent: Vec<String> = senders.into_iter().map(finish).collect();
+    let got: Vec<String> = servers.into_iter().map(finish).collect();
+    sent.into_iter().zip(got).collect()
 }

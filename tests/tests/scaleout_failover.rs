@@ -7,19 +7,18 @@
 //! byte-exact through its original public port. A director crash: a new director takes over
 //! from the snapshot and adopts the running workers, and the connections carry on.
 
-use std::path::PathBuf;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use nflet_tests::binary;
 use nflet_tests::scaleout::{
-    addresses, deployment, director_summary, static_neighbours, value, worker_summaries, Director, PUBLIC,
+    addresses, director_summary, site, transfers, value, worker_summaries, Director, PUBLIC,
 };
-use nflet_tests::{binary, spawn_peer_in, TwoHosts};
 
 #[test]
 fn killing_a_worker_breaks_no_connection() {
-    let (t, path, director) = site("sf", |base| {
+    let (t, path, director) = site("sf", 30_000, |base| {
         format!(
             r#"director = "127.0.0.1:{base}"
 workers = [{workers}]
@@ -99,65 +98,6 @@ failure_timeout_ms = 100"#,
     );
 }
 
-/// Two hosts and a NAT deployment between them whose `[scale]` is `scale(base)` (UDP ports
-/// from `base` on, apart per test), written to a file; its director is started and given
-/// 1.5 s to bring its workers up.
-fn site(tag: &str, scale: impl FnOnce(u16) -> String) -> (TwoHosts, PathBuf, Director) {
-    let t = TwoHosts::new(tag);
-    static_neighbours(&t, PUBLIC);
-    let slot = u16::try_from(std::process::id() % 500).unwrap() * 8;
-    let base = match tag {
-        "sf" => 30_000,
-        "sd" => 34_000,
-        "ss" => 42_000,
-        _ => 38_000,
-    } + slot;
-    let config = deployment(&t, "", &["nat"], &scale(base));
-    let path = std::env::temp_dir().join(format!("nflet-{tag}-{}.toml", std::process::id()));
-    std::fs::write(&path, &config).unwrap();
-    let director = Director::start(&path);
-    sleep(Duration::from_millis(1500));
-    (t, path, director)
-}
-
-/// Runs `conns` TCP transfers A → B at `rate` bytes/s each; `during` runs 1 s after they start. Returns
-/// (sender output, server output) per connection; a connection still open after a minute is
-/// cut (and fails the byte count).
-fn transfers(
-    t: &TwoHosts,
-    first_port: usize,
-    conns: usize,
-    bytes: u64,
-    rate: u64,
-    during: impl FnOnce(),
-) -> Vec<(String, String)> {
-    let servers: Vec<Child> = (0..conns)
-        .map(|i| spawn_peer_in(&t.ns_b, &["tcp-serve", &(first_port + i).to_string(), "show-peer"]))
-        .collect();
-    sleep(Duration::from_millis(300));
-    let senders: Vec<Child> = (0..conns)
-        .map(|i| {
-            spawn_peer_in(
-                &t.ns_a,
-                &["tcp-send", t.addr_b, &(first_port + i).to_string(), &bytes.to_string(), &rate.to_string()],
-            )
-        })
-        .collect();
-    sleep(Duration::from_millis(1000));
-    during();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let finish = |mut c: Child| {
-        while c.try_wait().unwrap().is_none() && Instant::now() < deadline {
-            sleep(Duration::from_millis(50));
-        }
-        let _ = c.kill();
-        String::from_utf8_lossy(&c.wait_with_output().unwrap().stdout).into_owned()
-    };
-    let sent: Vec<String> = senders.into_iter().map(finish).collect();
-    let got: Vec<String> = servers.into_iter().map(finish).collect();
-    sent.into_iter().zip(got).collect()
-}
-
 #[test]
 fn a_director_crash_breaks_no_connection() {
     director_crash("sd", 100);
@@ -186,7 +126,8 @@ fn director_crash(tag: &str, snapshot_interval_ms: u64) -> serde_json::Value {
     // site's orchestrator would) with their output in files of their own.
     let outputs = std::env::temp_dir().join(format!("nflet-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&outputs).unwrap();
-    let (t, path, mut first) = site(tag, |base| {
+    let first_port = if tag == "sd" { 34_000 } else { 42_000 };
+    let (t, path, mut first) = site(tag, first_port, |base| {
         format!(
             r#"director = "127.0.0.1:{base}"
 workers = [{workers}]
@@ -267,7 +208,7 @@ launch_command = "{exe} {{role}} --config {{config}} --id {{id}} >{outputs}/{{ro
 
 #[test]
 fn a_crashed_logger_is_replaced_and_refilled_by_its_worker() {
-    let (t, path, director) = site("sl", |base| {
+    let (t, path, director) = site("sl", 38_000, |base| {
         format!(
             r#"director = "127.0.0.1:{base}"
 workers = [{workers}]
