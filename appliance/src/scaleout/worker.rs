@@ -484,9 +484,20 @@ impl Worker {
                 };
                 if source == self.id {
                     // This worker released the flow's last frames before it moved to the
-                    // failed one, whose pull never finished: the copy here is the newest.
-                    if let Some(held) = self.flows.settle_here(&m.flow, failed) {
+                    // failed one, whose pull never finished: the copy here is the newest. It
+                    // was marked moved when given away (a NAT mapping no longer refreshed);
+                    // importing it back makes it live here again.
+                    if let Some((chain, held)) = self.flows.settle_here(&m.flow, failed) {
                         self.counters.pulls_redirected += 1;
+                        let chain = usize::from(chain.0);
+                        let mut copy = std::mem::take(&mut self.state);
+                        copy.clear();
+                        if self.pipeline.copy_flow(chain, &m.flow, &ctx, &mut copy) > 0
+                            && self.pipeline.import_flow(chain, &m.flow, &ctx, &copy).is_err()
+                        {
+                            self.counters.imports_failed += 1;
+                        }
+                        self.state = copy;
                         self.run_held(&m.flow, held, now);
                     }
                 } else if let Some((to, chain, clock)) = self.flows.recover(&m.flow, failed, source, now) {

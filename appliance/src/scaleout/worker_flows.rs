@@ -251,15 +251,16 @@ impl WorkerFlows {
     }
 
     /// The director says `failed` is dead and the newest state of `flow` is the copy here: a
-    /// pull of `flow` waiting on `failed` ends, and its held packets are returned to run on
-    /// that copy.
-    pub fn settle_here(&mut self, flow: &FlowKey, failed: WorkerId) -> Option<VecDeque<Held>> {
+    /// pull of `flow` waiting on `failed` ends; returns its chain and its held packets, to
+    /// run on that copy.
+    pub fn settle_here(&mut self, flow: &FlowKey, failed: WorkerId) -> Option<(ChainId, VecDeque<Held>)> {
         let e = self.map.get_mut(flow)?;
         let p = e.pull.as_ref().filter(|p| p.from == failed)?;
+        let chain = p.chain;
         e.synced = Some(p.flowlet);
         e.pull = None;
         e.given_away = false;
-        Some(std::mem::take(&mut e.held))
+        Some((chain, std::mem::take(&mut e.held)))
     }
 
     /// Defers `requester`'s pull of `flow` (for its packet with clock `clock`) while this
@@ -460,7 +461,7 @@ mod tests {
         assert_eq!(admit(&mut f, header(4, None)), Admit::Held);
         // A word about another worker's failure leaves the pull alone.
         assert!(f.settle_here(&k, WorkerId(0)).is_none());
-        let held = f.settle_here(&k, WorkerId(2)).expect("the pull waited on worker 2");
+        let (_, held) = f.settle_here(&k, WorkerId(2)).expect("the pull waited on worker 2");
         assert_eq!(held.len(), 2, "both held packets run");
         assert!(f.settle_here(&k, WorkerId(2)).is_none(), "settled once");
         assert_eq!(admit(&mut f, header(5, None)), Admit::Run, "no pull pending any more");
