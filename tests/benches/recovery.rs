@@ -15,7 +15,7 @@
 
 use std::process::Command;
 
-use nflet_tests::scaleout::{addresses, director_summary, site, transfers, worker_summaries};
+use nflet_tests::scaleout::{director_summary, site, transfers, worker_kill_scale, worker_summaries};
 use nflet_tests::{binary, is_root};
 
 struct Load {
@@ -96,22 +96,7 @@ struct Recovery {
 }
 
 fn once(load: &Load, conns: usize) -> Result<Recovery, String> {
-    let (t, path, director) = site("rb", 26_000, |base| {
-        format!(
-            r#"director = "127.0.0.1:{base}"
-workers = [{workers}]
-loggers = [{loggers}]
-key = "recovery bench key, not secret"
-initial_workers = 3
-capacity_mbps = 1000000
-replicas = 0
-retire_idle_ms = 600000
-heartbeat_ms = 20
-failure_timeout_ms = 100"#,
-            workers = addresses(base + 1, 3),
-            loggers = addresses(base + 4, 3),
-        )
-    });
+    let (t, path, director) = site("rb", 26_000, worker_kill_scale);
     let bytes = load.rate * SECONDS;
     let results = transfers(&t, 9700, conns, bytes, load.rate, || {
         let pattern = format!("worker --config {} --id 0", path.display());

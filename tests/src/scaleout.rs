@@ -188,6 +188,27 @@ pub fn site(tag: &str, first_port: u16, scale: impl FnOnce(u16) -> String) -> (T
     (t, path, director)
 }
 
+/// The `[scale]` table of the worker-kill deployment (`scaleout_failover`, the recovery
+/// bench), UDP ports from `base`: three workers with output loggers, packed in id order onto
+/// worker 0 (capacity far above the test's traffic), no proactive replicas (a recovered flow's
+/// state can only come from the logger), failure detected after 100 ms of silence.
+pub fn worker_kill_scale(base: u16) -> String {
+    format!(
+        r#"director = "127.0.0.1:{base}"
+workers = [{workers}]
+loggers = [{loggers}]
+key = "worker kill deployment key, not secret"
+initial_workers = 3
+capacity_mbps = 1000000
+replicas = 0
+retire_idle_ms = 600000
+heartbeat_ms = 20
+failure_timeout_ms = 100"#,
+        workers = addresses(base + 1, 3),
+        loggers = addresses(base + 4, 3),
+    )
+}
+
 /// Runs `conns` TCP transfers A → B at `rate` bytes/s each; `during` runs 1 s after they
 /// start. Returns (sender output, server output) per connection; a connection still open after
 /// a minute is cut (and fails the byte count).

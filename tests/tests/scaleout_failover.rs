@@ -13,27 +13,13 @@ use std::time::{Duration, Instant};
 
 use nflet_tests::binary;
 use nflet_tests::scaleout::{
-    addresses, director_summary, site, transfers, value, worker_summaries, Director, PUBLIC,
+    addresses, director_summary, site, transfers, value, worker_kill_scale, worker_summaries, Director,
+    PUBLIC,
 };
 
 #[test]
 fn killing_a_worker_breaks_no_connection() {
-    let (t, path, director) = site("sf", 30_000, |base| {
-        format!(
-            r#"director = "127.0.0.1:{base}"
-workers = [{workers}]
-loggers = [{loggers}]
-key = "fault tolerance test key, not secret"
-initial_workers = 3
-capacity_mbps = 1000000
-replicas = 0
-retire_idle_ms = 600000
-heartbeat_ms = 20
-failure_timeout_ms = 100"#,
-            workers = addresses(base + 1, 3),
-            loggers = addresses(base + 4, 3),
-        )
-    });
+    let (t, path, director) = site("sf", 30_000, worker_kill_scale);
     // Sixteen connections: sixteen flows to recover, so the recovery latency has a spread.
     const CONNS: usize = 16;
     const BYTES: u64 = 2_500_000;
