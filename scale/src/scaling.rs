@@ -188,14 +188,19 @@ impl Pool {
         if self.pending.is_some() || self.active.len() >= usize::from(cfg.max_workers) {
             return None;
         }
-        let saturated = |w: &Worker| w.load().fraction_of(cfg.worker_capacity) > cfg.launch_utilisation;
-        let mut serving = self.active.iter().filter(|w| !w.draining).peekable();
-        if serving.peek().is_none() || !serving.all(saturated) {
-            return None;
-        }
-        // A draining worker is taken back before anything is launched.
-        if self.undrain() {
-            return None;
+        // Below `min_workers` (workers failed): launch whatever the load. Without this a pool
+        // whose last worker failed never launched again (the rule below needs a serving
+        // worker to be saturated).
+        if self.active.len() >= usize::from(cfg.min_workers) {
+            let saturated = |w: &Worker| w.load().fraction_of(cfg.worker_capacity) > cfg.launch_utilisation;
+            let mut serving = self.active.iter().filter(|w| !w.draining).peekable();
+            if serving.peek().is_none() || !serving.all(saturated) {
+                return None;
+            }
+            // A draining worker is taken back before anything is launched.
+            if self.undrain() {
+                return None;
+            }
         }
         let id = self.lowest_free_id()?;
         self.pending = Some(id);
@@ -370,6 +375,24 @@ mod tests {
         assert_eq!(p.launch_decision(), None);
         p.set_unavailable(Vec::new());
         assert_eq!(p.launch_decision(), Some(ScaleDecision::Launch(WorkerId(2))));
+    }
+
+    #[test]
+    fn a_pool_below_its_floor_launches_whatever_the_load() {
+        let mut p = Pool::new(&cfg(1));
+        // One idle worker: nothing to launch.
+        assert_eq!(p.launch_decision(), None);
+        assert!(p.fail(WorkerId(0)));
+        // Its id still carries flows that started there: the next one is taken.
+        p.set_unavailable(vec![WorkerId(0)]);
+        assert_eq!(p.launch_decision(), Some(ScaleDecision::Launch(WorkerId(1))));
+        assert_eq!(p.launch_decision(), None, "one pending at a time");
+        assert_eq!(p.ready(WorkerId(1)), Ok(()));
+        assert_eq!(p.launch_decision(), None, "back at the floor, idle");
+        // No id left to take: the pool waits.
+        assert!(p.fail(WorkerId(1)));
+        p.set_unavailable((0..4).map(WorkerId).collect());
+        assert_eq!(p.launch_decision(), None);
     }
 
     #[test]
